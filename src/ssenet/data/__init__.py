@@ -1,0 +1,1 @@
+"""Datasets, the embedded benchmark, transforms and label I/O."""

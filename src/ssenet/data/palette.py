@@ -1,0 +1,83 @@
+"""VOC class names, the VOC colour palette and palette-PNG label I/O."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ssenet.errors import SsenetError
+from ssenet.fileio import atomic_path
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+IGNORE_INDEX = 255
+
+
+def voc_palette(num_colors: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map as a (num_colors, 3) uint8 array (label 255 is (224, 224, 192))."""
+    palette = np.zeros((num_colors, 3), dtype=np.uint8)
+    for label in range(num_colors):
+        value, r, g, b = label, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette[label] = (r, g, b)
+    return palette
+
+
+_PALETTE_BYTES = voc_palette().flatten().tolist()
+
+
+def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
+    """Write an (H, W) label map with values in 0..255 as a VOC palette PNG, atomically."""
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise SsenetError(f"{path}: a label map must be 2-D, got shape {label.shape}")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise SsenetError(f"{path}: label values must lie in 0..255")
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    image.putpalette(_PALETTE_BYTES)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (palette or greyscale) as an (H, W) uint8 array of class indices."""
+    path = Path(path)
+    if not path.is_file():
+        raise SsenetError(f"{path}: label file not found")
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise SsenetError(
+                    f"{path}: expected a palette or greyscale label PNG, got mode {image.mode}"
+                )
+            return np.array(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise SsenetError(f"{path}: cannot read label image ({err})") from err
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB array with a clear error when it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise SsenetError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise SsenetError(f"{path}: cannot read image ({err})") from err
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """Map a label map to an (H, W, 3) RGB image with the VOC palette (for figures)."""
+    return voc_palette()[np.asarray(label, dtype=np.uint8)]
