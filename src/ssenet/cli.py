@@ -1,10 +1,169 @@
-"""The `ssenet` command line."""
+"""The `ssenet` command line: `demo`, and one verb per stage."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
+
+from ssenet.errors import SsenetError
+
+
+def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", required=required, help="YAML config file")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. cam.eta=0.5"
+    )
+
+
+def _load(args: argparse.Namespace):
+    from ssenet.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ssenet.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def cmd_make_benchmark(args: argparse.Namespace) -> int:
+    from ssenet.data.benchmark import make_benchmark
+
+    summary = make_benchmark(
+        args.out,
+        seed=args.seed,
+        size=args.size,
+        num_train=args.num_train,
+        num_train_eval=args.num_train_eval,
+        num_val=args.num_val,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(f"benchmark written to {args.out}: {summary.get('num_images', '')} images")
+    return 0
+
+
+def cmd_train_cam(args: argparse.Namespace) -> int:
+    from ssenet.cam import train_cam
+
+    cfg = _load(args)
+    out = Path(args.out or Path(cfg.run.out_dir) / "cam")
+    trained = train_cam(cfg, out, progress=not args.no_progress)
+    print(f"CAM weights: {trained.weights}")
+    return 0
+
+
+def cmd_infer_cam(args: argparse.Namespace) -> int:
+    from ssenet.cam import infer_cams
+    from ssenet.runtime import parse_shard
+
+    cfg = _load(args)
+    out = Path(args.out or Path(cfg.run.out_dir) / "cam")
+    weights = args.weights or out / "model.pth"
+    result = infer_cams(
+        cfg, weights, out, args.list, parse_shard(args.shard), progress=not args.no_progress
+    )
+    done = f"{result['computed']} of {result['images']} images computed"
+    print(f"{done}; CAMs in {result['cam_dir']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ssenet.evaluate_cli import run_eval
+
+    return run_eval(args)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from ssenet.config import dump_config, load_config
+
+    overrides = list(args.overrides)
+    if args.file and "=" in args.file:  # only overrides were given
+        args.file, overrides = None, [args.file, *overrides]
+    print(dump_config(load_config(args.file, overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssenet",
+        description="Weakly supervised semantic segmentation with scale-equivariant CAMs (SSENet).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    demo = sub.add_parser("demo", help="build the embedded benchmark, train and score both models")
+    demo.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes)")
+    demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    demo.add_argument("--seed", type=int, default=0, help="benchmark and training seed")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("make-benchmark", help="write the embedded benchmark (VOC layout)")
+    bench.add_argument("out", help="output directory")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--size", type=int, default=128, help="image side in pixels")
+    bench.add_argument("--num-train", type=int, default=1000, help="train_aug images")
+    bench.add_argument(
+        "--num-train-eval", type=int, default=200, help="train images (a subset of train_aug)"
+    )
+    bench.add_argument("--num-val", type=int, default=200, help="val images")
+    bench.add_argument("--workers", type=int, default=2, help="processes")
+    bench.set_defaults(func=cmd_make_benchmark)
+
+    train = sub.add_parser("train-cam", help="train the CAM network (baseline or SSENet)")
+    _add_config_args(train)
+    train.add_argument("--out", help="output directory (default: run.out_dir/cam)")
+    train.set_defaults(func=cmd_train_cam)
+
+    infer = sub.add_parser("infer-cam", help="multi-scale CAMs and CAM pseudo labels")
+    _add_config_args(infer)
+    infer.add_argument("--weights", help="trained CAM weights (default: OUT/model.pth)")
+    infer.add_argument("--list", help="image list (default: data.infer_list)")
+    infer.add_argument("--out", help="output directory (default: run.out_dir/cam)")
+    infer.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
+    infer.set_defaults(func=cmd_infer_cam)
+
+    evaluate = sub.add_parser("eval", help="mIoU, mFN, mFP of label maps or CAM files")
+    evaluate.add_argument("--pred", help="directory of predicted label PNGs")
+    evaluate.add_argument("--cams", help="directory of CAM .npz files: sweep background alpha")
+    evaluate.add_argument("--gt", required=True, help="directory of ground-truth label PNGs")
+    evaluate.add_argument("--list", help="file of image ids (default: every prediction)")
+    evaluate.add_argument("--json", help="write the metrics to this JSON file")
+    evaluate.add_argument("--class-names", help="class names file, background first (default VOC)")
+    evaluate.add_argument(
+        "--alphas",
+        default="0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.5,0.6",
+        help="background scores to sweep with --cams",
+    )
+    evaluate.set_defaults(func=cmd_eval)
+
+    config = sub.add_parser("config", help="inspect configs")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="action")
+    show = config_sub.add_parser("show", help="print the fully resolved config")
+    show.add_argument("file", nargs="?", help="YAML config file (default: the built-in defaults)")
+    show.add_argument("overrides", nargs="*", metavar="key=value")
+    show.set_defaults(func=cmd_config_show)
+
+    for action in sub.choices.values():
+        action.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    show.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("ssenet: under construction", file=sys.stderr)
-    return 1
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SsenetError as err:
+        print(f"ssenet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssenet: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

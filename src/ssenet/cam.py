@@ -1,0 +1,288 @@
+"""Stage 1: train the CAM network (baseline or SSENet) and infer multi-scale CAMs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ssenet.camfile import cams_to_label, save_cams
+from ssenet.config import CamConfig, Config
+from ssenet.data.datasets import CamTrainDataset, ImageListDataset, SegmentationDataset
+from ssenet.data.palette import write_label_png
+from ssenet.data.source import open_split
+from ssenet.data.transforms import CamTrainTransform
+from ssenet.equivariance import EquivarianceTransform, consistency_loss
+from ssenet.models import build_cam_model, load_weights
+from ssenet.runtime import autocast, init_distributed, seed_everything, select_device, set_threads
+from ssenet.trainer import FitResult, finished, fit, make_loader
+
+
+def upsampled_cam(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The CAM bilinearly upsampled to the input size, as the reference trains it."""
+    cam = model(images)
+    return F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class CamObjective(nn.Module):
+    """One forward computes every loss term of a step, so DDP sees a single forward per step.
+
+    Baseline: `cls`. SSENet: `(cls + cls_t) / 2 + eta * R`, where the second branch sees the
+    transformed image and R compares its CAM with the transformed CAM of the first branch.
+    """
+
+    def __init__(self, model: nn.Module, cfg: CamConfig):
+        super().__init__()
+        self.model = model
+        self.method = cfg.method
+        self.eta = cfg.eta
+        self.transform = EquivarianceTransform(cfg.transform, cfg.branch_rate)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        cam = upsampled_cam(self.model, images)
+        cls = F.multilabel_soft_margin_loss(cam.mean(dim=(2, 3)), labels)
+        if self.method == "baseline":
+            return {"loss": cls, "cls": cls}
+        cam_t = upsampled_cam(self.model, self.transform(images))
+        cls_t = F.multilabel_soft_margin_loss(cam_t.mean(dim=(2, 3)), labels)
+        reg = consistency_loss(cam_t, self.transform(cam), labels)
+        loss = (cls + cls_t) / 2 + self.eta * reg
+        return {"loss": loss, "cls": cls, "cls_t": cls_t, "ser": reg}
+
+
+def build_cam_from_config(cfg: Config, num_classes: int) -> nn.Module:
+    """The configured CAM network with its ImageNet (or given) backbone weights."""
+    model = build_cam_model(
+        backbone=cfg.model.backbone,
+        num_classes=num_classes,
+        width=cfg.model.width,
+        output_stride=cfg.model.output_stride,
+        pretrained=cfg.model.pretrained and cfg.model.weights is None,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    if cfg.model.weights:
+        load_weights(model.backbone, cfg.model.weights)
+    return model
+
+
+def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitResult:
+    """Train the CAM network into `out_dir` (model.pth, train.json, checkpoints/, tb/).
+
+    Resumable: see `ssenet.trainer.fit`.
+    """
+    out_dir = Path(out_dir)
+    digest = cfg.digest("data", "model", "cam")
+    done = finished(out_dir, digest)
+    if done is not None:
+        return done
+    dataset = open_split(cfg.data, cfg.data.train_list)
+    set_threads(cfg.run.threads)
+    device = select_device(cfg.run.device)
+    info = init_distributed(device)
+    seed_everything(cfg.run.seed)
+    model = build_cam_from_config(cfg, dataset.num_foreground).to(device)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    transform = CamTrainTransform(
+        resize_long=cfg.cam.resize_long,
+        crop_size=cfg.cam.crop_size,
+        hflip=cfg.cam.hflip,
+        color_jitter=cfg.cam.color_jitter,
+        mean=model.backbone.mean,
+        std=model.backbone.std,
+    )
+    train_set = CamTrainDataset(dataset, transform, seed=cfg.run.seed)
+    loader = make_loader(train_set, cfg.cam.batch_size, cfg.run.num_workers, info, cfg.run.seed)
+    return fit(
+        name=f"cam {cfg.cam.method}",
+        model=model,
+        objective=CamObjective(model, cfg.cam),
+        loader=loader,
+        optim_cfg=cfg.cam,
+        epochs=cfg.cam.epochs,
+        out_dir=out_dir,
+        digest=digest,
+        device=device,
+        info=info,
+        amp=cfg.run.amp,
+        channels_last=cfg.run.channels_last,
+        seed=cfg.run.seed,
+        progress=progress,
+    )
+
+
+def load_cam_model(cfg: Config, weights: str | Path, num_classes: int) -> nn.Module:
+    """Build the configured CAM network and load trained weights (strict) for inference."""
+    model = build_cam_model(
+        backbone=cfg.model.backbone,
+        num_classes=num_classes,
+        width=cfg.model.width,
+        output_stride=cfg.model.output_stride,
+        pretrained=False,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    load_weights(model, weights)
+    return model.eval()
+
+
+@torch.no_grad()
+def multiscale_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool,
+    amp: str = "off",
+) -> torch.Tensor:
+    """Summed CAMs (B, K, H, W) of a batch of same-size uint8 images (B, H, W, 3).
+
+    Each scale runs the batch and its horizontal flip as one forward pass: relu, bilinear
+    upsampling to the original size, un-flip, sum -- the reference's inference recipe.
+    """
+    device = next(model.parameters()).device
+    backbone = model.backbone
+    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
+    pixels = images.to(device).permute(0, 3, 1, 2).float() / 255.0
+    batch, height, width = pixels.shape[0], pixels.shape[2], pixels.shape[3]
+    total = None
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = pixels
+        if size != (height, width):
+            scaled = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False)
+            scaled = scaled.clamp(0, 1)
+        scaled = (scaled - mean) / std
+        if flip:
+            scaled = torch.cat([scaled, scaled.flip(-1)])
+        with autocast(device, amp):
+            cam = model(scaled)
+        cam = F.interpolate(F.relu(cam.float()), size=(height, width), mode="bilinear")
+        if flip:
+            cam = cam[:batch] + cam[batch:].flip(-1)
+        total = cam if total is None else total + cam
+    return total
+
+
+def normalized_present_cams(
+    summed: torch.Tensor, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the image's classes and divide each map by its max + 1e-5: ((k, H, W), keys 1..K)."""
+    present = np.flatnonzero(labels > 0.5)
+    cams = summed[torch.as_tensor(present, dtype=torch.long)].cpu().numpy().astype(np.float32)
+    if len(present):
+        cams /= cams.reshape(len(present), -1).max(axis=1).reshape(-1, 1, 1) + 1e-5
+    return cams, (present + 1).astype(np.int64)
+
+
+def same_size_batches(
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "images",
+) -> Iterator[list[tuple[str, torch.Tensor, np.ndarray]]]:
+    """Group consecutive images of equal size into batches of (id, uint8 image, labels)."""
+    subset = dataset.subset(list(ids))
+    loader = DataLoader(
+        ImageListDataset(subset),
+        batch_size=1,
+        num_workers=num_workers,
+        collate_fn=lambda items: items[0],
+    )
+    pending: list[tuple[str, torch.Tensor, np.ndarray]] = []
+    for image, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape):
+            yield pending
+            pending = []
+        pending.append((subset.ids[index], image, np.asarray(labels)))
+    if pending:
+        yield pending
+
+
+def iter_cams(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    scales: Sequence[float],
+    flip: bool,
+    batch_size: int = 4,
+    amp: str = "off",
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "cam",
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass."""
+    for batch in same_size_batches(dataset, ids, batch_size, num_workers, progress, desc):
+        images = torch.stack([image for _, image, _ in batch])
+        summed = multiscale_cams(model, images, scales, flip, amp)
+        for (image_id, _, labels), maps in zip(batch, summed, strict=True):
+            cams, keys = normalized_present_cams(maps, labels)
+            yield image_id, cams, keys
+
+
+@torch.no_grad()
+def classifier_scores(
+    model: nn.Module, dataset: SegmentationDataset, ids: Sequence[str], batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image-level logits (GAP of the CAM at scale 1, as in training) and targets, (N, K) each."""
+    device = next(model.parameters()).device
+    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
+    scores, targets = [], []
+    for batch in same_size_batches(dataset, ids, batch_size):
+        images = torch.stack([image for _, image, _ in batch]).to(device)
+        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+        scores.append(upsampled_cam(model, pixels).mean(dim=(2, 3)).cpu().numpy())
+        targets.extend(labels for _, _, labels in batch)
+    return np.concatenate(scores), np.stack(targets)
+
+
+def infer_cams(
+    cfg: Config,
+    weights: str | Path,
+    out_dir: str | Path,
+    list_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict:
+    """Write `cams/<id>.npz` and the alpha pseudo label `labels/<id>.png` for every image.
+
+    Images whose two files exist are skipped, so a rerun finishes an interrupted one. With
+    `shard=(k, n)` only every n-th image from the k-th is processed: shards are disjoint.
+    """
+    out_dir = Path(out_dir)
+    dataset = open_split(cfg.data, list_name or cfg.data.infer_list)
+    ids = list(dataset.ids)[shard[0] :: shard[1]]
+    cam_dir, label_dir = out_dir / "cams", out_dir / "labels"
+    todo = [
+        i
+        for i in ids
+        if not ((cam_dir / f"{i}.npz").is_file() and (label_dir / f"{i}.png").is_file())
+    ]
+    device = select_device(cfg.run.device)
+    set_threads(cfg.run.threads)
+    if todo:
+        model = load_cam_model(cfg, weights, dataset.num_foreground).to(device)
+        for image_id, cams, keys in iter_cams(
+            model,
+            dataset,
+            todo,
+            cfg.cam.infer_scales,
+            cfg.cam.infer_flip,
+            cfg.cam.infer_batch,
+            cfg.run.amp,
+            cfg.run.num_workers,
+            progress,
+            desc="infer cam",
+        ):
+            save_cams(cam_dir / f"{image_id}.npz", cams, keys)
+            label = cams_to_label(cams, keys, cfg.cam.alpha)
+            write_label_png(label_dir / f"{image_id}.png", label)
+    return {"images": len(ids), "computed": len(todo), "cam_dir": str(cam_dir)}

@@ -1,0 +1,32 @@
+"""Open the dataset a config describes, one image list at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssenet.config import DataConfig
+from ssenet.data.datasets import SegmentationDataset
+from ssenet.data.folder import open_folder
+from ssenet.data.voc import open_voc
+from ssenet.errors import SsenetError
+
+
+def open_split(cfg: DataConfig, list_name: str) -> SegmentationDataset:
+    """VOC: `list_name` is a split of ImageSets/Segmentation. Folder data: `all` or an id file."""
+    if cfg.kind == "voc":
+        return open_voc(
+            cfg.root, split=list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir
+        )
+    dataset = open_folder(
+        cfg.root, cfg.label_file, class_names=cfg.class_names, mask_dir=cfg.mask_dir
+    )
+    if list_name == "all":
+        return dataset
+    path = Path(list_name)
+    if not path.is_file():
+        raise SsenetError(f"{path}: image list not found (for folder data use 'all' or a file)")
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    unknown = sorted(set(ids) - set(dataset.ids))
+    if unknown:
+        raise SsenetError(f"{path}: ids not in {cfg.label_file}: {', '.join(unknown[:5])}")
+    return dataset.subset(ids)

@@ -1,0 +1,205 @@
+"""The training loop every stage shares: AMP, DDP, poly schedule, epoch checkpoints and resume.
+
+A stage builds its model, its loss module (one forward returns a dict of losses with "loss") and
+its data loader, then calls `fit`. A killed run continues from its last epoch checkpoint when the
+same command runs again; a finished one returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from ssenet.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from ssenet.errors import SsenetError
+from ssenet.fileio import write_text_atomic
+from ssenet.runtime import DistInfo, autocast, barrier
+from ssenet.tensorboard import open_writer
+
+# Learning-rate multipliers and weight-decay switches of the four reference parameter groups:
+# backbone weights, backbone biases, new-head weights, new-head biases.
+GROUP_LR_MULTIPLIERS = (1.0, 2.0, 10.0, 20.0)
+GROUP_DECAYS = (True, False, True, False)
+
+
+def build_optimizer(
+    groups: Sequence[Sequence[nn.Parameter]], cfg, max_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The reference optimiser and poly schedule `lr * (1 - step / max_steps) ** power`.
+
+    `cfg` is any object with lr, weight_decay, optimizer, momentum and lr_power.
+    """
+    param_groups = [
+        {"params": list(params), "lr": cfg.lr * mult, "weight_decay": cfg.weight_decay * decay}
+        for params, mult, decay in zip(groups, GROUP_LR_MULTIPLIERS, GROUP_DECAYS, strict=True)
+        if len(params)
+    ]
+    if cfg.optimizer == "psa_sgd":
+        # The reference's PolyOptimizer calls SGD(params, lr, weight_decay): the third positional
+        # argument is momentum, so momentum = 5e-4 and the group weight decays apply as given.
+        optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr)
+
+    def poly(step: int) -> float:
+        return max(0.0, 1.0 - step / max_steps) ** cfg.lr_power
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, poly)
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    num_workers: int,
+    info: DistInfo,
+    seed: int,
+) -> DataLoader:
+    """Shuffled, drop-last batches; sharded across ranks under torch.distributed."""
+    if info.enabled:
+        sampler = DistributedSampler(dataset, info.world_size, info.rank, seed=seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=True,
+    )
+
+
+def _set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make an epoch's shuffling and augmentation a function of (seed, epoch) alone."""
+    sampler = loader.sampler
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
+    else:
+        sampler.generator.manual_seed(seed * 1000 + epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+@dataclass
+class FitResult:
+    weights: Path
+    meta: dict
+
+
+def finished(out_dir: Path, digest: str) -> FitResult | None:
+    """The result of an earlier complete run with the same config, if there is one."""
+    final, meta_path = out_dir / "model.pth", out_dir / "train.json"
+    if final.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("digest") == digest:
+            return FitResult(final, meta)
+    return None
+
+
+def fit(
+    *,
+    name: str,
+    model: nn.Module,
+    objective: nn.Module,
+    loader: DataLoader,
+    optim_cfg,
+    epochs: int,
+    out_dir: Path,
+    digest: str,
+    device: torch.device,
+    info: DistInfo,
+    amp: str = "off",
+    channels_last: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> FitResult:
+    """Train `objective` (whose parameters are `model`'s) and save `model`'s state dict.
+
+    Writes out_dir/model.pth, train.json (digest, loss history), checkpoints/last.pth and
+    TensorBoard scalars in out_dir/tb (losses, lr).
+    """
+    from tqdm import tqdm
+
+    max_steps = len(loader) * epochs
+    if max_steps == 0:
+        raise SsenetError(
+            f"{name}: {len(loader.dataset)} images give no full batch of {loader.batch_size} "
+            "per process; lower the batch size"
+        )
+    if info.enabled:
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer, scheduler = build_optimizer(model.parameter_groups(), optim_cfg, max_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    ckpt_path = out_dir / "checkpoints" / "last.pth"
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    start_epoch, step, history = _resume(ckpt_path, digest, parts)
+
+    writer = open_writer(out_dir / "tb", enabled=info.is_main)
+    for epoch in range(start_epoch, epochs):
+        _set_epoch(loader, seed, epoch)
+        objective.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            loader,
+            desc=f"{name} epoch {epoch + 1}/{epochs}",
+            disable=not (progress and info.is_main),
+            leave=False,
+        )
+        for batch in bar:
+            inputs = [t.to(device, non_blocking=True) for t in batch[:-1]]
+            if channels_last:
+                inputs[0] = inputs[0].contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                losses = objective(*inputs)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+            scheduler.step()
+            for key, value in losses.items():
+                value = float(value.detach())
+                sums[key] = sums.get(key, 0.0) + value
+                writer.add_scalar(f"loss/{key}", value, step)
+            bar.set_postfix(loss=f"{float(losses['loss']):.4f}")
+        history.append({k: v / len(loader) for k, v in sums.items()} | {"epoch": epoch + 1})
+        if info.is_main:
+            state = {key: part.state_dict() for key, part in parts.items()}
+            state |= {"epoch": epoch + 1, "step": step, "digest": digest, "rng": rng_state()}
+            state["history"] = json.dumps(history)
+            save_checkpoint(ckpt_path, state)
+        barrier(info)
+    writer.close()
+    meta = {"digest": digest, "steps": step, "epochs": epochs, "history": history}
+    final = out_dir / "model.pth"
+    if info.is_main:
+        save_checkpoint(final, model.state_dict())
+        write_text_atomic(out_dir / "train.json", json.dumps(meta, indent=2))
+    barrier(info)
+    return FitResult(final, meta)
+
+
+def _resume(ckpt_path: Path, digest: str, parts: dict) -> tuple[int, int, list[dict]]:
+    """Load the last epoch checkpoint into `parts`: (epoch, step, history) to continue from."""
+    if not ckpt_path.is_file():
+        return 0, 0, []
+    state = load_checkpoint(ckpt_path)
+    if state.get("digest") != digest:
+        raise SsenetError(
+            f"{ckpt_path}: this checkpoint was written with a different config; "
+            "use another run directory or delete it to start over"
+        )
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    restore_rng_state(state["rng"])
+    return int(state["epoch"]), int(state["step"]), json.loads(state.get("history", "[]"))
