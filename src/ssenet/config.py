@@ -69,6 +69,65 @@ class CamConfig:
 
 
 @dataclass
+class CrfConfig:
+    backend: str = "auto"  # auto (pydensecrf when installed, else torch) | pydensecrf | torch
+    la: float = 4.0  # background power of the "low alpha" CRF (more foreground)
+    ha: float = 24.0  # background power of the "high alpha" CRF (more background)
+    iterations: int = 10
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+
+
+@dataclass
+class AffinityConfig:
+    epochs: int = 8
+    batch_size: int = 8
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    optimizer: str = "psa_sgd"  # psa_sgd | sgd | adamw
+    momentum: float = 0.9
+    lr_power: float = 0.9
+    resize_long: tuple[int, int] = (448, 768)
+    crop_size: int = 448
+    hflip: bool = True
+    color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
+    radius: int = 5  # pairs within this distance on the stride-8 grid
+
+
+@dataclass
+class RandomWalkConfig:
+    beta: float = 8.0
+    logt: int = 8  # 2**logt random-walk steps
+    radius: int = 5
+    # SSENet's reference fills the background channel with the constant alpha (0.2) before the
+    # walk; psa uses (1 - max cam) ** power. "constant" uses cam.alpha, "power" uses bg_power.
+    background: str = "constant"  # constant | power
+    bg_power: float = 6.0
+
+
+@dataclass
+class SegConfig:
+    head: str = "deeplabv2"  # deeplabv2 (ASPP, rates 6/12/18/24) | deeplabv3 (torchvision head)
+    epochs: int = 20
+    batch_size: int = 10
+    lr: float = 0.001
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"  # sgd (momentum 0.9, the usual DeepLab recipe) | psa_sgd | adamw
+    momentum: float = 0.9
+    lr_power: float = 0.9
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    crop_size: int = 448
+    hflip: bool = True
+    infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    infer_flip: bool = True
+    infer_batch: int = 4
+    crf: bool = False  # dense CRF on the segmentation output
+
+
+@dataclass
 class RunConfig:
     out_dir: str = "runs/ssenet"
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
@@ -84,6 +143,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cam: CamConfig = field(default_factory=CamConfig)
+    crf: CrfConfig = field(default_factory=CrfConfig)
+    aff: AffinityConfig = field(default_factory=AffinityConfig)
+    rw: RandomWalkConfig = field(default_factory=RandomWalkConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +259,11 @@ def validate(config: Config) -> None:
         "data.kind": (config.data.kind, ("voc", "folder")),
         "cam.method": (cam.method, ("ssenet", "baseline")),
         "cam.optimizer": (cam.optimizer, ("psa_sgd", "sgd", "adamw")),
+        "aff.optimizer": (config.aff.optimizer, ("psa_sgd", "sgd", "adamw")),
+        "seg.optimizer": (config.seg.optimizer, ("psa_sgd", "sgd", "adamw")),
+        "seg.head": (config.seg.head, ("deeplabv2", "deeplabv3")),
+        "crf.backend": (config.crf.backend, ("auto", "pydensecrf", "torch")),
+        "rw.background": (config.rw.background, ("constant", "power")),
         "run.amp": (config.run.amp, ("off", "bf16", "fp16")),
         "model.output_stride": (config.model.output_stride, (8, 16)),
     }
