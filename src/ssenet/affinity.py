@@ -1,0 +1,426 @@
+"""Stage 3: AffinityNet -- affinity labels from the CRF scores, pair sampling, loss and training.
+
+The labels follow the reference (psa `VOC12AffDataset`): the la/ha score stacks are cropped and
+flipped together with the image at full resolution, block-averaged by the feature stride, and
+only then turned into a label map, so the label sees exactly the pixels the network sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from ssenet.config import Config
+from ssenet.data.datasets import SegmentationDataset, item_seed
+from ssenet.data.palette import IGNORE_INDEX
+from ssenet.data.source import open_split
+from ssenet.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomResizeLong,
+    Seed,
+    seeded,
+)
+from ssenet.errors import SsenetError
+from ssenet.models import build_affinity_model, load_weights
+from ssenet.randomwalk import affinity_pairs
+from ssenet.runtime import init_distributed, seed_everything, select_device, set_threads
+from ssenet.trainer import FitResult, finished, fit, make_loader
+
+# The reference's epsilons inside the logarithms of the affinity loss.
+LOG_EPS = 1e-5
+# Pooled pixels whose la and ha scores are all below this lie outside the image (crop padding).
+NO_SCORE = 1e-5
+
+Array = np.ndarray | torch.Tensor
+
+
+def block_mean(scores: np.ndarray, stride: int) -> np.ndarray:
+    """Average (C, H, W) over stride x stride blocks -> (C, ceil(H/s), ceil(W/s)).
+
+    Partial blocks at the border are zero-padded before averaging, as skimage's block_reduce
+    does in the reference (a runtime dependency on skimage is not worth one reshape).
+    """
+    channels, height, width = scores.shape
+    pad_h, pad_w = -height % stride, -width % stride
+    padded = np.pad(scores, ((0, 0), (0, pad_h), (0, pad_w)))
+    h, w = padded.shape[1] // stride, padded.shape[2] // stride
+    return padded.reshape(channels, h, stride, w, stride).mean(axis=(2, 4))
+
+
+def affinity_label(
+    la: np.ndarray,
+    ha: np.ndarray,
+    stride: int = 8,
+    keys: Sequence[int] | np.ndarray | None = None,
+) -> np.ndarray:
+    """The AffinityNet label map (ceil(H/stride), ceil(W/stride)) uint8 from la/ha score stacks.
+
+    `la`, `ha`: (k+1, H, W) CRF scores, channel 0 background then the present classes (after
+    the training crop; padding holds zeros). Where la's argmax is background the label is 255
+    (unsure), where ha's argmax is background it is 0 (sure background), elsewhere the class id
+    `keys[argmax(la) - 1]` (the channel index when `keys` is None, as the reference); pooled
+    pixels with no score at all (padding) are 255.
+    """
+    la = np.asarray(la, dtype=np.float32)
+    ha = np.asarray(ha, dtype=np.float32)
+    if la.ndim != 3 or la.shape != ha.shape:
+        raise SsenetError(
+            f"affinity_label: la {la.shape} and ha {ha.shape} must be equal (C, H, W)"
+        )
+    ids = np.arange(la.shape[0]) if keys is None else np.concatenate([[0], np.asarray(keys)])
+    if len(ids) != la.shape[0] or ids.max(initial=0) >= IGNORE_INDEX:
+        raise SsenetError(f"affinity_label: {len(ids) - 1} keys for {la.shape[0] - 1} classes")
+    la_pooled, ha_pooled = block_mean(la, stride), block_mean(ha, stride)
+    label = ids[la_pooled.argmax(axis=0)].astype(np.uint8)
+    label[label == 0] = IGNORE_INDEX
+    label[ha_pooled.argmax(axis=0) == 0] = 0
+    no_score = np.maximum(la_pooled.max(axis=0), ha_pooled.max(axis=0)) < NO_SCORE
+    label[no_score] = IGNORE_INDEX
+    return label
+
+
+def _pair_slices(height: int, width: int, radius: int) -> tuple[slice, slice, list]:
+    """Source rows/cols and the per-offset target rows/cols of the reference's pair layout."""
+    margin = radius - 1
+    rows, cols = height - margin, width - 2 * margin
+    if radius < 2 or rows < 1 or cols < 1:
+        raise SsenetError(
+            f"a {height}x{width} feature grid is too small for affinity radius {radius} "
+            f"(need at least {margin + 1} rows and {2 * margin + 1} columns)"
+        )
+    targets = [
+        (slice(dy, dy + rows), slice(margin + dx, margin + dx + cols))
+        for dy, dx in affinity_pairs(radius)
+    ]
+    return slice(0, rows), slice(margin, margin + cols), targets
+
+
+def _stack(items: list[Array], dim: int) -> Array:
+    if isinstance(items[0], torch.Tensor):
+        return torch.stack(items, dim=dim)
+    return np.stack(items, axis=dim)
+
+
+def pair_labels(label: Array, radius: int = 5) -> tuple[Array, Array, Array]:
+    """Boolean (..., P, n) pair sets of a label map (..., h, w): (bg_pos, fg_pos, neg).
+
+    P = the half-plane offsets of `affinity_pairs(radius)`; n = the source pixels
+    `label[..., :-(r-1), (r-1):-(r-1)]` flattened row by row. bg_pos: both ends background;
+    fg_pos: the same foreground class; neg: different labels, neither 255. Works on numpy
+    arrays and on torch tensors (then on their device).
+    """
+    height, width = label.shape[-2:]
+    src_rows, src_cols, targets = _pair_slices(height, width, radius)
+    source = label[..., src_rows, src_cols]
+    flat = source.shape[:-2] + (-1,)
+    source = source.reshape(flat)[..., None, :]
+    target = _stack([label[..., r, c].reshape(flat) for r, c in targets], dim=-2)
+    valid = (source != IGNORE_INDEX) & (target != IGNORE_INDEX)
+    same = source == target
+    bg_pos = same & (source == 0)
+    fg_pos = same & (source != 0) & valid
+    neg = ~same & valid
+    return bg_pos, fg_pos, neg
+
+
+def pair_affinities(features: torch.Tensor, radius: int = 5) -> torch.Tensor:
+    """`a_ij = exp(-mean_c |f_i - f_j|)` for the pairs of `pair_labels`: (N, D, h, w) -> (N, P, n).
+
+    One offset at a time, so the (N, D, P, n) difference tensor is never built at once.
+    """
+    height, width = features.shape[-2:]
+    src_rows, src_cols, targets = _pair_slices(height, width, radius)
+    source = features[..., src_rows, src_cols]
+    rows = [
+        torch.exp(-(features[..., r, c] - source).abs().mean(dim=1)).flatten(1) for r, c in targets
+    ]
+    return torch.stack(rows, dim=1)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` holds, pooled over the batch; 0 for an empty set."""
+    count = mask.sum()
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / count.clamp(min=1)
+
+
+def affinity_loss(
+    features: torch.Tensor,
+    bg_pos: torch.Tensor,
+    fg_pos: torch.Tensor,
+    neg: torch.Tensor,
+    radius: int = 5,
+) -> dict[str, torch.Tensor]:
+    """The AffinityNet loss `bg/4 + fg/4 + neg/2` of features (N, D, h, w) and pair sets (N, P, n).
+
+    bg and fg are the means of `-log(a + 1e-5)` over their pairs, neg of `-log(1 + 1e-5 - a)`;
+    means are taken over all pairs of the batch together (as the reference) and an empty set
+    contributes 0.
+    """
+    aff = pair_affinities(features.float(), radius)
+    if aff.shape != bg_pos.shape:
+        raise SsenetError(
+            f"affinity loss: the features give pairs {tuple(aff.shape)} but the labels "
+            f"{tuple(bg_pos.shape)}; the label grid must match the feature grid"
+        )
+    pos_log = -torch.log(aff + LOG_EPS)
+    neg_log = -torch.log(1.0 + LOG_EPS - aff)
+    bg = _masked_mean(pos_log, bg_pos)
+    fg = _masked_mean(pos_log, fg_pos)
+    ng = _masked_mean(neg_log, neg)
+    return {"loss": bg / 4 + fg / 4 + ng / 2, "bg": bg, "fg": fg, "neg": ng}
+
+
+class AffinityObjective(nn.Module):
+    """Features of the batch, pair sets of its label maps (on the device), the affinity loss."""
+
+    def __init__(self, model: nn.Module, radius: int = 5):
+        super().__init__()
+        self.model = model
+        self.radius = radius
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.model(images)
+        if features.shape[-2:] != labels.shape[-2:]:
+            raise SsenetError(
+                f"affinity training: features {tuple(features.shape[-2:])} and labels "
+                f"{tuple(labels.shape[-2:])} differ; use a crop size divisible by the stride"
+            )
+        bg_pos, fg_pos, neg = pair_labels(labels, self.radius)
+        return affinity_loss(features, bg_pos, fg_pos, neg, self.radius)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: CRF score files, joint augmentation, the training dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def load_crf_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a CRF stage file: (la (k+1, H, W) float32, ha (k+1, H, W) float32, keys (k,) int)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SsenetError(f"{path}: CRF score file not found (run the CRF stage first)")
+    try:
+        with np.load(path) as data:
+            la, ha, keys = data["la"], data["ha"], data["keys"]
+    except KeyError as err:
+        raise SsenetError(f"{path}: a CRF score file needs arrays la, ha and keys ({err})") from err
+    except (OSError, ValueError) as err:
+        raise SsenetError(f"{path}: cannot read CRF scores ({err})") from err
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+    if la.ndim != 3 or la.shape != ha.shape or la.shape[0] != len(keys) + 1:
+        raise SsenetError(
+            f"{path}: la {la.shape} and ha {ha.shape} must both be (k+1, H, W) for {len(keys)} keys"
+        )
+    return la.astype(np.float32), ha.astype(np.float32), keys
+
+
+class ScoreStack(tv_tensors.Mask):
+    """Per-pixel class scores: cropped, padded and flipped like a mask, resized bilinearly."""
+
+
+class _ResizeLong(RandomResizeLong):
+    """The random long-side resize, with bilinear interpolation for score stacks."""
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        if isinstance(inpt, ScoreStack):
+            size = list(params["size"])
+            return TF.resize(
+                inpt, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=False
+            )
+        return super().transform(inpt, params)
+
+
+class AffinityTrainTransform:
+    """One random draw for an (H, W, 3) uint8 image and its (C, H, W) score stack.
+
+    Random long side (image bicubic, scores bilinear), horizontal flip, ColorJitter on the
+    image, random crop padded with 0 in both (zero scores mark padding), then normalisation;
+    cropping before normalising pads the image with black, as the reference's affinity data.
+    Returns (float32 image (3, c, c), float32 scores (C, c, c)).
+    """
+
+    def __init__(
+        self,
+        resize_long: tuple[int, int] | None = (448, 768),
+        crop_size: int | None = 448,
+        hflip: bool = True,
+        color_jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.1),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        steps: list = [_ResizeLong(*resize_long)] if resize_long else []
+        steps += [v2.RandomHorizontalFlip()] if hflip else []
+        if color_jitter and any(color_jitter):
+            steps.append(v2.ColorJitter(*(float(v) for v in color_jitter)))
+        if crop_size is not None:
+            fill = {tv_tensors.Image: 0, tv_tensors.Mask: 0.0}
+            steps.append(v2.RandomCrop(int(crop_size), pad_if_needed=True, fill=fill))
+        steps += [
+            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(
+        self, image: np.ndarray, scores: np.ndarray, generator: Seed = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment an image and its score stack together; `generator` makes it repeatable."""
+        scores = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+        if scores.shape[1:] != image.shape[:2]:
+            raise SsenetError(
+                f"score stack {tuple(scores.shape[1:])} and image {tuple(image.shape[:2])} differ "
+                "in size"
+            )
+        with seeded(generator):
+            out_image, out_scores = self.pipeline(
+                tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+                ScoreStack(scores),
+            )
+        return out_image.as_subclass(torch.Tensor), out_scores.as_subclass(torch.Tensor)
+
+
+class AffinityTrainDataset(torch.utils.data.Dataset):
+    """Augmented images and their affinity label maps: `(image, label (h, w) uint8, index)`.
+
+    The la and ha stacks of `crf_dir/<id>.npz` go through the image's augmentation as one
+    stack, then `affinity_label` pools them to the feature grid. Each item is seeded from
+    (seed, epoch, index) like `CamTrainDataset`, so a run is reproducible whatever the workers.
+    """
+
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        crf_dir: str | Path,
+        transform: AffinityTrainTransform,
+        stride: int = 8,
+        seed: int = 0,
+    ):
+        self.dataset = dataset
+        self.crf_dir = Path(crf_dir)
+        self.transform = transform
+        self.stride = stride
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentations `__getitem__` draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image_id = self.dataset.ids[index]
+        la, ha, keys = load_crf_scores(self.crf_dir / f"{image_id}.npz")
+        image, scores = self.transform(
+            self.dataset.read_image(image_id),
+            np.concatenate([la, ha]),
+            generator=item_seed(self.seed, self.epoch, index),
+        )
+        la_crop, ha_crop = np.split(scores.numpy(), 2)
+        label = affinity_label(la_crop, ha_crop, self.stride, keys=keys)
+        return image, torch.from_numpy(label), index
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def build_affinity_from_config(cfg: Config) -> nn.Module:
+    """The configured AffinityNet with ImageNet (or the given) backbone weights, as psa starts."""
+    model = build_affinity_model(
+        backbone=cfg.model.backbone,
+        width=cfg.model.width,
+        output_stride=cfg.model.output_stride,
+        pretrained=cfg.model.pretrained and cfg.model.weights is None,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    if cfg.model.weights:
+        load_weights(model.backbone, cfg.model.weights)
+    return model
+
+
+def check_crf_files(crf_dir: Path, ids: Sequence[str]) -> None:
+    """Fail early, naming a few, when images of the training list have no CRF score file."""
+    missing = [i for i in ids if not (crf_dir / f"{i}.npz").is_file()]
+    if missing:
+        raise SsenetError(
+            f"{crf_dir}: {len(missing)} of {len(ids)} training images have no CRF scores "
+            f"(e.g. {', '.join(missing[:5])}); run the CRF stage on the training list first"
+        )
+
+
+def train_affinity(
+    cfg: Config, crf_dir: str | Path, out_dir: str | Path, progress: bool = True
+) -> FitResult:
+    """Train AffinityNet on `cfg.data.train_list` with the CRF scores in `crf_dir`.
+
+    Writes out_dir/model.pth, train.json, checkpoints/ and tb/; resumable like every stage
+    (see `ssenet.trainer.fit`). Upstream sections are part of the digest because they decide
+    the CRF labels this network learns from.
+    """
+    out_dir, crf_dir = Path(out_dir), Path(crf_dir)
+    digest = cfg.digest("data", "model", "cam", "crf", "aff")
+    done = finished(out_dir, digest)
+    if done is not None:
+        return done
+    dataset = open_split(cfg.data, cfg.data.train_list)
+    check_crf_files(crf_dir, dataset.ids)
+    set_threads(cfg.run.threads)
+    device = select_device(cfg.run.device)
+    info = init_distributed(device)
+    seed_everything(cfg.run.seed)
+    model = build_affinity_from_config(cfg).to(device)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    aff = cfg.aff
+    transform = AffinityTrainTransform(
+        resize_long=aff.resize_long,
+        crop_size=aff.crop_size,
+        hflip=aff.hflip,
+        color_jitter=aff.color_jitter,
+        mean=model.backbone.mean,
+        std=model.backbone.std,
+    )
+    train_set = AffinityTrainDataset(
+        dataset, crf_dir, transform, stride=cfg.model.output_stride, seed=cfg.run.seed
+    )
+    loader = make_loader(train_set, aff.batch_size, cfg.run.num_workers, info, cfg.run.seed)
+    return fit(
+        name="affinity",
+        model=model,
+        objective=AffinityObjective(model, aff.radius),
+        loader=loader,
+        optim_cfg=aff,
+        epochs=aff.epochs,
+        out_dir=out_dir,
+        digest=digest,
+        device=device,
+        info=info,
+        amp=cfg.run.amp,
+        channels_last=cfg.run.channels_last,
+        seed=cfg.run.seed,
+        progress=progress,
+    )
+
+
+def load_affinity_model(cfg: Config, weights: str | Path) -> nn.Module:
+    """The configured AffinityNet with trained weights (strict), in eval mode."""
+    model = build_affinity_model(
+        backbone=cfg.model.backbone,
+        width=cfg.model.width,
+        output_stride=cfg.model.output_stride,
+        pretrained=False,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    load_weights(model, weights)
+    return model.eval()
