@@ -175,6 +175,15 @@ def test_voc_duplicate_id_in_list(voc: Path) -> None:
         open_voc(voc, "train")
 
 
+def test_voc_unusable_list_files(voc: Path) -> None:
+    write_list(voc, "train", "\n# nothing here\n")
+    with pytest.raises(SsenetError, match=r"train\.txt: the image list is empty"):
+        open_voc(voc, "train")
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(SsenetError, match=r"train\.txt: cannot read image list"):
+        open_voc(voc, "train")
+
+
 def test_voc_reads_deeplab_style_lists(voc: Path) -> None:
     write_list(
         voc,
@@ -292,6 +301,9 @@ def test_voc_cls_labels_errors(voc: Path) -> None:
         open_voc(voc, "train")
     cls_path.write_text("a bird\n../b cat\n")
     with pytest.raises(SsenetError, match=r"cls_labels\.txt, line 2: invalid id"):
+        open_voc(voc, "train")
+    cls_path.write_text("a bird\nb cat\na dog\n")
+    with pytest.raises(SsenetError, match=r"cls_labels\.txt, line 3: duplicate id 'a'"):
         open_voc(voc, "train")
 
 

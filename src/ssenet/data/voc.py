@@ -94,8 +94,12 @@ def read_id_list(path: PathLike) -> list[tuple[str, int]]:
     shipped with many train_aug lists: only the id is kept, never the path.
     """
     path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SsenetError(f"{path}: cannot read image list ({err})") from err
     seen: dict[str, int] = {}
-    for line_no, raw in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, raw in enumerate(text.splitlines(), start=1):
         tokens = raw.split("#", 1)[0].split()
         if not tokens:
             continue
@@ -110,6 +114,8 @@ def read_id_list(path: PathLike) -> list[tuple[str, int]]:
                 f"(first on line {seen[image_id]})"
             )
         seen[image_id] = line_no
+    if not seen:
+        raise SsenetError(f"{path}: the image list is empty")
     return list(seen.items())
 
 
@@ -173,8 +179,15 @@ def _labels_from_file(
     cls_path: Path, lines: list[tuple[str, int]], list_path: Path, names: tuple[str, ...]
 ) -> dict[str, tuple[int, ...]]:
     entries = read_label_file(cls_path)
+    first_line: dict[str, int] = {}
     for entry in entries:
         check_id(entry.name, cls_path, entry.line_no)
+        if entry.name in first_line:
+            raise SsenetError(
+                f"{cls_path}, line {entry.line_no}: duplicate id {entry.name!r} "
+                f"(first on line {first_line[entry.name]})"
+            )
+        first_line[entry.name] = entry.line_no
     labels = class_indices(entries, names, cls_path)
     missing = [(i, n) for i, n in lines if i not in labels]
     if missing:
