@@ -174,6 +174,11 @@ def test_joint_transform_labels_use_nearest_neighbour() -> None:
     transform = JointTrainTransform(scale=(2.0, 2.0), crop_size=None, hflip=False)
     _, out = transform(white(2, 2), label, generator=0)
     np.testing.assert_array_equal(out.numpy(), np.kron(label, np.ones((2, 2), np.uint8)))
+    # Shrinking 3x6 -> 1x2: output pixel centres fall on input pixels (1, 1) and (1, 4).
+    label = np.arange(18, dtype=np.uint8).reshape(3, 6)
+    transform = JointTrainTransform(scale=(1 / 3, 1 / 3), crop_size=None, hflip=False)
+    _, out = transform(white(3, 6), label, generator=0)
+    assert out.tolist() == [[7, 10]]
     image, label = halves(20, 24)
     transform = JointTrainTransform(scale=(0.5, 1.5), crop_size=16)
     for seed in range(5):
