@@ -65,6 +65,7 @@ SCENES: tuple[str, ...] = (
 )  # fmt: skip
 BODY_FAMILIES: tuple[str, ...] = ("ellipse", "blob", "rounded", "polygon")
 BODY_TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "dots", "mottled", "gradient")
+_MAX_REDRAWS = 50
 _DARK = np.array([0.06, 0.06, 0.07], dtype=np.float32)
 
 
@@ -97,7 +98,13 @@ class BenchmarkSpec:
 
 @dataclass
 class Sample:
-    """One rendered image: RGB pixels, the VOC-style label map and what was drawn."""
+    """One rendered image: RGB pixels, the VOC-style label map and what was drawn.
+
+    `info`: `classes` (visible class ids, 1-based), `scene`, `preferred_scene` (the scene is the
+    one the first object's class prefers), `objects` (per placed object: `class`, drawn
+    `extent` and bounding-box `visible_extent` as fractions of the side, `visible_pixels`,
+    `voided`), `distractors` and `pixels` (label counts: background, each class, void).
+    """
 
     image: np.ndarray  # (size, size, 3) uint8
     label: np.ndarray  # (size, size) uint8: 0 background, 1..K classes, 255 void
@@ -149,7 +156,7 @@ def write_benchmark(
     for name, split in ids.items():
         write_text_atomic(out / LIST_DIR / f"{name}.txt", "".join(f"{i}\n" for i in split))
     write_text_atomic(out / CLASS_NAMES_FILE, "".join(f"{n}\n" for n in class_names()))
-    summary = {**wanted, "complete": True, **_statistics(spec, ids, records)}
+    summary = {**wanted, "complete": True, "seed": spec.seed, **_statistics(spec, ids, records)}
     _write_json(out / SUMMARY_FILE, summary)
     return summary
 
@@ -157,10 +164,14 @@ def write_benchmark(
 def render_sample(spec: BenchmarkSpec, index: int) -> Sample:
     """Render image `index` of the benchmark `spec` (a pure function of the seed and index)."""
     rng = np.random.default_rng([spec.seed, index])
-    while True:  # rare: every object was hidden or voided; draw the image anew
+    for _ in range(_MAX_REDRAWS):  # rare: every object was hidden or voided; draw anew
         sample = _render(spec, rng)
         if sample.info["classes"]:
             return sample
+    raise SsenetError(
+        f"benchmark spec: image {index} shows no object after {_MAX_REDRAWS} attempts; "
+        "min_visible, extent_range or max_*_cover are too strict"
+    )
 
 
 def class_names() -> list[str]:
@@ -175,36 +186,51 @@ def split_ids(spec: BenchmarkSpec) -> dict[str, list[str]]:
     return {"train_aug": train_aug, "train": train_aug[: spec.num_train_eval], "val": val}
 
 
+# Integer knobs and their (lowest, highest) allowed values; None: no upper bound.
+_INT_RANGES = {
+    "seed": (0, None), "size": (32, None), "num_train": (1, None), "num_val": (0, None),
+    "supersample": (1, None), "jpeg_quality": (1, 100), "void_radius": (0, None),
+}  # fmt: skip
+_FRACTIONS = ("min_part", "edge_part_prob", "context_prob", "min_visible", "noise_std",
+              "max_part_cover", "max_body_cover")  # fmt: skip
+
+
 def check_spec(spec: BenchmarkSpec) -> None:
     """Raise `SsenetError` naming the first knob of `spec` that is out of range."""
     checks = [
-        ("seed", isinstance(spec.seed, int) and spec.seed >= 0, "a non-negative integer"),
-        ("size", isinstance(spec.size, int) and spec.size >= 32, "an integer >= 32"),
-        ("num_train", isinstance(spec.num_train, int) and spec.num_train >= 1, "an integer >= 1"),
+        (key, _is_int(getattr(spec, key), low, high), _int_range_text(low, high))
+        for key, (low, high) in _INT_RANGES.items()
+    ]
+    checks += [
         (
             "num_train_eval",
-            isinstance(spec.num_train_eval, int) and 0 <= spec.num_train_eval <= spec.num_train,
+            _is_int(spec.num_train_eval, 0, spec.num_train),
             f"an integer in 0..num_train ({spec.num_train})",
         ),
-        ("num_val", isinstance(spec.num_val, int) and spec.num_val >= 0, "an integer >= 0"),
         ("object_count_probs", _is_probs(spec.object_count_probs, 3), "1-3 probabilities"),
         ("distractor_probs", _is_probs(spec.distractor_probs, 10), "probabilities summing to 1"),
-        ("extent_range", _is_range(spec.extent_range, 1.0), "0 < low <= high <= 1"),
-        ("distractor_extent", _is_range(spec.distractor_extent, 1.0), "0 < low <= high <= 1"),
-        ("part_fraction", _is_range(spec.part_fraction, 1.0), "0 < low <= high <= 1"),
+        ("extent_range", _is_range(spec.extent_range), "0 < low <= high <= 1"),
+        ("distractor_extent", _is_range(spec.distractor_extent), "0 < low <= high <= 1"),
+        ("part_fraction", _is_range(spec.part_fraction), "0 < low <= high <= 1"),
         ("clutter_range", _is_count_range(spec.clutter_range), "0 <= low <= high integers"),
-        ("supersample", isinstance(spec.supersample, int) and spec.supersample >= 1, ">= 1"),
-        ("jpeg_quality", isinstance(spec.jpeg_quality, int) and 1 <= spec.jpeg_quality <= 100, ""),
-        ("void_radius", isinstance(spec.void_radius, int) and spec.void_radius >= 0, ">= 0"),
     ]
-    unit = ("min_part", "edge_part_prob", "context_prob", "min_visible", "noise_std")
-    checks += [(k, 0 <= getattr(spec, k) <= 1, "in [0, 1]") for k in unit]
-    checks += [(k, 0 <= getattr(spec, k) <= 1, "in [0, 1]") for k in ("max_part_cover",)]
-    checks += [(k, 0 <= getattr(spec, k) <= 1, "in [0, 1]") for k in ("max_body_cover",)]
+    checks += [(k, _is_fraction(getattr(spec, k)), "a number in [0, 1]") for k in _FRACTIONS]
     for key, ok, what in checks:
         if not ok:
-            value = getattr(spec, key)
-            raise SsenetError(f"benchmark spec: {key} must be {what or 'in range'}, got {value!r}")
+            raise SsenetError(f"benchmark spec: {key} must be {what}, got {getattr(spec, key)!r}")
+
+
+def _int_range_text(low: int, high: int | None) -> str:
+    return f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+
+def _is_int(value: Any, low: int, high: int | None) -> bool:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return ok and (high is None or value <= high)
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def _is_probs(values: Any, max_len: int) -> bool:
@@ -215,12 +241,12 @@ def _is_probs(values: Any, max_len: int) -> bool:
     return 1 <= len(probs) <= max_len and min(probs) >= 0 and abs(sum(probs) - 1) < 1e-6
 
 
-def _is_range(values: Any, upper: float) -> bool:
+def _is_range(values: Any) -> bool:
     try:
         low, high = (float(v) for v in values)
     except (TypeError, ValueError):
         return False
-    return 0 < low <= high <= upper
+    return 0 < low <= high <= 1
 
 
 def _is_count_range(values: Any) -> bool:
@@ -395,41 +421,45 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
 
 
 def _render(spec: BenchmarkSpec, rng: np.random.Generator) -> Sample:
-    canvas_size = spec.size * spec.supersample
     n_objects = 1 + int(rng.choice(len(spec.object_count_probs), p=spec.object_count_probs))
     classes = [int(k) for k in rng.choice(len(CLASS_NAMES), n_objects, replace=False)]
     preferred = bool(rng.random() < spec.context_prob)
     scene = classes[0] if preferred else _other(rng, len(SCENES), classes[0])
+    canvas, n_distractors = _background(rng, spec, SCENES[scene])
+    placed: list[dict] = []
+    for k in classes:
+        obj = _place_object(rng, spec, placed, k)
+        if obj is not None:
+            _paint_object(rng, canvas, obj)
+            placed.append(obj)
+    image = _finish_image(rng, canvas, spec)
+    label, objects = _label_map(spec, placed)
+    info = {
+        "classes": sorted({o["class"] for o in objects if not o["voided"]}),
+        "scene": SCENES[scene],
+        "preferred_scene": preferred,
+        "objects": objects,
+        "distractors": n_distractors,
+        # background, classes 1..K, void
+        "pixels": np.bincount(label.ravel(), minlength=256)[: len(CLASS_NAMES) + 1].tolist()
+        + [int((label == IGNORE_INDEX).sum())],
+    }
+    return Sample(image=image, label=label, info=info)
+
+
+def _background(
+    rng: np.random.Generator, spec: BenchmarkSpec, scene: str
+) -> tuple[np.ndarray, int]:
+    """The supersampled canvas with scene, clutter and part-less distractor bodies."""
     # Scenes are smooth, so they are painted at the output size (a quarter of the work) and
     # repeated; nearest upsampling followed by the box downsampling gives them back exactly.
-    canvas = _scene(rng, SCENES[scene], spec.size)
+    canvas = _scene(rng, scene, spec.size)
     canvas = canvas.repeat(spec.supersample, axis=0).repeat(spec.supersample, axis=1)
     _draw_clutter(rng, canvas, spec)
     n_distractors = int(rng.choice(len(spec.distractor_probs), p=spec.distractor_probs))
     for _ in range(n_distractors):
         _draw_distractor(rng, canvas, spec)
-    owner = np.full((canvas_size, canvas_size), -1, dtype=np.int8)
-    placed: list[dict] = []
-    for k in classes:
-        obj = _place_object(rng, spec, owner, placed, k)
-        if obj is not None:
-            _paint_object(rng, canvas, obj)
-            owner[obj["mask"]] = len(placed)
-            placed.append(obj)
-    image = _finish_image(rng, canvas, spec)
-    label, objects = _label_map(spec, owner, placed)
-    visible = sorted({o["class"] for o in objects if not o["voided"]})
-    pixels = np.bincount(np.where(label == IGNORE_INDEX, len(CLASS_NAMES) + 1, label).ravel(),
-                         minlength=len(CLASS_NAMES) + 2)  # fmt: skip
-    info = {
-        "classes": visible,
-        "scene": SCENES[scene],
-        "preferred_scene": preferred,
-        "objects": objects,
-        "distractors": n_distractors,
-        "pixels": pixels.tolist(),
-    }
-    return Sample(image=image, label=label, info=info)
+    return canvas, n_distractors
 
 
 def _other(rng: np.random.Generator, n: int, avoid: int) -> int:
@@ -444,11 +474,12 @@ def _finish_image(rng: np.random.Generator, canvas: np.ndarray, spec: BenchmarkS
     return (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _label_map(
-    spec: BenchmarkSpec, owner: np.ndarray, placed: list[dict]
-) -> tuple[np.ndarray, list[dict]]:
-    """Downsample the owner map by majority, void thin boundary bands and too-small classes."""
+def _label_map(spec: BenchmarkSpec, placed: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    """Downsample object ownership by majority, void thin boundary bands and too-small classes."""
     f, size = spec.supersample, spec.size
+    owner = np.full((size * f, size * f), -1, dtype=np.int8)
+    for j, obj in enumerate(placed):  # later objects lie on top
+        owner[obj["mask"]] = j
     votes = [(owner == -1)] + [(owner == j) for j in range(len(placed))]
     counts = np.stack([v.reshape(size, f, size, f).sum(axis=(1, 3)) for v in votes])
     winner = counts.argmax(axis=0)
@@ -491,7 +522,7 @@ def _bbox_extent(region: np.ndarray) -> int:
 
 
 def _place_object(
-    rng: np.random.Generator, spec: BenchmarkSpec, owner: np.ndarray, placed: list[dict], k: int
+    rng: np.random.Generator, spec: BenchmarkSpec, placed: list[dict], k: int
 ) -> dict | None:
     """Find a position where the part is inside the image and earlier objects stay visible."""
     f, side = spec.supersample, spec.size * spec.supersample
@@ -752,6 +783,7 @@ def _scene(rng: np.random.Generator, name: str, side: int) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
+# Scene painters: (rng, x, y, low-frequency noise, fine noise) -> (H, W, 3) image; x, y in [0, 1].
 def _water(rng, x, y, low, fine):
     base = _lerp(_jit(rng, (0.16, 0.38, 0.55)), _jit(rng, (0.04, 0.18, 0.33)), y)
     phase = y * rng.uniform(10, 20) + 1.5 * low + 0.3 * x
