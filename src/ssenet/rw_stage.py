@@ -143,8 +143,13 @@ def random_walk_stage(
         ):
             images = torch.stack([image for _, image, _ in batch])
             features = affinity_features(model, images, stride, cfg.run.amp)
-            for (image_id, _, _), feats in zip(batch, features, strict=True):
+            for (image_id, image, _), feats in zip(batch, features, strict=True):
                 cams, keys = load_cams(cam_dir / f"{image_id}.npz")
+                if cams.shape[1:] != image.shape[:2]:
+                    raise SsenetError(
+                        f"{cam_dir / f'{image_id}.npz'}: CAMs of size {cams.shape[1:]} do not "
+                        f"match the image's {tuple(image.shape[:2])}"
+                    )
                 label = walk_label(cams, keys, feats, cfg, stride)
                 write_label_png(label_dir / f"{image_id}.png", label)
     return {"images": len(ids), "computed": len(todo), "label_dir": str(label_dir)}
