@@ -244,7 +244,9 @@ class AffinityTrainTransform:
     Random long side (image bicubic, scores bilinear), horizontal flip, ColorJitter on the
     image, random crop padded with 0 in both (zero scores mark padding), then normalisation;
     cropping before normalising pads the image with black, as the reference's affinity data.
-    Returns (float32 image (3, c, c), float32 scores (C, c, c)).
+    The psa and SSENet affinity scripts crop without rescaling; `resize_long=None` does the
+    same, a range adds the CAM recipe's random long side. Returns (float32 image (3, c, c),
+    float32 scores (C, c, c)).
     """
 
     def __init__(
