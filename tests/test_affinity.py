@@ -25,7 +25,6 @@ from ssenet.config import Config
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.randomwalk import affinity_pairs
 from ssenet.rw_stage import random_walk_stage, score_stack, walk_scores
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +105,7 @@ def brute_force_pairs(label: np.ndarray, radius: int):
     """Loop over every source pixel and offset, in the reference's order."""
     margin = radius - 1
     height, width = label.shape
-    offsets = affinity_pairs(radius)
+    offsets = aff.affinity_pairs(radius)
     sources = [(y, x) for y in range(height - margin) for x in range(margin, width - margin)]
     out = np.zeros((3, len(offsets), len(sources)), dtype=bool)
     for p, (dy, dx) in enumerate(offsets):
@@ -150,7 +149,7 @@ def test_pair_affinities_match_the_definition():
     torch.manual_seed(0)
     features = torch.rand(2, 3, 6, 10)
     aff_values = pair_affinities(features, radius=3)
-    offsets = affinity_pairs(3)
+    offsets = aff.affinity_pairs(3)
     cols = 10 - 4
     for n in range(2):
         for p, (dy, dx) in enumerate(offsets):
@@ -386,14 +385,13 @@ def test_walk_keeps_a_constant_score_field():
 
 def test_random_walk_stage_writes_labels(tmp_path):
     from ssenet.camfile import save_cams
-    from ssenet.models import build_affinity_model
 
     torch.set_num_threads(1)
     image_dir, _ = make_data(tmp_path, count=2, size=(36, 44))  # not a multiple of 8
     cfg = tiny_config(tmp_path, image_dir)
     cfg.rw.radius, cfg.rw.logt = 3, 4
     torch.manual_seed(0)
-    model = build_affinity_model("resnet38", width=0.125, pretrained=False)
+    model = aff.build_affinity_model("resnet38", width=0.125, pretrained=False)
     torch.save(model.state_dict(), tmp_path / "aff.pth")
     cam_dir = tmp_path / "cams"
     rng = np.random.default_rng(0)
@@ -417,6 +415,12 @@ def test_random_walk_stage_writes_labels(tmp_path):
     )
     assert half["images"] == 1
     assert sorted(p.name for p in (tmp_path / "sharded" / "labels").iterdir()) == ["im1.png"]
+    # CAMs that do not fit their image are named.
+    save_cams(tmp_path / "bad" / "im0.npz", np.zeros((1, 36, 40), np.float32), np.array([1]))
+    with pytest.raises(SsenetError, match="do not match"):
+        random_walk_stage(
+            cfg, tmp_path / "aff.pth", tmp_path / "bad", tmp_path / "rw_bad", shard=(0, 2)
+        )
 
 
 def test_random_walk_stage_names_missing_cams(tmp_path):
