@@ -1,0 +1,45 @@
+"""The command line: help on every verb, clean errors, and the quick demo end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ssenet.cli import build_parser, main
+
+VERBS = ["demo", "make-benchmark", "train-cam", "infer-cam", "eval", "config"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ssenet.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: ssenet " + verb in capsys.readouterr().out
+
+
+def test_all_verbs_are_registered():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(VERBS) <= set(sub.choices)
+
+
+def test_bad_config_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cam:\n  etaa: 1\n")
+    result = run_cli("train-cam", "--config", str(bad))
+    assert result.returncode == 2
+    assert "cam.etaa" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_show_resolves_overrides(tmp_path):
+    result = run_cli("config", "show", "cam.eta=0.25")
+    assert result.returncode == 0, result.stderr
+    assert "eta: 0.25" in result.stdout and "branch_rate: 0.3" in result.stdout
