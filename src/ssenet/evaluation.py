@@ -1,0 +1,296 @@
+"""Segmentation metrics from a confusion matrix: mIoU, mFN, mFP (paper eq. 4-6) and friends.
+
+Counting: rows of the confusion matrix are ground truth, columns predictions, over the pixels
+whose ground truth is not 255. Per class c: TP = diagonal, T = row sum, P = column sum,
+FN = T - TP, FP = P - TP.
+
+Conventions for classes without evidence (stated because small runs hit them):
+- mIoU averages TP / (TP + FP + FN) over the classes with a non-empty union, i.e. present in the
+  ground truth or the predictions; a class absent from both says nothing and is left out (its
+  entry in `iou` is nan, written as null in JSON). Background is included, as in eq. 4.
+- `fp_union` and `fn_union` average FP / union and FN / union over the same classes, so
+  `miou + fp_union + fn_union == 1`: they split the IoU loss into its two sources.
+- mFN and mFP (eq. 5-6) average FN / TP and FP / TP over the foreground classes with TP > 0.
+  With TP = 0 the ratio is infinite (or 0/0); such a class is left out of the means rather than
+  dragging them to infinity, and every class with pixels but no TP is listed in `tp_zero` so the
+  omission is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ssenet.camfile import load_cams
+from ssenet.data.palette import IGNORE_INDEX, read_label_png
+from ssenet.errors import SsenetError
+from ssenet.fileio import write_text_atomic
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with nan where den == 0."""
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+class ConfusionMeter:
+    """Accumulates a (C, C) confusion matrix (rows ground truth, columns prediction)."""
+
+    def __init__(self, num_classes: int) -> None:
+        if not 1 <= num_classes <= IGNORE_INDEX:
+            raise SsenetError(f"num_classes must be in 1..{IGNORE_INDEX}, got {num_classes}")
+        self.num_classes = num_classes
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.images = 0
+
+    def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "prediction") -> None:
+        """Count one image; pixels with gt 255 are ignored. `name` labels error messages."""
+        pred, gt = np.asarray(pred), np.asarray(gt)
+        if pred.shape != gt.shape:
+            raise SsenetError(f"{name}: size {pred.shape} does not match ground truth {gt.shape}")
+        valid = gt != IGNORE_INDEX
+        gt_v, pred_v = gt[valid].astype(np.int64), pred[valid].astype(np.int64)
+        _check_range(gt_v, self.num_classes, f"{name}: ground truth")
+        _check_range(pred_v, self.num_classes, f"{name}: prediction")
+        counts = np.bincount(gt_v * self.num_classes + pred_v, minlength=self.num_classes**2)
+        self.add_matrix(counts.reshape(self.num_classes, self.num_classes))
+
+    def add_matrix(self, confusion: np.ndarray, images: int = 1) -> None:
+        """Add an already counted (C, C) matrix covering `images` images."""
+        self.confusion += confusion
+        self.images += images
+
+    def merge(self, other: ConfusionMeter) -> ConfusionMeter:
+        """Add another meter's counts (e.g. from another shard) into this one; returns self."""
+        if other.num_classes != self.num_classes:
+            raise SsenetError(
+                f"cannot merge meters of {self.num_classes} and {other.num_classes} classes"
+            )
+        self.add_matrix(other.confusion, other.images)
+        return self
+
+    def metrics(self) -> dict:
+        """mIoU, per-class IoU, mFN, mFP, FP/FN over the union, pixel accuracy, the matrix."""
+        conf = self.confusion.astype(np.float64)
+        tp, t, p = np.diag(conf), conf.sum(axis=1), conf.sum(axis=0)
+        fn, fp = t - tp, p - tp
+        union = tp + fp + fn
+        iou = _ratio(tp, union)
+        fn_tp, fp_tp = _ratio(fn, tp), _ratio(fp, tp)
+        total = conf.sum()
+        return {
+            "miou": _nanmean(iou),
+            "iou": iou.tolist(),
+            "mfn": _nanmean(fn_tp[1:]),
+            "mfp": _nanmean(fp_tp[1:]),
+            "fn_tp": fn_tp.tolist(),
+            "fp_tp": fp_tp.tolist(),
+            "tp_zero": [c for c in range(self.num_classes) if union[c] > 0 and tp[c] == 0],
+            "fp_union": _nanmean(_ratio(fp, union)),
+            "fn_union": _nanmean(_ratio(fn, union)),
+            "pixel_acc": float(tp.sum() / total) if total else math.nan,
+            "confusion": self.confusion.tolist(),
+            "images": self.images,
+        }
+
+
+def _check_range(values: np.ndarray, num_classes: int, what: str) -> None:
+    bad = (values < 0) | (values >= num_classes)
+    if bad.any():
+        shown = np.unique(values[bad])[:10].tolist()
+        raise SsenetError(f"{what} has values {shown} outside 0..{num_classes - 1} (255 = ignore)")
+
+
+def _require_files(directory: Path, ids: Sequence[str], suffix: str, what: str) -> None:
+    if not ids:
+        raise SsenetError(f"{directory}: no image ids to evaluate")
+    missing = [i for i in ids if not (directory / f"{i}{suffix}").is_file()]
+    if missing:
+        raise SsenetError(
+            f"{directory}: {len(missing)} {what} file(s) missing, e.g. "
+            + ", ".join(f"{i}{suffix}" for i in missing[:5])
+        )
+
+
+def evaluate_label_dirs(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    ids: Sequence[str],
+    num_classes: int,
+    progress: bool = False,
+) -> dict:
+    """Score `pred_dir/<id>.png` against `gt_dir/<id>.png` for every id; returns `metrics()`."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    _require_files(pred_dir, ids, ".png", "prediction")
+    _require_files(gt_dir, ids, ".png", "ground-truth")
+    meter = ConfusionMeter(num_classes)
+    for image_id in tqdm(ids, desc="eval", disable=not progress):
+        pred_path = pred_dir / f"{image_id}.png"
+        meter.update(
+            read_label_png(pred_path),
+            read_label_png(gt_dir / f"{image_id}.png"),
+            name=str(pred_path),
+        )
+    return meter.metrics()
+
+
+def _sweep_confusions(
+    cams: np.ndarray, keys: np.ndarray, gt: np.ndarray, alphas: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """(A, C, C) confusion matrices of one image, one per alpha, from a single bincount."""
+    valid = gt != IGNORE_INDEX
+    gt_v = gt[valid].astype(np.int64)
+    if len(keys):
+        best = cams.argmax(axis=0)[valid]
+        peak = np.take_along_axis(cams[:, valid], best[None], axis=0)[0]
+        # Same rule as cams_to_label: foreground only where the best CAM beats alpha strictly.
+        pred = np.where(peak[None] > alphas[:, None], keys[best][None], 0)
+    else:
+        pred = np.zeros((len(alphas), gt_v.size), dtype=np.int64)
+    c2 = num_classes * num_classes
+    index = np.arange(len(alphas))[:, None] * c2 + gt_v[None] * num_classes + pred
+    return np.bincount(index.ravel(), minlength=len(alphas) * c2).reshape(
+        -1, num_classes, num_classes
+    )
+
+
+def sweep_cam_thresholds(
+    cam_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    ids: Sequence[str],
+    num_classes: int,
+    alphas: Sequence[float],
+    progress: bool = False,
+) -> dict:
+    """mIoU, mFN, mFP of CAM labels at each background score alpha (the paper's Fig. 4).
+
+    Returns {"sweep": [{alpha, miou, mfn, mfp}, ...], "best_alpha", "best_miou", "images"};
+    the best is the first alpha with the highest mIoU.
+    """
+    cam_dir, gt_dir = Path(cam_dir), Path(gt_dir)
+    if not alphas:
+        raise SsenetError("alpha sweep: give at least one alpha")
+    _require_files(cam_dir, ids, ".npz", "CAM")
+    _require_files(gt_dir, ids, ".png", "ground-truth")
+    alpha_arr = np.asarray(alphas, dtype=np.float64)
+    meters = [ConfusionMeter(num_classes) for _ in alphas]
+    for image_id in tqdm(ids, desc="alpha sweep", disable=not progress):
+        cam_path = cam_dir / f"{image_id}.npz"
+        cams, keys = load_cams(cam_path)
+        gt = read_label_png(gt_dir / f"{image_id}.png")
+        if cams.shape[1:] != gt.shape:
+            raise SsenetError(
+                f"{cam_path}: CAM size {cams.shape[1:]} does not match ground truth {gt.shape}"
+            )
+        if len(keys) and keys.max() >= num_classes:
+            raise SsenetError(f"{cam_path}: class id {keys.max()} >= {num_classes} classes")
+        _check_range(gt[gt != IGNORE_INDEX], num_classes, f"{gt_dir / image_id}.png")
+        for meter, conf in zip(
+            meters, _sweep_confusions(cams, keys, gt, alpha_arr, num_classes), strict=True
+        ):
+            meter.add_matrix(conf)
+    rows = []
+    for alpha, meter in zip(alphas, meters, strict=True):
+        m = meter.metrics()
+        rows.append({"alpha": float(alpha), "miou": m["miou"], "mfn": m["mfn"], "mfp": m["mfp"]})
+    scores = [-math.inf if math.isnan(r["miou"]) else r["miou"] for r in rows]
+    best = rows[int(np.argmax(scores))]
+    return {
+        "sweep": rows,
+        "best_alpha": best["alpha"],
+        "best_miou": best["miou"],
+        "images": len(ids),
+    }
+
+
+def read_id_list(path: str | os.PathLike) -> list[str]:
+    """Image ids, one per line; blank lines are skipped, spaces inside a line or repeats refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise SsenetError(f"{path}: id list not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SsenetError(f"{path}: cannot read id list ({err})") from err
+    ids: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if len(image_id.split()) > 1:
+            raise SsenetError(f"{path}:{number}: expected one image id per line, got {line!r}")
+        if image_id in seen:
+            raise SsenetError(f"{path}:{number}: image id {image_id!r} is listed twice")
+        seen.add(image_id)
+        ids.append(image_id)
+    if not ids:
+        raise SsenetError(f"{path}: id list is empty")
+    return ids
+
+
+def _jsonable(obj: object) -> object:
+    """Plain JSON values: numpy scalars/arrays to Python, nan and inf to null (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    """Write `obj` as indented strict JSON, atomically (nan becomes null)."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_table(metrics: dict, class_names: Sequence[str]) -> str:
+    """Per-class IoU, FN/TP, FP/TP table followed by mIoU, mFN, mFP and FP/FN over the union."""
+    iou = metrics["iou"]
+    if len(class_names) != len(iou):
+        raise SsenetError(f"{len(class_names)} class names for metrics of {len(iou)} classes")
+    fn_tp = metrics.get("fn_tp", [None] * len(iou))
+    fp_tp = metrics.get("fp_tp", [None] * len(iou))
+    width = max(12, *(len(n) for n in class_names))
+    lines = [f"{'class':<{width}} {'IoU':>7} {'FN/TP':>7} {'FP/TP':>7}"]
+    for name, i, fn, fp in zip(class_names, iou, fn_tp, fp_tp, strict=True):
+        lines.append(f"{name:<{width}} {_fmt(i, 4):>7} {_fmt(fn, 3):>7} {_fmt(fp, 3):>7}")
+    lines.append("-" * len(lines[0]))
+    summary = [
+        ("mIoU", metrics["miou"], 4),
+        ("mFN", metrics["mfn"], 3),
+        ("mFP", metrics["mfp"], 3),
+        ("FP/union", metrics["fp_union"], 3),
+        ("FN/union", metrics["fn_union"], 3),
+        ("pixel acc", metrics.get("pixel_acc"), 4),
+    ]
+    lines += [f"{label:<{width}} {_fmt(value, digits):>7}" for label, value, digits in summary]
+    lines.append(f"{'images':<{width}} {metrics.get('images', '-'):>7}")
+    if metrics.get("tp_zero"):
+        names = ", ".join(class_names[c] for c in metrics["tp_zero"])
+        lines.append(f"no true positives (left out of mFN/mFP): {names}")
+    return "\n".join(lines)
