@@ -187,10 +187,11 @@ def test_sweep_picks_best_alpha_by_hand(tmp_path):
 
 def test_sweep_equals_one_meter_per_alpha(tmp_path):
     rng = np.random.default_rng(2)
-    ids, alphas = ["a", "b", "c"], [0.1, 0.35, 0.5, 0.8]
+    ids, alphas = ["a", "b", "c"], [0.5, 0.1, 0.8, 0.3, 0.3, 0.0]  # unsorted, repeated
     loaded = {}
     for image_id, keys in zip(ids, ([], [3], [1, 4]), strict=True):
-        cams = rng.random((len(keys), 9, 11)).astype(np.float32)
+        # Values on a 0.1 grid, so CAMs tie with each other and with some alphas.
+        cams = (rng.integers(0, 10, (len(keys), 9, 11)) / 10).astype(np.float32)
         gt = rng.integers(0, 5, (9, 11)).astype(np.uint8)
         gt[0] = 255
         save_cams(tmp_path / "cams" / f"{image_id}.npz", cams, np.array(keys, int))
@@ -202,7 +203,7 @@ def test_sweep_equals_one_meter_per_alpha(tmp_path):
         for cams, keys, gt in loaded.values():
             meter.update(cams_to_label(cams, keys, alpha), gt)
         m = meter.metrics()
-        assert row["miou"] == pytest.approx(m["miou"])
+        assert row["alpha"] == alpha and row["miou"] == pytest.approx(m["miou"])
         np.testing.assert_allclose([row["mfn"], row["mfp"]], [m["mfn"], m["mfp"]])
 
 

@@ -71,15 +71,18 @@ def cams_to_label(cams: np.ndarray, keys: np.ndarray, alpha: float) -> np.ndarra
     """(H, W) uint8 label: argmax over [alpha, cams...] mapped to [0, keys...].
 
     Ties go to the earlier channel (numpy's argmax), so a pixel is foreground only where its
-    best CAM is strictly above alpha, and equal CAMs pick the class listed first.
+    best CAM is strictly above alpha, and equal CAMs pick the class listed first. alpha is
+    compared at the CAMs' precision (float32 for CAM files), so a CAM of 0.1 is not above 0.1.
     """
     cams, keys = np.asarray(cams), np.asarray(keys)
     _check(cams, keys, "cams_to_label")
+    if not np.issubdtype(cams.dtype, np.floating):
+        cams = cams.astype(np.float32)
     if len(keys) == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)
     best = cams.argmax(axis=0)
     peak = np.take_along_axis(cams, best[None], axis=0)[0]
-    return np.where(peak > alpha, keys[best], 0).astype(np.uint8)
+    return np.where(peak > cams.dtype.type(alpha), keys[best], 0).astype(np.uint8)
 
 
 def background_power(cams: np.ndarray, power: float) -> np.ndarray:

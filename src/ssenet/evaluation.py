@@ -149,21 +149,33 @@ def evaluate_label_dirs(
 def _sweep_confusions(
     cams: np.ndarray, keys: np.ndarray, gt: np.ndarray, alphas: np.ndarray, num_classes: int
 ) -> np.ndarray:
-    """(A, C, C) confusion matrices of one image, one per alpha, from a single bincount."""
+    """(A, C, C) confusion matrices of one image, one per alpha, in one pass over the pixels.
+
+    A pixel is foreground (its best class) at every alpha strictly below its peak CAM, the rule
+    of cams_to_label. So it suffices to count pixels by (gt, best class, number of sorted alphas
+    below the peak) and take tail sums, instead of labelling the image once per alpha.
+    """
+    c, a = num_classes, len(alphas)
     valid = gt != IGNORE_INDEX
     gt_v = gt[valid].astype(np.int64)
-    if len(keys):
-        best = cams.argmax(axis=0)[valid]
-        peak = np.take_along_axis(cams[:, valid], best[None], axis=0)[0]
-        # Same rule as cams_to_label: foreground only where the best CAM beats alpha strictly.
-        pred = np.where(peak[None] > alphas[:, None], keys[best][None], 0)
-    else:
-        pred = np.zeros((len(alphas), gt_v.size), dtype=np.int64)
-    c2 = num_classes * num_classes
-    index = np.arange(len(alphas))[:, None] * c2 + gt_v[None] * num_classes + pred
-    return np.bincount(index.ravel(), minlength=len(alphas) * c2).reshape(
-        -1, num_classes, num_classes
-    )
+    per_gt = np.bincount(gt_v, minlength=c)
+    conf = np.zeros((a, c, c), dtype=np.int64)
+    conf[:, np.arange(c), 0] = per_gt  # all background until foreground is added below
+    if len(keys) == 0:
+        return conf
+    best = cams.argmax(axis=0)[valid]
+    peak = np.take_along_axis(cams[:, valid], best[None], axis=0)[0]
+    # Compare at the CAMs' precision, as cams_to_label does: float32(0.1) is not above 0.1.
+    alphas = alphas.astype(cams.dtype)
+    order = np.argsort(alphas, kind="stable")
+    below = np.searchsorted(alphas[order], peak, side="left")  # alphas < peak, 0..A
+    index = (gt_v * c + keys[best]) * (a + 1) + below
+    counts = np.bincount(index, minlength=c * c * (a + 1)).reshape(c, c, a + 1)
+    tails = np.cumsum(counts[..., ::-1], axis=-1)[..., ::-1]  # tails[..., j] = sum over n >= j
+    fg = np.moveaxis(tails[..., 1:], -1, 0)  # (A, C, C) at sorted alphas; column 0 empty
+    fg[:, :, 0] = per_gt[None] - fg.sum(axis=2)  # the rest of each gt row is background
+    conf[order] = fg
+    return conf
 
 
 def sweep_cam_thresholds(
