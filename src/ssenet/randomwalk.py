@@ -1,0 +1,238 @@
+"""AffinityNet's random walk with a sparse transition matrix.
+
+The reference builds the dense N x N transition matrix T of the feature grid and squares it
+`logt` times (O(N^2) memory, O(N^3) time). T has at most 2P + 1 non-zeros a column (P half-plane
+offsets, 69 for radius 5), so `scores @ T^(2^logt)` is computed here as 2^logt sparse-dense
+products with T stored as a CSR matrix: memory and time linear in N.
+
+Definitions (shared by the sparse walk and the dense reference):
+  a_ij = exp(-mean_d |f_i - f_j|) for pixels i != j with dy^2 + dx^2 < radius^2, a_ii = 1,
+  A = a ** beta, T = A / A.sum(0) (columns sum to 1), out = scores @ T^(2^logt).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ssenet.errors import SsenetError
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def affinity_pairs(radius: int) -> list[tuple[int, int]]:
+    """The half-plane offsets (dy, dx) with dx^2 + dy^2 < radius^2, in the reference's order.
+
+    dy = 0 first (dx = 1..radius-1), then dy = 1..radius-1 with dx = -(radius-1)..radius-1
+    kept inside the circle: 34 offsets for radius 5. Each unordered pair appears once.
+    """
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise SsenetError(f"affinity radius must be an integer >= 1, got {radius!r}")
+    pairs = [(0, dx) for dx in range(1, radius)]
+    for dy in range(1, radius):
+        pairs += [(dy, dx) for dx in range(1 - radius, radius) if dx * dx + dy * dy < radius**2]
+    return pairs
+
+
+def _check_grid(name: str, x: torch.Tensor, axes: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or 0 in x.shape:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise SsenetError(
+            f"random walk: {name} must be a non-empty ({axes}, h, w) tensor, got {shape}"
+        )
+    if not torch.isfinite(x).all():
+        raise SsenetError(f"random walk: {name} contain NaN or infinite values")
+
+
+def _check_walk(radius: int, beta: float, logt: int) -> None:
+    affinity_pairs(radius)  # validates the radius
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < float("inf"):
+        raise SsenetError(f"random walk: beta must be a finite number >= 0, got {beta!r}")
+    if isinstance(logt, bool) or not isinstance(logt, int) or logt < 0:
+        raise SsenetError(f"random walk: logt must be an integer >= 0, got {logt!r}")
+
+
+def _check_inputs(
+    scores: torch.Tensor,
+    features: torch.Tensor,
+    radius: int,
+    beta: float,
+    logt: int,
+    dtype: torch.dtype | None,
+) -> torch.dtype:
+    """Validate the walk's arguments; return the dtype to compute in."""
+    _check_grid("scores", scores, "C")
+    _check_grid("features", features, "D")
+    if scores.shape[1:] != features.shape[1:]:
+        raise SsenetError(
+            f"random walk: scores grid {tuple(scores.shape[1:])} differs from the "
+            f"features grid {tuple(features.shape[1:])}"
+        )
+    _check_walk(radius, beta, logt)
+    if dtype is None:
+        return torch.float64 if scores.dtype == torch.float64 else torch.float32
+    if dtype not in _DTYPES:
+        raise SsenetError(f"random walk: dtype must be torch.float32 or torch.float64, got {dtype}")
+    return dtype
+
+
+def _source_mask(height: int, width: int, radius: int, device: torch.device) -> torch.Tensor:
+    """(h, w) True where the reference lets a pixel be a pair source: label[:-(r-1), r-1:-(r-1)]."""
+    margin = radius - 1
+    mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+    mask[: max(height - margin, 0), margin : max(width - margin, margin)] = True
+    return mask
+
+
+def _pair_maps(
+    features: torch.Tensor, radius: int, beta: float, reference_border: bool
+) -> torch.Tensor:
+    """(P, h, w): A value of the pair (p, p + offset) stored at its source p; 0 off the grid."""
+    _, height, width = features.shape
+    offsets = affinity_pairs(radius)
+    maps = features.new_zeros(len(offsets), height, width)
+    for k, (dy, dx) in enumerate(offsets):
+        x0, x1 = max(0, -dx), width - max(0, dx)
+        if dy >= height or x0 >= x1:
+            continue  # the grid is too small for this offset
+        diff = features[:, : height - dy, x0:x1] - features[:, dy:, x0 + dx : x1 + dx]
+        maps[k, : height - dy, x0:x1] = torch.exp(-diff.abs_().mean(0)) ** beta
+    if reference_border:
+        maps *= _source_mask(height, width, radius, features.device)
+    return maps
+
+
+def _column_weights(
+    features: torch.Tensor, radius: int, beta: float, reference_border: bool
+) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """Offsets q sorted by (dy, dx) and G (Q, h, w) with G[q][j] = A[j + q, j]."""
+    pair = _pair_maps(features, radius, beta, reference_border)
+    height, width = features.shape[1:]
+    weights = {(0, 0): features.new_ones(height, width)}  # the self-loop, a_ii ** beta = 1
+    for k, (dy, dx) in enumerate(affinity_pairs(radius)):
+        weights[(dy, dx)] = pair[k]  # A[j + o, j] = a(j, j + o), stored at j
+        back = torch.zeros_like(pair[k])  # A[j - o, j] = a(j - o, j), stored at j - o
+        x0, x1 = max(0, -dx), width - max(0, dx)
+        if dy < height and x0 < x1:
+            back[dy:, x0 + dx : x1 + dx] = pair[k, : height - dy, x0:x1]
+        weights[(-dy, -dx)] = back
+    order = sorted(weights)
+    return order, torch.stack([weights[q] for q in order])
+
+
+def _walk_matrix(
+    features: torch.Tensor, radius: int, beta: float, reference_border: bool
+) -> torch.Tensor:
+    """T transposed as an (N, N) CSR matrix: row j holds T[i, j] = A[i, j] / sum_i A[i, j]."""
+    offsets, weights = _column_weights(features, radius, beta, reference_border)
+    height, width = features.shape[1:]
+    n = height * width
+    weights = (weights / weights.sum(0, keepdim=True)).reshape(len(offsets), n).T  # (N, Q)
+    # Row-major targets in (dy, dx) order are sorted by flat index, as CSR wants; zero weights
+    # (off the grid, or underflowed a**beta) are simply not stored.
+    keep = weights > 0
+    device = features.device
+    rows = torch.arange(height, device=device).repeat_interleave(width)
+    cols = torch.arange(width, device=device).repeat(height)
+    flat = torch.tensor([dy * width + dx for dy, dx in offsets], device=device)
+    targets = rows[:, None] * width + cols[:, None] + flat  # only read where `keep`
+    index = torch.int32 if n * len(offsets) < 2**31 else torch.int64
+    counts = keep.sum(1).cumsum(0)
+    crow = torch.cat([counts.new_zeros(1), counts]).to(index)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            crow, targets[keep].to(index), weights[keep], (n, n), check_invariants=False
+        )
+
+
+def transition_matrix(
+    features: torch.Tensor, radius: int = 5, beta: float = 8.0, reference_border: bool = False
+) -> torch.Tensor:
+    """The column-normalised (N, N) transition matrix T of a (D, h, w) grid, sparse (CSC).
+
+    N = h * w in row-major order; about 2P + 1 non-zeros a column (69 for radius 5 inside the
+    grid, fewer at the edges).
+    """
+    _check_grid("features", features, "D")
+    _check_walk(radius, beta, 0)
+    dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    return _walk_matrix(features.to(dtype), radius, beta, reference_border).t()
+
+
+def random_walk(
+    scores: torch.Tensor,
+    features: torch.Tensor,
+    radius: int = 5,
+    beta: float = 8.0,
+    logt: int = 8,
+    *,
+    reference_border: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Propagate (C, h, w) scores over a (D, h, w) feature grid: `scores @ T^(2^logt)`.
+
+    Equal up to float rounding to `dense_random_walk`, but with a sparse T (memory and time
+    linear in h * w). Runs on the scores' device, in float32 unless `dtype` (or float64 scores)
+    says float64. `reference_border=True` keeps only the pairs whose source pixel lies in the
+    reference's crop `[:-(r-1), (r-1):-(r-1)]` (the public code's pair layout, which drops some
+    pairs near the bottom, left and right edges); the default keeps every pair on the grid.
+    """
+    dtype = _check_inputs(scores, features, radius, beta, logt, dtype)
+    channels, height, width = scores.shape
+    features = features.to(device=scores.device, dtype=dtype)
+    walk = _walk_matrix(features, radius, beta, reference_border)
+    state = scores.to(dtype).reshape(channels, -1).T.contiguous()  # (N, C): out^T = T^T x^T
+    for _ in range(2**logt):
+        state = torch.sparse.mm(walk, state)
+    return state.T.reshape(channels, height, width).contiguous()
+
+
+def _dense_affinity(features: torch.Tensor, radius: int, reference_border: bool) -> torch.Tensor:
+    """The reference's dense (N, N) affinity: pair indices, their transposes and the diagonal."""
+    _, height, width = features.shape
+    n = height * width
+    grid = torch.arange(n, device=features.device).reshape(height, width)
+    ys, xs = grid // width, grid % width
+    sources, targets = [], []
+    allowed = _source_mask(height, width, radius, features.device) if reference_border else None
+    for dy, dx in affinity_pairs(radius):
+        inside = (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
+        if allowed is not None:
+            inside &= allowed
+        sources.append(grid[inside])
+        targets.append(grid[inside] + dy * width + dx)
+    src, dst = torch.cat(sources), torch.cat(targets)
+    flat = features.reshape(features.shape[0], n)
+    values = torch.exp(-(flat[:, src] - flat[:, dst]).abs().mean(0))
+    affinity = torch.eye(n, dtype=features.dtype, device=features.device)
+    affinity[src, dst] = values
+    affinity[dst, src] = values
+    return affinity
+
+
+def dense_random_walk(
+    scores: torch.Tensor,
+    features: torch.Tensor,
+    radius: int = 5,
+    beta: float = 8.0,
+    logt: int = 8,
+    *,
+    reference_border: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The reference formulation, O(N^2) memory and O(N^3 logt) time: for tests and benchmarks.
+
+    Builds the dense affinity matrix, `A = a ** beta`, `T = A / A.sum(0)`, squares T `logt`
+    times and returns `scores @ T` reshaped to (C, h, w). Arguments as in `random_walk`.
+    """
+    dtype = _check_inputs(scores, features, radius, beta, logt, dtype)
+    channels, height, width = scores.shape
+    features = features.to(device=scores.device, dtype=dtype)
+    power = _dense_affinity(features, radius, reference_border) ** beta
+    trans = power / power.sum(0, keepdim=True)
+    del power
+    for _ in range(logt):
+        trans = trans @ trans
+    return (scores.to(dtype).reshape(channels, -1) @ trans).reshape(channels, height, width)
