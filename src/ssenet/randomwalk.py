@@ -195,7 +195,8 @@ def _dense_affinity(features: torch.Tensor, radius: int, reference_border: bool)
     n = height * width
     grid = torch.arange(n, device=features.device).reshape(height, width)
     ys, xs = grid // width, grid % width
-    sources, targets = [], []
+    empty = grid.new_empty(0)  # radius 1 has no pairs
+    sources, targets = [empty], [empty]
     allowed = _source_mask(height, width, radius, features.device) if reference_border else None
     for dy, dx in affinity_pairs(radius):
         inside = (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
