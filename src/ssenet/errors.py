@@ -1,5 +1,5 @@
-"""The one exception type the command line turns into a clean message instead of a traceback."""
+"""The one exception type the command line turns into a clean message."""
 
 
 class SsenetError(Exception):
-    """A user-facing error: bad input, missing file, invalid config. The message names the culprit."""
+    """A user-facing error: bad input, missing file, invalid config. It names the culprit."""

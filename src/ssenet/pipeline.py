@@ -15,6 +15,7 @@ import torch
 from ssenet.cam import classifier_scores, infer_cams, iter_cams, load_cam_model, train_cam
 from ssenet.camfile import cams_to_label
 from ssenet.config import Config
+from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
 from ssenet.multilabel import classification_report
@@ -72,7 +73,8 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
             progress=progress,
             desc=f"scale {scale}",
         ):
-            meter.update(cams_to_label(cams, keys, cfg.cam.alpha), dataset.read_mask(image_id))
+            gt = read_label_png(gt_dir(cfg) / f"{image_id}.png")
+            meter.update(cams_to_label(cams, keys, cfg.cam.alpha), gt)
         result[str(scale)] = summary(meter.metrics())
     write_json(out, result)
     return result

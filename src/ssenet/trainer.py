@@ -167,11 +167,11 @@ def fit(
             step += 1
             writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
             scheduler.step()
-            for key, value in losses.items():
-                value = float(value.detach())
+            values = {key: float(value.detach()) for key, value in losses.items()}
+            for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value
                 writer.add_scalar(f"loss/{key}", value, step)
-            bar.set_postfix(loss=f"{float(losses['loss']):.4f}")
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
         history.append({k: v / len(loader) for k, v in sums.items()} | {"epoch": epoch + 1})
         if info.is_main:
             state = {key: part.state_dict() for key, part in parts.items()}
