@@ -364,7 +364,7 @@ def check_crf_files(crf_dir: Path, ids: Sequence[str]) -> None:
 def train_affinity(
     cfg: Config, crf_dir: str | Path, out_dir: str | Path, progress: bool = True
 ) -> FitResult:
-    """Train AffinityNet on `cfg.data.train_list` with the CRF scores in `crf_dir`.
+    """Train AffinityNet on `aff.train_list` (default `data.train_list`) with CRF scores.
 
     Writes out_dir/model.pth, train.json, checkpoints/ and tb/; resumable like every stage
     (see `ssenet.trainer.fit`). Upstream sections are part of the digest because they decide
@@ -375,7 +375,7 @@ def train_affinity(
     done = finished(out_dir, digest)
     if done is not None:
         return done
-    dataset = open_split(cfg.data, cfg.data.train_list)
+    dataset = open_split(cfg.data, cfg.aff.train_list or cfg.data.train_list)
     check_crf_files(crf_dir, dataset.ids)
     set_threads(cfg.run.threads)
     device = select_device(cfg.run.device)

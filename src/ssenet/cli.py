@@ -71,6 +71,92 @@ def cmd_infer_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir(cfg, args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "run_dir", None) or cfg.run.out_dir)
+
+
+def cmd_crf(args: argparse.Namespace) -> int:
+    from ssenet.crf_stage import crf_stage
+    from ssenet.runtime import parse_shard
+
+    cfg = _load(args)
+    run_dir = _run_dir(cfg, args)
+    cams = Path(args.cams or run_dir / "cam" / "cams")
+    out = Path(args.out or run_dir / "crf")
+    result = crf_stage(cfg, cams, out, args.list, parse_shard(args.shard), not args.no_progress)
+    print(f"CRF scores and labels in {out}: {result}")
+    return 0
+
+
+def cmd_train_aff(args: argparse.Namespace) -> int:
+    from ssenet.affinity import train_affinity
+
+    cfg = _load(args)
+    run_dir = _run_dir(cfg, args)
+    crf = Path(args.crf or run_dir / "crf" / "scores")
+    trained = train_affinity(cfg, crf, Path(args.out or run_dir / "aff"), not args.no_progress)
+    print(f"AffinityNet weights: {trained.weights}")
+    return 0
+
+
+def cmd_random_walk(args: argparse.Namespace) -> int:
+    from ssenet.runtime import parse_shard
+    from ssenet.rw_stage import random_walk_stage
+
+    cfg = _load(args)
+    run_dir = _run_dir(cfg, args)
+    result = random_walk_stage(
+        cfg,
+        args.weights or run_dir / "aff" / "model.pth",
+        args.cams or run_dir / "cam" / "cams",
+        args.out or run_dir / "rw",
+        args.list,
+        parse_shard(args.shard),
+        not args.no_progress,
+    )
+    print(f"{result['computed']} of {result['images']} labels computed in {result['label_dir']}")
+    return 0
+
+
+def cmd_train_seg(args: argparse.Namespace) -> int:
+    from ssenet.segmentation import train_seg
+
+    cfg = _load(args)
+    run_dir = _run_dir(cfg, args)
+    labels = Path(args.labels or run_dir / "rw" / "labels")
+    trained = train_seg(cfg, labels, Path(args.out or run_dir / "seg"), not args.no_progress)
+    print(f"segmentation weights: {trained.weights}")
+    return 0
+
+
+def cmd_infer_seg(args: argparse.Namespace) -> int:
+    from ssenet.runtime import parse_shard
+    from ssenet.segmentation import infer_seg
+
+    cfg = _load(args)
+    out = Path(args.out or _run_dir(cfg, args) / "seg")
+    weights = args.weights or out / "model.pth"
+    result = infer_seg(
+        cfg, weights, out, args.list, parse_shard(args.shard), progress=not args.no_progress
+    )
+    print(f"{result['computed']} of {result['images']} labels computed in {result['label_dir']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ssenet.pipeline import parse_stages, run_pipeline
+
+    cfg = _load(args)
+    stages = parse_stages(args.stages)
+    run_dir = _run_dir(cfg, args)
+    results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
+    for stage, metrics in results.items():
+        print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
+              f"mFP {metrics['mfp']:.3f}")
+    print(f"results: {run_dir / 'eval' / 'results.json'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ssenet.evaluate_cli import run_eval
 
@@ -124,6 +210,47 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--out", help="output directory (default: run.out_dir/cam)")
     infer.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
     infer.set_defaults(func=cmd_infer_cam)
+
+    crf = sub.add_parser("crf", help="dense CRF on the CAMs: la/ha scores and CAM+CRF labels")
+    _add_config_args(crf)
+    crf.add_argument("--cams", help="CAM .npz directory (default: RUN/cam/cams)")
+    crf.add_argument("--list", help="image list (default: data.infer_list)")
+    crf.add_argument("--out", help="output directory (default: RUN/crf)")
+    crf.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
+
+    aff = sub.add_parser("train-aff", help="train AffinityNet on the CRF scores")
+    _add_config_args(aff)
+    aff.add_argument("--crf", help="CRF score directory (default: RUN/crf/scores)")
+    aff.add_argument("--out", help="output directory (default: RUN/aff)")
+
+    walk = sub.add_parser("random-walk", help="random-walk pseudo labels from CAMs + AffinityNet")
+    _add_config_args(walk)
+    walk.add_argument("--weights", help="AffinityNet weights (default: RUN/aff/model.pth)")
+    walk.add_argument("--cams", help="CAM .npz directory (default: RUN/cam/cams)")
+    walk.add_argument("--list", help="image list (default: data.infer_list)")
+    walk.add_argument("--out", help="output directory (default: RUN/rw)")
+    walk.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
+
+    train_seg = sub.add_parser("train-seg", help="train DeepLab on pseudo labels")
+    _add_config_args(train_seg)
+    train_seg.add_argument("--labels", help="pseudo label PNGs (default: RUN/rw/labels)")
+    train_seg.add_argument("--out", help="output directory (default: RUN/seg)")
+
+    infer_seg = sub.add_parser("infer-seg", help="multi-scale DeepLab predictions as PNGs")
+    _add_config_args(infer_seg)
+    infer_seg.add_argument("--weights", help="segmentation weights (default: OUT/model.pth)")
+    infer_seg.add_argument("--list", help="image list (default: data.val_list)")
+    infer_seg.add_argument("--out", help="output directory (default: RUN/seg)")
+    infer_seg.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
+
+    run = sub.add_parser("run", help="every stage in order into one run directory, resumable")
+    _add_config_args(run)
+    run.add_argument("--stages", help="comma-separated subset of cam,crf,aff,rw,seg")
+
+    for verb, func in ((crf, cmd_crf), (aff, cmd_train_aff), (walk, cmd_random_walk),
+                       (train_seg, cmd_train_seg), (infer_seg, cmd_infer_seg), (run, cmd_run)):
+        verb.add_argument("--run-dir", help="run directory (default: run.out_dir)")
+        verb.set_defaults(func=func)
 
     evaluate = sub.add_parser("eval", help="mIoU, mFN, mFP of label maps or CAM files")
     evaluate.add_argument("--pred", help="directory of predicted label PNGs")

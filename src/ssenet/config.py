@@ -86,6 +86,7 @@ class CrfConfig:
 
 @dataclass
 class AffinityConfig:
+    train_list: str | None = None  # images with CRF labels to learn from; None: data.train_list
     epochs: int = 8
     batch_size: int = 8
     lr: float = 0.1
@@ -113,6 +114,7 @@ class RandomWalkConfig:
 
 @dataclass
 class SegConfig:
+    train_list: str | None = None  # images with random-walk labels; None: data.train_list
     head: str = "deeplabv2"  # deeplabv2 (ASPP, rates 6/12/18/24) | deeplabv3 (torchvision head)
     epochs: int = 20
     batch_size: int = 10

@@ -1,6 +1,10 @@
 """The stages of a run directory, each reading and writing plain files, each resumable.
 
-run_dir/cam/   model.pth, checkpoints/, tb/, cams/<id>.npz, labels/<id>.png
+run_dir/cam/   model.pth, checkpoints/, tb/, cams/<id>.npz, labels/<id>.png (alpha background)
+run_dir/crf/   scores/<id>.npz (la and ha CRF marginals), labels/<id>.png (CAM + CRF)
+run_dir/aff/   model.pth, checkpoints/, tb/ (AffinityNet)
+run_dir/rw/    labels/<id>.png (CAM + random walk: the pseudo labels)
+run_dir/seg/   model.pth, checkpoints/, tb/, labels/<id>.png (DeepLab on the held-out list)
 run_dir/eval/  one JSON per stage and results.json gathering them
 """
 
@@ -12,14 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssenet.affinity import train_affinity
 from ssenet.cam import classifier_scores, infer_cams, iter_cams, load_cam_model, train_cam
 from ssenet.camfile import cams_to_label
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
+from ssenet.errors import SsenetError
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
 from ssenet.multilabel import classification_report
 from ssenet.runtime import select_device
+from ssenet.rw_stage import random_walk_stage
+from ssenet.segmentation import infer_seg, train_seg
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
 
@@ -33,21 +41,118 @@ def summary(metrics: dict) -> dict:
     return {key: metrics[key] for key in SUMMARY_KEYS}
 
 
+def label_lists(cfg: Config) -> dict[str, list[str]]:
+    """Which image lists each stage must cover, deduplicated, the scored list first.
+
+    CAMs and CRF scores are needed for the scored list and AffinityNet's training list; random-walk
+    labels for the scored list and the segmentation network's training list.
+    """
+    scored = cfg.data.infer_list
+    aff = cfg.aff.train_list or cfg.data.train_list
+    seg = cfg.seg.train_list or cfg.data.train_list
+    return {
+        "cam": list(dict.fromkeys([scored, aff, seg])),
+        "crf": list(dict.fromkeys([scored, aff])),
+        "rw": list(dict.fromkeys([scored, seg])),
+    }
+
+
+def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
+    """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`."""
+    dataset = open_split(cfg.data, list_name)
+    metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), dataset.ids, dataset.num_classes)
+    metrics["list"] = list_name
+    write_json(out, metrics)
+    return metrics
+
+
 def cam_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
-    """Train, infer and score the CAMs; returns {"miou", "mfn", "mfp", ...} and writes eval/."""
+    """Train the CAM network, infer CAMs, score their alpha labels and the alpha sweep (Fig. 4)."""
     run_dir = Path(run_dir)
     cam_dir = run_dir / "cam"
     trained = train_cam(cfg, cam_dir, progress=progress)
-    infer_cams(cfg, trained.weights, cam_dir, progress=progress)
+    for list_name in label_lists(cfg)["cam"]:
+        infer_cams(cfg, trained.weights, cam_dir, list_name, progress=progress)
+    out = run_dir / "eval" / "cam.json"
+    metrics = score_labels(cfg, cam_dir / "labels", cfg.data.infer_list, out)
     dataset = open_split(cfg.data, cfg.data.infer_list)
-    ids = list(dataset.ids)
-    metrics = evaluate_label_dirs(cam_dir / "labels", gt_dir(cfg), ids, dataset.num_classes)
     metrics["alpha"] = cfg.cam.alpha
     metrics["alpha_sweep"] = sweep_cam_thresholds(
-        cam_dir / "cams", gt_dir(cfg), ids, dataset.num_classes, list(cfg.cam.alpha_sweep)
+        cam_dir / "cams", gt_dir(cfg), dataset.ids, dataset.num_classes, list(cfg.cam.alpha_sweep)
     )
-    write_json(run_dir / "eval" / "cam.json", metrics)
+    write_json(out, metrics)
     return metrics
+
+
+def crf_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """la / ha CRF scores for AffinityNet; the la argmax is the CAM+CRF label that is scored."""
+    from ssenet.crf_stage import crf_stage as run_crf
+
+    run_dir = Path(run_dir)
+    for list_name in label_lists(cfg)["crf"]:
+        run_crf(cfg, run_dir / "cam" / "cams", run_dir / "crf", list_name, progress=progress)
+    out = run_dir / "eval" / "crf.json"
+    return score_labels(cfg, run_dir / "crf" / "labels", cfg.data.infer_list, out)
+
+
+def aff_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """Train AffinityNet on the CRF scores of its training list."""
+    run_dir = Path(run_dir)
+    trained = train_affinity(cfg, run_dir / "crf" / "scores", run_dir / "aff", progress=progress)
+    return {"weights": str(trained.weights), "steps": trained.meta["steps"]}
+
+
+def rw_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """Random-walk pseudo labels (CAM + rw) for the scored list and the segmentation list."""
+    run_dir = Path(run_dir)
+    weights = run_dir / "aff" / "model.pth"
+    for list_name in label_lists(cfg)["rw"]:
+        random_walk_stage(
+            cfg, weights, run_dir / "cam" / "cams", run_dir / "rw", list_name, progress=progress
+        )
+    out = run_dir / "eval" / "rw.json"
+    return score_labels(cfg, run_dir / "rw" / "labels", cfg.data.infer_list, out)
+
+
+def seg_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """Train DeepLab on the random-walk labels, predict the held-out list and score it."""
+    run_dir = Path(run_dir)
+    trained = train_seg(cfg, run_dir / "rw" / "labels", run_dir / "seg", progress=progress)
+    infer_seg(cfg, trained.weights, run_dir / "seg", cfg.data.val_list, progress=progress)
+    out = run_dir / "eval" / "seg.json"
+    return score_labels(cfg, run_dir / "seg" / "labels", cfg.data.val_list, out)
+
+
+STAGES = {"cam": cam_stage, "crf": crf_stage, "aff": aff_stage, "rw": rw_stage, "seg": seg_stage}
+
+
+def parse_stages(text: str | None) -> list[str]:
+    """`cam,crf` -> ["cam", "crf"], in pipeline order; None -> every stage."""
+    if not text:
+        return list(STAGES)
+    wanted = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise SsenetError(f"--stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    return [s for s in STAGES if s in wanted]
+
+
+def run_pipeline(
+    cfg: Config, run_dir: str | Path, stages: list[str] | None = None, progress: bool = True
+) -> dict:
+    """Run the stages in order into `run_dir`; finished work is skipped, so a rerun resumes.
+
+    Every scored stage's mIoU / mFN / mFP lands in `run_dir/eval/results.json`.
+    """
+    run_dir = Path(run_dir)
+    results_path = run_dir / "eval" / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for name in stages or list(STAGES):
+        metrics = STAGES[name](cfg, run_dir, progress=progress)
+        if "miou" in metrics:
+            results[name] = summary(metrics)
+            write_json(results_path, results)
+    return results
 
 
 def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
