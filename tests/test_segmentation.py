@@ -274,6 +274,11 @@ def test_training_names_missing_labels(tmp_path):
     cfg = tiny_config(tmp_path, image_dir)
     with pytest.raises(SsenetError, match=r"2 of 3 images .*first: .*im1\.png"):
         train_seg(cfg, label_dir, tmp_path / "seg", progress=False)
+    # seg.train_list picks the images to learn from: here the one with a label.
+    (tmp_path / "seg_list.txt").write_text("im0\n")
+    cfg.seg.train_list, cfg.seg.epochs, cfg.seg.batch_size = str(tmp_path / "seg_list.txt"), 1, 1
+    result = train_seg(cfg, label_dir, tmp_path / "seg", progress=False)
+    assert result.meta["steps"] == 1
     cfg.seg.head, cfg.seg.batch_size = "deeplabv3", 1
     with pytest.raises(SsenetError, match="seg.batch_size"):
         train_seg(cfg, label_dir, tmp_path / "seg", progress=False)

@@ -135,7 +135,7 @@ def check_label_files(label_dir: Path, ids: Sequence[str], list_name: str) -> No
         raise SsenetError(
             f"{label_dir}: {len(missing)} of {len(ids)} images of list {list_name!r} have no "
             f"pseudo label (first: {label_dir / (missing[0] + '.png')}); make pseudo labels for "
-            "the training list (data.train_list) first"
+            "the training list (seg.train_list, else data.train_list) first"
         )
 
 
@@ -241,7 +241,8 @@ def _check_seg_config(cfg: Config) -> None:
 def train_seg(
     cfg: Config, label_dir: str | Path, out_dir: str | Path, progress: bool = True
 ) -> FitResult:
-    """Train the segmentation network on `cfg.data.train_list` with the labels in `label_dir`.
+    """Train the segmentation network on `seg.train_list` (default `data.train_list`) with the
+    pseudo labels `label_dir/<id>.png`; every image of the list must have one.
 
     Writes out_dir/model.pth, train.json, checkpoints/ and tb/; resumable (see
     `ssenet.trainer.fit`). The digest covers the data, model and seg sections and the contents
@@ -249,8 +250,9 @@ def train_seg(
     """
     out_dir, label_dir = Path(out_dir), Path(label_dir)
     _check_seg_config(cfg)
-    dataset = open_split(cfg.data, cfg.data.train_list)
-    check_label_files(label_dir, dataset.ids, cfg.data.train_list)
+    list_name = cfg.seg.train_list or cfg.data.train_list
+    dataset = open_split(cfg.data, list_name)
+    check_label_files(label_dir, dataset.ids, list_name)
     digest = cfg.digest("data", "model", "seg") + "-" + label_dir_digest(label_dir, dataset.ids)
     done = finished(out_dir, digest)
     if done is not None:
