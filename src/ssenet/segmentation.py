@@ -385,7 +385,7 @@ def infer_seg(
             )
             for (image_id, image, _), prob in zip(batch, probs.cpu().numpy(), strict=True):
                 if refine is not None:
-                    prob = refine(image.numpy(), prob, cfg.crf)
+                    prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend)
                 label = np.asarray(prob).argmax(axis=0).astype(np.uint8)
                 write_label_png(label_dir / f"{image_id}.png", label)
     return {"images": len(ids), "computed": len(todo), "label_dir": str(label_dir)}
