@@ -1,0 +1,283 @@
+"""The HTML report: numbers from the eval JSONs, figures, examples, missing stages, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssenet.config import Config, load_config
+from ssenet.data.benchmark import class_names, make_benchmark
+from ssenet.data.palette import read_label_png, write_label_png
+from ssenet.errors import SsenetError
+from ssenet.models import build_cam_model
+from ssenet.report import cam_max, common_ids, fmt, heat_overlay, write_report
+from ssenet.segmentation import build_seg_model
+
+NUM_CLASSES = 9  # the benchmark: background + 8 classes
+FILES = "report_files"
+TRAIN_IDS = [f"train_{i:06d}" for i in range(8)]  # the benchmark's infer list ("train")
+
+
+def make_config(root: Path) -> Config:
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            "model.backbone=resnet38",
+            "model.width=0.125",
+            "model.pretrained=false",
+            "cam.infer_batch=8",
+            "seg.infer_scales=[1.0]",
+            "run.device=cpu",
+            "run.num_workers=0",
+        ],
+    )
+
+
+def stage_json(miou: float, offset: float, list_name: str = "train") -> dict:
+    # Distinct per-class values so the test can find each one in the page.
+    iou = [round(offset + 0.01 * c, 4) for c in range(NUM_CLASSES)]
+    iou[3] = None  # a class absent from gt and predictions: null in JSON
+    return {"miou": miou, "mfn": 0.123, "mfp": 1.456, "iou": iou, "list": list_name}
+
+
+def write_eval(run_dir: Path, name: str, data: dict) -> None:
+    path = run_dir / "eval" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def save_cam_model(run_dir: Path, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = build_cam_model("resnet38", NUM_CLASSES - 1, width=0.125, pretrained=False)
+    (run_dir / "cam").mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), run_dir / "cam" / "model.pth")
+
+
+def full_run(run_dir: Path, cfg: Config, gt_root: Path) -> None:
+    """Every stage's files: CAM and segmentation models, label PNGs, all eval JSONs."""
+    save_cam_model(run_dir, 0)
+    torch.manual_seed(1)
+    seg = build_seg_model(cfg.model, cfg.seg.head, NUM_CLASSES, imagenet=False)
+    (run_dir / "seg").mkdir(parents=True)
+    torch.save(seg.state_dict(), run_dir / "seg" / "model.pth")
+    for stage in ("cam", "crf", "rw"):
+        for image_id in TRAIN_IDS:
+            gt = read_label_png(gt_root / "SegmentationClass" / f"{image_id}.png")
+            write_label_png(run_dir / stage / "labels" / f"{image_id}.png", gt)
+    cam = stage_json(0.4321, 0.11)
+    cam["alpha"] = 0.2
+    cam["alpha_sweep"] = {
+        "sweep": [
+            {"alpha": 0.1, "miou": 0.3111, "mfn": 0.1, "mfp": 2.0},
+            {"alpha": 0.2, "miou": 0.4321, "mfn": 0.2, "mfp": 1.5},
+            {"alpha": 0.3, "miou": 0.4777, "mfn": 0.3, "mfp": 1.0},
+        ],
+        "best_alpha": 0.3,
+        "best_miou": 0.4777,
+        "images": 8,
+    }
+    write_eval(run_dir, "cam", cam)
+    write_eval(run_dir, "crf", stage_json(0.5432, 0.21))
+    write_eval(run_dir, "rw", stage_json(0.6543, 0.31))
+    write_eval(run_dir, "seg", stage_json(0.7654, 0.41, "val"))
+    write_eval(
+        run_dir,
+        "scale_sweep",
+        {
+            "0.5": {"miou": 0.4001, "mfn": 0.101, "mfp": 2.202},
+            "1.0": {"miou": 0.4002, "mfn": 0.303, "mfp": 1.404},
+            "2.0": {"miou": 0.4003, "mfn": 0.505, "mfp": 0.606},
+        },
+    )
+    write_eval(run_dir, "classifier", {"map": 0.8765, "mean_f1": 0.6789, "prior_map": 0.2})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny benchmark, a complete baseline run and an SSENet run with only its CAM stage."""
+    tmp = tmp_path_factory.mktemp("report")
+    bench = tmp / "bench"
+    make_benchmark(
+        bench, size=48, num_train=16, num_train_eval=8, num_val=8, num_workers=1, progress=False
+    )
+    cfg = make_config(bench)
+    full_run(tmp / "baseline", cfg, bench)
+    partial = tmp / "ssenet"
+    save_cam_model(partial, 2)
+    write_eval(partial, "cam", {**stage_json(0.4999, 0.51), "alpha": 0.2})
+    cfg_ssenet = make_config(bench)
+    cfg_ssenet.cam.method = "ssenet"
+    cfg.cam.method = "baseline"
+    runs = {"baseline": (cfg, tmp / "baseline"), "ssenet": (cfg_ssenet, partial)}
+    return tmp, runs
+
+
+@pytest.fixture(scope="module")
+def report(setup):
+    tmp, runs = setup
+    out = tmp / "out"
+    path = write_report(out, runs, title="tiny <report>", examples=2)
+    return path, path.read_text()
+
+
+def image_sources(text: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', text)
+
+
+def test_report_written_with_existing_relative_images(report):
+    path, text = report
+    assert path.name == "report.html" and path.is_file()
+    sources = image_sources(text)
+    assert sources and all(s.startswith("report_files/") for s in sources)
+    assert all((path.parent / s).is_file() for s in sources)
+    assert "report_files/fig4_alpha.png" in sources and "report_files/fig5_scale.png" in sources
+    # Self-contained: no scripts, no network resources; the title is escaped.
+    assert "<script" not in text and "http" not in text
+    assert "tiny &lt;report&gt;" in text
+
+
+def test_report_numbers_from_the_jsons(report):
+    _, text = report
+    for value in ("0.4321", "0.5432", "0.6543", "0.7654", "0.4999"):  # stage mIoUs
+        assert value in text
+    assert "0.123" in text and "1.456" in text  # mFN, mFP
+    assert "0.8765" in text and "0.6789" in text  # classifier mAP, mean F1
+    assert "0.4777" in text  # best alpha's mIoU
+    assert "0.3111" in text  # an alpha sweep row
+    assert "2.202" in text and "0.505" in text  # scale sweep mFP at 0.5, mFN at 2.0
+    # Per-class IoU: class 2 of the rw stage is 0.31 + 0.02, class 3 is null.
+    assert "0.330" in text and "&ndash;" in text
+
+
+def test_report_class_names_and_palette(report):
+    _, text = report
+    for name in class_names():
+        assert name in text
+    # Class 1 of the VOC palette is (128, 0, 0).
+    assert "rgb(128, 0, 0)" in text
+
+
+def test_report_examples_cells(report):
+    path, text = report
+    sources = image_sources(text)
+    assert text.count("train_000000_image.png") == 1 and "train_000001_gt.png" in text
+    assert "train_000002" not in text  # examples=2
+    for method in ("baseline", "ssenet"):
+        for scale in ("0.5", "1", "1.5", "2"):
+            assert f"report_files/train_000000_{method}_cam{scale}.png" in sources
+    for stage in ("cam", "crf", "rw", "seg"):
+        assert f"report_files/train_000001_baseline_{stage}.png" in sources
+    # The partial run has only its CAMs: its other cells say so instead of showing images.
+    assert "train_000000_ssenet_crf.png" not in text
+    assert "CRF: not run" in text and "no segmentation model" in text
+    # The CAM overlay has the image's size.
+    with Image.open(path.parent / FILES / "train_000000_ssenet_cam1.5.png") as cam:
+        assert cam.size == (48, 48) and cam.mode == "RGB"
+
+
+def test_report_missing_stages_say_not_run(report):
+    _, text = report
+    summary = text.split("<h2>2.")[0]
+    ssenet_row = next(r for r in summary.split("<tr>") if r.startswith('<td class="name">ssenet'))
+    assert ssenet_row.count("not run") == 4  # crf, rw, seg, classifier
+    assert "ssenet: alpha sweep not run" in text and "ssenet: scale sweep not run" in text
+
+
+def test_report_with_nothing_run(setup, tmp_path):
+    _, runs = setup
+    cfg = runs["baseline"][0]
+    path = write_report(tmp_path / "out", {"empty": (cfg, tmp_path / "run")}, examples=1)
+    text = path.read_text()
+    assert "no alpha sweep in any cam.json" in text and "no scale_sweep.json" in text
+    assert "no stage evaluation with IoUs" in text
+    assert "CAM x0.5: no CAM model" in text
+    # Only the example image and its ground truth remain.
+    assert image_sources(text) == [
+        "report_files/train_000000_image.png",
+        "report_files/train_000000_gt.png",
+    ]
+
+
+def test_report_results_json_fallback_and_zero_examples(setup, tmp_path):
+    _, runs = setup
+    cfg = runs["baseline"][0]
+    run_dir = tmp_path / "run"
+    write_eval(run_dir, "results", {"rw": {"miou": 0.6161, "mfn": 0.717, "mfp": 0.818}})
+    text = write_report(tmp_path / "out", {"only": (cfg, run_dir)}, examples=0).read_text()
+    assert "0.6161" in text and "0.717" in text and "0.818" in text
+    assert "no example images" in text and not image_sources(text)
+
+
+def test_report_bad_json_names_the_file(setup, tmp_path):
+    _, runs = setup
+    cfg = runs["baseline"][0]
+    run_dir = tmp_path / "run"
+    (run_dir / "eval").mkdir(parents=True)
+    (run_dir / "eval" / "crf.json").write_text("{not json")
+    with pytest.raises(SsenetError, match=r"crf\.json: not valid JSON"):
+        write_report(tmp_path / "out", {"x": (cfg, run_dir)})
+    (run_dir / "eval" / "crf.json").write_text("[1, 2]")
+    with pytest.raises(SsenetError, match=r"crf\.json: expected a JSON object"):
+        write_report(tmp_path / "out", {"x": (cfg, run_dir)})
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+def test_report_needs_runs(tmp_path):
+    with pytest.raises(SsenetError, match="no runs"):
+        write_report(tmp_path, {})
+
+
+def test_report_unusable_cam_model_is_a_note(setup, tmp_path):
+    _, runs = setup
+    cfg = runs["baseline"][0]
+    run_dir = tmp_path / "run"
+    (run_dir / "cam").mkdir(parents=True)
+    torch.save({"fc8.weight": torch.zeros(8, 4, 1, 1)}, run_dir / "cam" / "model.pth")
+    text = write_report(tmp_path / "out", {"x": (cfg, run_dir)}, examples=1).read_text()
+    assert "CAM model unusable" in text and "does not fit the model" in text
+
+
+def test_report_rerun_replaces_the_page(report, setup):
+    tmp, runs = setup
+    out = tmp / "rerun"
+    shutil.copytree(report[0].parent, out)
+    cfg = runs["baseline"][0]
+    run_dir = tmp / "only_json"
+    write_eval(run_dir, "crf", stage_json(0.2468, 0.61))
+    text = write_report(out, {"solo": (cfg, run_dir)}, examples=1).read_text()
+    assert "Methods: solo (baseline)." in text and "0.2468" in text
+    assert "_ssenet_" not in text and "0.4321" not in text and "train_000001" not in text
+    assert all((out / s).is_file() for s in image_sources(text))
+
+
+def test_common_ids_keeps_first_order():
+    assert common_ids([["c", "a", "b"], ["b", "c", "x"]], 5) == ["c", "b"]
+    assert common_ids([["c", "a", "b"], ["b", "c", "x"]], 1) == ["c"]
+    assert common_ids([["a"]], 0) == [] and common_ids([], 3) == []
+
+
+def test_heat_overlay_by_hand():
+    image = np.full((1, 2, 3), 100, dtype=np.uint8)
+    heat = np.array([[0.0, 1.0]])
+    out = heat_overlay(image, heat, weight=0.5)
+    # jet(0) = (0, 0, 0.5) and jet(1) = (0.5, 0, 0): 0.5 * 100 + 0.5 * 255 * channel.
+    assert out[0, 0].tolist() == [50, 50, round(50 + 0.5 * 127.5)]
+    assert out[0, 1].tolist() == [round(50 + 0.5 * 127.5), 50, 50]
+    assert heat_overlay(image, np.array([[-1.0, 9.0]])).tolist() == out.tolist()  # clipped
+
+
+def test_cam_max_and_fmt():
+    cams = np.array([[[0.1, 0.9]], [[0.5, 0.2]]], dtype=np.float32)
+    assert cam_max(cams).tolist() == [[pytest.approx(0.5), pytest.approx(0.9)]]
+    empty = cam_max(np.zeros((0, 2, 3), dtype=np.float32))
+    assert empty.shape == (2, 3) and not empty.any()
+    assert fmt(0.12345) == "0.1235" and fmt(1.5, 2) == "1.50"
+    assert fmt(None) == fmt(float("nan")) == fmt("x") == "&ndash;"
