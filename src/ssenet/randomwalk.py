@@ -19,6 +19,7 @@ import torch
 from ssenet.errors import SsenetError
 
 _DTYPES = (torch.float32, torch.float64)
+_CHUNK = 1 << 19  # elements of one temporary feature difference (2 MB in float32)
 
 
 def affinity_pairs(radius: int) -> list[tuple[int, int]]:
@@ -85,22 +86,35 @@ def _source_mask(height: int, width: int, radius: int, device: torch.device) -> 
     return mask
 
 
+def _offset_slices(dy: int, dx: int, height: int, width: int) -> tuple | None:
+    """((rows, cols) of the sources, (rows, cols) of their targets) for one offset, or None."""
+    x0, x1 = max(0, -dx), width - max(0, dx)
+    if dy >= height or x0 >= x1:
+        return None  # the grid is too small for this offset
+    return (slice(0, height - dy), slice(x0, x1)), (slice(dy, height), slice(x0 + dx, x1 + dx))
+
+
 def _pair_maps(
     features: torch.Tensor, radius: int, beta: float, reference_border: bool
 ) -> torch.Tensor:
     """(P, h, w): A value of the pair (p, p + offset) stored at its source p; 0 off the grid."""
-    _, height, width = features.shape
-    offsets = affinity_pairs(radius)
-    maps = features.new_zeros(len(offsets), height, width)
-    for k, (dy, dx) in enumerate(offsets):
-        x0, x1 = max(0, -dx), width - max(0, dx)
-        if dy >= height or x0 >= x1:
-            continue  # the grid is too small for this offset
-        diff = features[:, : height - dy, x0:x1] - features[:, dy:, x0 + dx : x1 + dx]
-        maps[k, : height - dy, x0:x1] = torch.exp(-diff.abs_().mean(0)) ** beta
+    dim, height, width = features.shape
+    offsets = [_offset_slices(dy, dx, height, width) for dy, dx in affinity_pairs(radius)]
+    dist = features.new_zeros(len(offsets), height, width)
+    valid = torch.zeros(dist.shape, dtype=torch.bool, device=features.device)
+    # A few channels at a time, so the differences stay in cache and memory stays O(N).
+    step = max(1, _CHUNK // (height * width))
+    for start in range(0, dim, step):
+        part = features[start : start + step]
+        for k, where in enumerate(offsets):
+            if where is not None:
+                (sy, sx), (ty, tx) = where
+                dist[k, sy, sx] += (part[:, sy, sx] - part[:, ty, tx]).abs_().sum(0)
+                valid[k, sy, sx] = True
     if reference_border:
-        maps *= _source_mask(height, width, radius, features.device)
-    return maps
+        valid &= _source_mask(height, width, radius, features.device)
+    maps = torch.exp(dist.mul_(-1.0 / dim)) ** beta
+    return maps.masked_fill_(~valid, 0.0)
 
 
 def _column_weights(
@@ -109,16 +123,18 @@ def _column_weights(
     """Offsets q sorted by (dy, dx) and G (Q, h, w) with G[q][j] = A[j + q, j]."""
     pair = _pair_maps(features, radius, beta, reference_border)
     height, width = features.shape[1:]
-    weights = {(0, 0): features.new_ones(height, width)}  # the self-loop, a_ii ** beta = 1
-    for k, (dy, dx) in enumerate(affinity_pairs(radius)):
-        weights[(dy, dx)] = pair[k]  # A[j + o, j] = a(j, j + o), stored at j
-        back = torch.zeros_like(pair[k])  # A[j - o, j] = a(j - o, j), stored at j - o
-        x0, x1 = max(0, -dx), width - max(0, dx)
-        if dy < height and x0 < x1:
-            back[dy:, x0 + dx : x1 + dx] = pair[k, : height - dy, x0:x1]
-        weights[(-dy, -dx)] = back
-    order = sorted(weights)
-    return order, torch.stack([weights[q] for q in order])
+    offsets = affinity_pairs(radius)
+    order = sorted([(0, 0), *offsets, *[(-dy, -dx) for dy, dx in offsets]])
+    slot = {q: i for i, q in enumerate(order)}
+    weights = pair.new_zeros(len(order), height, width)
+    weights[slot[(0, 0)]] = 1.0  # the self-loop, a_ii ** beta = 1
+    for k, (dy, dx) in enumerate(offsets):
+        weights[slot[(dy, dx)]] = pair[k]  # A[j + o, j] = a(j, j + o), stored at j
+        where = _offset_slices(dy, dx, height, width)
+        if where is not None:  # A[j - o, j] = a(j - o, j), stored at j - o
+            (sy, sx), (ty, tx) = where
+            weights[slot[(-dy, -dx)], ty, tx] = pair[k, sy, sx]
+    return order, weights
 
 
 def _walk_matrix(
@@ -128,22 +144,21 @@ def _walk_matrix(
     offsets, weights = _column_weights(features, radius, beta, reference_border)
     height, width = features.shape[1:]
     n = height * width
-    weights = (weights / weights.sum(0, keepdim=True)).reshape(len(offsets), n).T  # (N, Q)
+    weights /= weights.sum(0, keepdim=True)
+    weights = weights.reshape(len(offsets), n).T  # (N, Q) view: row j = column j of T
     # Row-major targets in (dy, dx) order are sorted by flat index, as CSR wants; zero weights
     # (off the grid, or underflowed a**beta) are simply not stored.
     keep = weights > 0
-    device = features.device
-    rows = torch.arange(height, device=device).repeat_interleave(width)
-    cols = torch.arange(width, device=device).repeat(height)
-    flat = torch.tensor([dy * width + dx for dy, dx in offsets], device=device)
-    targets = rows[:, None] * width + cols[:, None] + flat  # only read where `keep`
     index = torch.int32 if n * len(offsets) < 2**31 else torch.int64
+    device = features.device
+    flat = torch.tensor([dy * width + dx for dy, dx in offsets], dtype=index, device=device)
+    targets = torch.arange(n, dtype=index, device=device)[:, None] + flat
     counts = keep.sum(1).cumsum(0)
     crow = torch.cat([counts.new_zeros(1), counts]).to(index)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            crow, targets[keep].to(index), weights[keep], (n, n), check_invariants=False
+            crow, targets[keep], weights[keep], (n, n), check_invariants=False
         )
 
 
@@ -195,21 +210,18 @@ def _dense_affinity(features: torch.Tensor, radius: int, reference_border: bool)
     n = height * width
     grid = torch.arange(n, device=features.device).reshape(height, width)
     ys, xs = grid // width, grid % width
-    empty = grid.new_empty(0)  # radius 1 has no pairs
-    sources, targets = [empty], [empty]
     allowed = _source_mask(height, width, radius, features.device) if reference_border else None
-    for dy, dx in affinity_pairs(radius):
+    flat = features.reshape(features.shape[0], n)
+    affinity = torch.eye(n, dtype=features.dtype, device=features.device)
+    for dy, dx in affinity_pairs(radius):  # one offset at a time keeps the gathers at D x N
         inside = (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
         if allowed is not None:
             inside &= allowed
-        sources.append(grid[inside])
-        targets.append(grid[inside] + dy * width + dx)
-    src, dst = torch.cat(sources), torch.cat(targets)
-    flat = features.reshape(features.shape[0], n)
-    values = torch.exp(-(flat[:, src] - flat[:, dst]).abs().mean(0))
-    affinity = torch.eye(n, dtype=features.dtype, device=features.device)
-    affinity[src, dst] = values
-    affinity[dst, src] = values
+        src = grid[inside]
+        dst = src + dy * width + dx
+        values = torch.exp(-(flat[:, src] - flat[:, dst]).abs().mean(0))
+        affinity[src, dst] = values
+        affinity[dst, src] = values
     return affinity
 
 
