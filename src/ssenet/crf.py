@@ -1,0 +1,457 @@
+"""Dense CRF (Krähenbühl and Koltun, 2011) with two backends: pydensecrf and pure PyTorch.
+
+The model is the one SSENet and psa refine CAMs with: unary `-log(clip(p, 1e-5, 1))`, a spatial
+Gaussian kernel (sxy 3, Potts weight 3) and a bilateral kernel (sxy 80, srgb 13, weight 10),
+10 mean-field steps. pydensecrf's step, reproduced by the torch backend, is
+
+    Q_0 = softmax(-U);   Q_{t+1} = softmax(-U + sum_k w_k * n_k * K_k(n_k * Q_t))
+
+with K_k the permutohedral-lattice approximation of the Gaussian filter over the kernel's
+features (the pixel itself included), n_k = 1 / sqrt(K_k(1)) its symmetric normalisation and
+w_k the Potts weight ("compat"): pydensecrf's Potts compatibility returns -w * K(Q) and its
+inference subtracts it, so mass in the same label is rewarded.
+
+Why a hand-written lattice: the PyTorch dense-CRF and permutohedral packages found
+(crfrnn_layer, torchpermutohedral, netw0rkf10w/CRF, bilateralfilter-torch) are C++/CUDA
+extensions that need a compiler, and ConvCRF (pure torch) truncates the kernel to a small
+window, so it is not the fully connected model. The lattice below follows Adams et al. (2010)
+and pydensecrf's SSE code path step for step (same scaling, rounding, ranks, barycentric
+weights, blur order and alpha), so its marginals match pydensecrf's to float rounding. The
+spatial Gaussian goes through the same lattice rather than an exact separable convolution,
+because the reference's spatial kernel *is* the lattice approximation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+import torch
+
+from ssenet.camfile import background_power
+from ssenet.config import CrfConfig
+from ssenet.errors import SsenetError
+
+BACKENDS = ("auto", "pydensecrf", "torch")
+PROB_FLOOR = 1e-5  # psa / pydensecrf's unary_from_softmax clip
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend choice and input checks
+# ---------------------------------------------------------------------------------------------
+
+
+def pydensecrf_available() -> bool:
+    """Whether `pydensecrf.densecrf` (from the pydensecrf2 package) can be imported."""
+    try:
+        importlib.import_module("pydensecrf.densecrf")
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    """Map "auto" to "pydensecrf" when importable, else "torch"; check explicit names."""
+    if backend not in BACKENDS:
+        raise SsenetError(
+            f"config key crf.backend: {backend!r} is not one of {', '.join(BACKENDS)}"
+        )
+    if backend == "auto":
+        return "pydensecrf" if pydensecrf_available() else "torch"
+    if backend == "pydensecrf" and not pydensecrf_available():
+        raise SsenetError(
+            "config key crf.backend: 'pydensecrf' requested but `pydensecrf.densecrf` cannot be "
+            "imported (pip install pydensecrf2, or use crf.backend=torch)"
+        )
+    return backend
+
+
+def check_params(params: CrfConfig) -> None:
+    """Reject CRF settings that cannot work, naming the config key."""
+    if not isinstance(params.iterations, int) or params.iterations < 0:
+        raise SsenetError(
+            f"config key crf.iterations: must be an integer >= 0, got {params.iterations!r}"
+        )
+    for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+        value = getattr(params, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise SsenetError(f"config key crf.{name}: must be a positive number, got {value!r}")
+    for name in ("gaussian_compat", "bilateral_compat"):
+        value = getattr(params, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise SsenetError(f"config key crf.{name}: must be a finite number, got {value!r}")
+
+
+def check_inputs(image: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (H, W, 3) image and finite (C, H, W) scores of the same size, as contiguous arrays."""
+    image, probs = np.asarray(image), np.asarray(probs)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise SsenetError(
+            f"dense_crf: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
+        )
+    if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[1:] != image.shape[:2]:
+        raise SsenetError(
+            f"dense_crf: probs must be (C, H, W) with C >= 1 and the image's size "
+            f"{image.shape[:2]}, got {probs.shape}"
+        )
+    if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
+        raise SsenetError("dense_crf: probs must be finite floating-point scores")
+    return np.ascontiguousarray(image), np.ascontiguousarray(probs, dtype=np.float32)
+
+
+def unary_energy(probs: np.ndarray) -> np.ndarray:
+    """(C, H, W) scores -> (C, H*W) float32 unary `-log(clip(p, 1e-5, 1))`."""
+    clipped = np.clip(probs, PROB_FLOOR, 1.0).astype(np.float32)
+    return np.ascontiguousarray(-np.log(clipped).reshape(len(probs), -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pydensecrf backend
+# ---------------------------------------------------------------------------------------------
+
+
+def _dense_crf_pydensecrf(image: np.ndarray, probs: np.ndarray, params: CrfConfig) -> np.ndarray:
+    densecrf = importlib.import_module("pydensecrf.densecrf")
+    channels, height, width = probs.shape
+    crf = densecrf.DenseCRF2D(width, height, channels)
+    crf.setUnaryEnergy(unary_energy(probs))
+    crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
+    crf.addPairwiseBilateral(
+        sxy=params.bilateral_sxy, srgb=params.bilateral_srgb, rgbim=image,
+        compat=params.bilateral_compat,
+    )  # fmt: skip
+    q = crf.inference(params.iterations)
+    return np.asarray(q, dtype=np.float32).reshape(channels, height, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# The torch backend: a permutohedral lattice
+# ---------------------------------------------------------------------------------------------
+
+
+class Permutohedral:
+    """Gaussian filtering over (N, d) features on a permutohedral lattice (Adams et al., 2010).
+
+    `filter(values)` approximates `out_i = sum_j exp(-|f_i - f_j|^2 / 2) values_j` (i = j
+    included) for (N, C) values. Built once per image and kernel, used every CRF iteration.
+
+    Splatting, each blur step and slicing are sparse CSR products: on the CPU they beat
+    index_add / gather loops several times over, and they run on CUDA as they are. Points are
+    grouped by their enclosing simplex first (about a third as many as pixels on photos), so
+    the sorts that number the lattice points run on short arrays. Coordinates are kept
+    coordinate-major, (d+1, N), so every step is a contiguous 1-D operation.
+    """
+
+    def __init__(self, features: torch.Tensor):
+        coords = features.to(torch.float32).T.contiguous()  # (d, N)
+        d, n = coords.shape
+        self.d = d
+        elevated = self._elevate(coords)
+        # The nearest lattice point of the "0" colour: each coordinate rounded to a multiple of
+        # d+1 (half to even, as the SSE code does), then the simplex from the coordinates' ranks.
+        inv = float(np.float32(1.0) / np.float32(d + 1))
+        nearest = torch.round(elevated * inv)
+        rem0 = nearest * (d + 1)
+        rank = self._ranks(elevated - rem0) + nearest.sum(0).long()
+        wrap = (rank < 0).long() - (rank > d).long()
+        rank += (d + 1) * wrap
+        rem0 += (d + 1) * wrap
+        weights = self._barycentric((elevated - rem0) * inv, rank)
+        base, strides = self._base_codes(rem0[:d].long())
+        simplex, members = self._group_simplices(base, rank)
+        corners, table = self._number_corners(base, rank, members, strides)
+        alpha = float(np.float32(1.0) / (np.float32(1.0) + np.float32(2.0) ** -d))
+        self._build_matrices(simplex, members, corners, weights, len(table) + 1, alpha)
+        self.blur = [self._blur_matrix(table, strides, j) for j in range(d + 1)]
+
+    @staticmethod
+    def _elevate(coords: torch.Tensor) -> torch.Tensor:
+        """Project (d, N) features onto the plane x . 1 = 0 in d+1 dimensions, scaled."""
+        d, n = coords.shape
+        inv_std = float(np.float32(math.sqrt(2.0 / 3.0) * (d + 1)))
+        scale = [float(np.float32(inv_std / math.sqrt((i + 2) * (i + 1)))) for i in range(d)]
+        elevated = coords.new_empty(d + 1, n)
+        running = coords.new_zeros(n)
+        for j in range(d, 0, -1):  # same summation order as the reference, for equal rounding
+            scaled = coords[j - 1] * scale[j - 1]
+            elevated[j] = running - j * scaled
+            running = running + scaled
+        elevated[0] = running
+        return elevated
+
+    @staticmethod
+    def _ranks(residual: torch.Tensor) -> torch.Tensor:
+        """Rank of each coordinate's residual (largest first, ties to the earlier coordinate)."""
+        size = len(residual)
+        rank = torch.zeros(residual.shape, dtype=torch.long, device=residual.device)
+        for i in range(size - 1):
+            for j in range(i + 1, size):
+                below = residual[i] < residual[j]
+                rank[i] += below
+                rank[j] += ~below
+        return rank
+
+    @staticmethod
+    def _barycentric(delta: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+        """(d+1, N) weights of the simplex corners 0..d: differences of rank-sorted residuals."""
+        size = len(delta)
+        by_rank = torch.zeros_like(delta).scatter_(0, rank, delta).flip(0)  # largest first
+        bary = torch.empty_like(delta)
+        bary[1:] = by_rank[1:] - by_rank[:-1]
+        bary[0] = by_rank[0] + (1.0 - by_rank[size - 1])  # the wrap-around corner
+        return bary
+
+    def _base_codes(self, rem0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixed-radix integer codes (N,) of the (d, N) key coordinates, and their strides.
+
+        The radix leaves room for the corners (+-d) and their blur neighbours (+-(d+1)), and
+        for a simplex's rank pattern ((d+1)^(d+1) values) on top.
+        """
+        d = self.d
+        low = rem0.amin(1) - 2 * d - 1
+        span = rem0.amax(1) + 2 * d + 1 - low + 1
+        patterns = float(d + 1) ** (d + 1)
+        if float(np.prod(span.cpu().double().numpy())) * patterns >= 2.0**62:
+            raise SsenetError(
+                "dense_crf: the image is too large for the torch lattice at these kernel widths "
+                "(downscale it or use crf.backend=pydensecrf)"
+            )
+        strides = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
+        return ((rem0 - low[:, None]) * strides[:, None]).sum(0), strides
+
+    def _group_simplices(
+        self, base: torch.Tensor, rank: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Simplex id of each point, and (points sorted by simplex, first index, count)."""
+        pattern = rank[0].clone()
+        for row in rank[1:]:
+            pattern = pattern * (self.d + 1) + row
+        code = base * (self.d + 1) ** (self.d + 1) + pattern
+        sorted_code, order = torch.sort(code, stable=True)
+        _, sorted_id, counts = torch.unique_consecutive(
+            sorted_code, return_inverse=True, return_counts=True
+        )
+        simplex = torch.empty_like(sorted_id).scatter_(0, order, sorted_id)
+        return simplex, (order, counts.cumsum(0) - counts, counts)
+
+    def _number_corners(
+        self,
+        base: torch.Tensor,
+        rank: torch.Tensor,
+        members: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        strides: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """1-based lattice slots (d+1, S) of each simplex's corners; the sorted code table.
+
+        Corner r is `rem0 + canonical[r][rank]` on the first d coordinates, where canonical
+        adds r, less d+1 for the coordinates ranked above d - r.
+        """
+        d = self.d
+        order, first, _ = members
+        representative = order[first]
+        base, rank = base[representative], rank[:, representative]
+        # by_rank[p, s]: stride of the key coordinate ranked p (the (d+1)-th coordinate is not
+        # part of the key: stride 0).
+        key_strides = torch.cat([strides, strides.new_zeros(1)])[:, None].expand_as(rank)
+        by_rank = torch.zeros_like(rank).scatter_(0, rank, key_strides)
+        codes = torch.empty(d + 1, len(base), dtype=torch.long, device=base.device)
+        above = torch.zeros_like(base)
+        total = int(strides.sum())
+        for r in range(d + 1):
+            codes[r] = base + r * total - (d + 1) * above
+            above += by_rank[d - r]
+        sorted_codes, corner_order = torch.sort(codes.flatten(), stable=True)
+        table, sorted_slots, counts = torch.unique_consecutive(
+            sorted_codes, return_inverse=True, return_counts=True
+        )
+        self._corner_order, self._corner_counts = corner_order, counts
+        slots = torch.empty_like(sorted_slots).scatter_(0, corner_order, sorted_slots + 1)
+        return slots.view(d + 1, -1), table
+
+    def _build_matrices(
+        self,
+        simplex: torch.Tensor,
+        members: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        corners: torch.Tensor,
+        weights: torch.Tensor,
+        rows: int,
+        alpha: float,
+    ) -> None:
+        """Splat in two products, points -> (simplex, corner) -> lattice slot; slice in one."""
+        d, n, count = self.d, len(simplex), corners.shape[1]
+        device = simplex.device
+        order, first, sizes = members
+        # Stage 1: row (s, r) holds simplex s's points with their corner-r weights.
+        # (index_select / scatter_ rather than [] indexing: several times faster on the CPU.)
+        own_size = sizes.repeat_interleave(sizes)
+        start = (first * d).repeat_interleave(sizes) + torch.arange(n, device=device)
+        columns = torch.empty(n * (d + 1), dtype=torch.long, device=device)
+        values = weights.new_empty(n * (d + 1))
+        for r in range(d + 1):
+            index = start + r * own_size
+            columns.scatter_(0, index, order)
+            values.scatter_(0, index, weights[r].index_select(0, order))
+        crow = first[:, None] * (d + 1) + torch.arange(d + 1, device=device) * sizes[:, None]
+        crow = torch.cat([crow.flatten(), crow.new_full((1,), n * (d + 1))])
+        self.to_corners = _csr(crow, columns, values, (count * (d + 1), n))
+        # Stage 2: sum the (simplex, corner) rows into lattice slots (row 0 stays empty).
+        entry = self._corner_order  # flattened (r, s) in slot order
+        source = (entry % count) * (d + 1) + entry // count
+        crow = torch.cat([self._corner_counts.new_zeros(2), self._corner_counts.cumsum(0)])
+        ones = weights.new_ones(len(entry))
+        self.to_slots = _csr(crow, source, ones, (rows, count * (d + 1)))
+        del self._corner_order, self._corner_counts
+        # Slice: each point reads its d+1 corners.
+        point_slots = corners.index_select(1, simplex).T.flatten()
+        crow = torch.arange(0, n * (d + 1) + 1, d + 1, device=device)
+        self.slice = _csr(crow, point_slots, (weights * alpha).T.flatten(), (n, rows))
+
+    def _blur_matrix(self, table: torch.Tensor, strides: torch.Tensor, axis: int) -> torch.Tensor:
+        """CSR (M+1, M+1): each point plus half of its two neighbours along `axis`.
+
+        An absent neighbour points at slot 0, which always holds zeros. The neighbour
+        relation is symmetric, so one lookup finds both.
+        """
+        step = -torch.ones_like(strides)
+        if axis < self.d:
+            step[axis] = self.d
+        shift = int((step * strides).sum())
+        rows = len(table) + 1
+        device = table.device
+        columns = torch.zeros(rows, 3, dtype=torch.long, device=device)
+        columns[1:, 0] = torch.arange(1, rows, device=device)
+        forward = self._lookup(table, table + shift)  # slot of p + step, 0 if absent
+        columns[1:, 1] = forward
+        found = forward > 0
+        columns[forward[found], 2] = torch.arange(1, rows, device=device)[found]
+        values = torch.tensor([1.0, 0.5, 0.5], device=device).repeat(rows, 1)
+        values[0] = 0.0
+        crow = torch.arange(0, 3 * rows + 1, 3, device=device)
+        return _csr(crow, columns.flatten(), values.flatten(), (rows, rows))
+
+    @staticmethod
+    def _lookup(table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """1-based slot of each query code in the sorted table, 0 where absent."""
+        pos = torch.searchsorted(table, query).clamp(max=len(table) - 1)
+        return torch.where(table[pos] == query, pos + 1, torch.zeros_like(pos))
+
+    def scale_points(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        """Fold per-point factors into the filter: `filter(v)` becomes `after * K(before * v)`."""
+        first, last = self.to_corners, self.slice
+        rows = torch.repeat_interleave(
+            torch.arange(last.shape[0], device=after.device), last.crow_indices().diff()
+        )
+        self.to_corners = _csr(
+            first.crow_indices(), first.col_indices(),
+            first.values() * before[first.col_indices().long()], first.shape,
+        )  # fmt: skip
+        self.slice = _csr(
+            last.crow_indices(), last.col_indices(), last.values() * after[rows], last.shape
+        )
+
+    def filter(self, values: torch.Tensor) -> torch.Tensor:
+        """Splat (N, C) values onto the lattice, blur along each axis, slice back to (N, C)."""
+        grid = self.to_slots @ (self.to_corners @ values)
+        for blur in self.blur:
+            grid = blur @ grid
+        return self.slice @ grid
+
+
+def _csr(
+    crow: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A CSR matrix with 32-bit indices where they fit (faster products)."""
+    index = torch.int32 if max(len(columns), *shape) < 2**31 else torch.int64
+    return torch.sparse_csr_tensor(
+        crow.to(index), columns.to(index), values, shape, check_invariants=False
+    )
+
+
+def pixel_features(image: np.ndarray, sxy: float, srgb: float | None) -> np.ndarray:
+    """(H*W, 2) positions / sxy, or (H*W, 5) with colours / srgb when srgb is given (float32)."""
+    height, width = image.shape[:2]
+    rows, cols = np.mgrid[:height, :width].astype(np.float32)
+    parts = [cols / np.float32(sxy), rows / np.float32(sxy)]
+    if srgb is not None:
+        parts += [image[..., c].astype(np.float32) / np.float32(srgb) for c in range(3)]
+    return np.stack([p.reshape(-1) for p in parts], axis=1)
+
+
+class _Kernel:
+    """One pairwise term, `weight * n * K(n * Q)` with n = 1 / sqrt(K(1)) (pydensecrf's
+    NORMALIZE_SYMMETRIC), the factors folded into the lattice's sparse matrices."""
+
+    def __init__(self, features: np.ndarray, weight: float, device: torch.device):
+        self.lattice = Permutohedral(torch.from_numpy(features).to(device))
+        ones = torch.ones(len(features), 1, device=device)
+        norm = 1.0 / torch.sqrt(self.lattice.filter(ones)[:, 0] + 1e-20)
+        self.lattice.scale_points(norm, weight * norm)
+
+    def message(self, q: torch.Tensor) -> torch.Tensor:
+        return self.lattice.filter(q)
+
+
+def _dense_crf_torch(
+    image: np.ndarray, probs: np.ndarray, params: CrfConfig, device: torch.device
+) -> np.ndarray:
+    channels, height, width = probs.shape
+    kernels = [
+        _Kernel(pixel_features(image, params.gaussian_sxy, None), params.gaussian_compat, device),
+        _Kernel(
+            pixel_features(image, params.bilateral_sxy, params.bilateral_srgb),
+            params.bilateral_compat, device,
+        ),
+    ]  # fmt: skip
+    logits = -torch.from_numpy(unary_energy(probs)).to(device)  # (C, N)
+    q = torch.softmax(logits, dim=0)
+    for _ in range(params.iterations):
+        pixels_first = q.T.contiguous()  # (N, C): the layout sparse products take
+        total = logits.clone()
+        for kernel in kernels:
+            total += kernel.message(pixels_first).T
+        q = torch.softmax(total, dim=0)  # over a (C, N) array: far faster than over (N, C)
+    return q.reshape(channels, height, width).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def dense_crf(
+    image: np.ndarray,
+    probs: np.ndarray,
+    params: CrfConfig | None = None,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Dense-CRF marginals Q (C, H, W) float32 of `probs` (C, H, W) on a uint8 RGB image.
+
+    `backend`: "pydensecrf", "torch" or "auto" (pydensecrf when importable). `device` is the
+    torch backend's (default CPU); pydensecrf always runs on the CPU.
+    """
+    params = params or CrfConfig()
+    check_params(params)
+    image, probs = check_inputs(image, probs)
+    if resolve_backend(backend) == "pydensecrf":
+        return _dense_crf_pydensecrf(image, probs, params)
+    with torch.no_grad():
+        return _dense_crf_torch(image, probs, params, torch.device(device or "cpu"))
+
+
+def crf_from_cams(
+    image: np.ndarray,
+    cams: np.ndarray,
+    power: float,
+    params: CrfConfig | None = None,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """CRF marginals (k+1, H, W) of `[(1 - max cam) ** power, cams...]` for (k, H, W) CAMs.
+
+    The background channel comes first, as `ssenet.affinity.load_crf_scores` expects.
+    """
+    if not (isinstance(power, (int, float)) and math.isfinite(power) and power > 0):
+        raise SsenetError(f"crf_from_cams: the background power must be positive, got {power!r}")
+    return dense_crf(image, background_power(cams, power), params, backend, device)
