@@ -149,12 +149,13 @@ def test_report_numbers_from_the_jsons(report):
     for value in ("0.4321", "0.5432", "0.6543", "0.7654", "0.4999"):  # stage mIoUs
         assert value in text
     assert "0.123" in text and "1.456" in text  # mFN, mFP
-    assert "0.8765" in text and "0.6789" in text  # classifier mAP, mean F1
+    assert "0.8765" in text and "0.6789" in text and "0.2000" in text  # mAP, mean F1, prior
     assert "0.4777" in text  # best alpha's mIoU
     assert "0.3111" in text  # an alpha sweep row
     assert "2.202" in text and "0.505" in text  # scale sweep mFP at 0.5, mFN at 2.0
     # Per-class IoU: class 2 of the rw stage is 0.31 + 0.02, class 3 is null.
     assert "0.330" in text and "&ndash;" in text
+    assert "baseline<br>segmentation<br>val" in text and "baseline<br>CAM<br>train" in text
 
 
 def test_report_class_names_and_palette(report):

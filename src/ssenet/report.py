@@ -198,7 +198,7 @@ def summary_section(runs: list[RunData]) -> str:
     header = ["method"]
     for stage in STAGES:
         header += [f"{STAGE_TITLES[stage]} mIoU", "mFN", "mFP"]
-    header += ["best &alpha;", "mIoU @best", "cls mAP", "cls mean F1"]
+    header += ["best &alpha;", "mIoU @best", "cls mAP", "prior mAP", "cls mean F1"]
     rows = []
     for run in runs:
         row = [esc(run.name)]
@@ -211,7 +211,8 @@ def summary_section(runs: list[RunData]) -> str:
         sweep = (run.evals["cam"] or {}).get("alpha_sweep") or {}
         row += [fmt(sweep.get("best_alpha"), 2), fmt(sweep.get("best_miou"))]
         cls = run.evals["classifier"]
-        row += [fmt(cls.get("map")), fmt(cls.get("mean_f1"))] if cls else [NOT_RUN, ""]
+        keys = ("map", "prior_map", "mean_f1")
+        row += [fmt(cls.get(k)) for k in keys] if cls else [NOT_RUN, "", ""]
         rows.append(row)
     lists = "; ".join(
         f"{run.name} {stage}: {esc(m['list'])}"
@@ -222,7 +223,8 @@ def summary_section(runs: list[RunData]) -> str:
     text = (
         "<p>CAM labels use the fixed background score &alpha; of cam.json; pseudo labels "
         "(CAM, CRF, rw) are scored on the inference list, the segmentation network on the "
-        "held-out list; the classifier (mAP, F1) on the held-out list.</p>"
+        "held-out list; the classifier (mAP, F1) on the held-out list. prior mAP: the AP of a "
+        "constant scorer, the floor a classifier must beat.</p>"
     )
     if lists:
         text += f"<p>Scored lists: {lists}.</p>"
@@ -239,7 +241,10 @@ def per_class_section(runs: list[RunData], class_names: Sequence[str]) -> str:
     ]
     if not columns:
         return "<h2>2. Per-class IoU</h2>" + note(f"{NOT_RUN}: no stage evaluation with IoUs")
-    header = ["class"] + [f"{esc(run.name)}<br>{STAGE_TITLES[stage]}" for run, stage, _ in columns]
+    header = ["class"] + [
+        f"{esc(run.name)}<br>{STAGE_TITLES[stage]}<br>{esc(run.evals[stage].get('list', ''))}"
+        for run, stage, _ in columns
+    ]
     rows = []
     for index, name in enumerate(class_names):
         cells = [fmt(iou[index], 3) if index < len(iou) else "&ndash;" for _, _, iou in columns]
