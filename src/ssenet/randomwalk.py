@@ -145,7 +145,8 @@ def _walk_matrix(
     height, width = features.shape[1:]
     n = height * width
     weights /= weights.sum(0, keepdim=True)
-    weights = weights.reshape(len(offsets), n).T  # (N, Q) view: row j = column j of T
+    # (N, Q), row j = column j of T; contiguous so that the masks below make no copies.
+    weights = weights.reshape(len(offsets), n).T.contiguous()
     # Row-major targets in (dy, dx) order are sorted by flat index, as CSR wants; zero weights
     # (off the grid, or underflowed a**beta) are simply not stored.
     keep = weights > 0
@@ -153,12 +154,16 @@ def _walk_matrix(
     device = features.device
     flat = torch.tensor([dy * width + dx for dy, dx in offsets], dtype=index, device=device)
     targets = torch.arange(n, dtype=index, device=device)[:, None] + flat
-    counts = keep.sum(1).cumsum(0)
-    crow = torch.cat([counts.new_zeros(1), counts]).to(index)
+    counts = keep.sum(1, dtype=index).cumsum(0, dtype=index)
+    crow = torch.cat([counts.new_zeros(1), counts])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            crow, targets[keep], weights[keep], (n, n), check_invariants=False
+            crow,
+            torch.masked_select(targets, keep),  # no int64 index temporary, unlike x[keep]
+            torch.masked_select(weights, keep),
+            (n, n),
+            check_invariants=False,
         )
 
 
