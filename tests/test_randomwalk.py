@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +199,17 @@ def test_non_finite_inputs_raise():
         random_walk(torch.full((2, 3, 4), float("inf")), torch.rand(2, 3, 4))
     with pytest.raises(SsenetError, match="features must be"):
         transition_matrix(torch.rand(3, 4))
+
+
+def test_numpy_numbers_and_features_that_require_grad_are_accepted():
+    scores, features = hand_case()
+    expected = random_walk(scores, features, radius=2, beta=1, logt=1)
+    out = random_walk(
+        scores,
+        features.clone().requires_grad_(),
+        radius=np.int64(2),
+        beta=np.float32(1.0),
+        logt=np.int64(1),
+    )
+    assert not out.requires_grad
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)

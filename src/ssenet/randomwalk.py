@@ -12,6 +12,7 @@ Definitions (shared by the sparse walk and the dense reference):
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import torch
@@ -28,8 +29,9 @@ def affinity_pairs(radius: int) -> list[tuple[int, int]]:
     dy = 0 first (dx = 1..radius-1), then dy = 1..radius-1 with dx = -(radius-1)..radius-1
     kept inside the circle: 34 offsets for radius 5. Each unordered pair appears once.
     """
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 1:
         raise SsenetError(f"affinity radius must be an integer >= 1, got {radius!r}")
+    radius = int(radius)
     pairs = [(0, dx) for dx in range(1, radius)]
     for dy in range(1, radius):
         pairs += [(dy, dx) for dx in range(1 - radius, radius) if dx * dx + dy * dy < radius**2]
@@ -48,9 +50,9 @@ def _check_grid(name: str, x: torch.Tensor, axes: str) -> None:
 
 def _check_walk(radius: int, beta: float, logt: int) -> None:
     affinity_pairs(radius)  # validates the radius
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < float("inf"):
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < float("inf"):
         raise SsenetError(f"random walk: beta must be a finite number >= 0, got {beta!r}")
-    if isinstance(logt, bool) or not isinstance(logt, int) or logt < 0:
+    if isinstance(logt, bool) or not isinstance(logt, numbers.Integral) or logt < 0:
         raise SsenetError(f"random walk: logt must be an integer >= 0, got {logt!r}")
 
 
@@ -167,6 +169,7 @@ def _walk_matrix(
         )
 
 
+@torch.no_grad()
 def transition_matrix(
     features: torch.Tensor, radius: int = 5, beta: float = 8.0, reference_border: bool = False
 ) -> torch.Tensor:
@@ -181,6 +184,7 @@ def transition_matrix(
     return _walk_matrix(features.to(dtype), radius, beta, reference_border).t()
 
 
+@torch.no_grad()
 def random_walk(
     scores: torch.Tensor,
     features: torch.Tensor,
@@ -194,17 +198,18 @@ def random_walk(
     """Propagate (C, h, w) scores over a (D, h, w) feature grid: `scores @ T^(2^logt)`.
 
     Equal up to float rounding to `dense_random_walk`, but with a sparse T (memory and time
-    linear in h * w). Runs on the scores' device, in float32 unless `dtype` (or float64 scores)
-    says float64. `reference_border=True` keeps only the pairs whose source pixel lies in the
-    reference's crop `[:-(r-1), (r-1):-(r-1)]` (the public code's pair layout, which drops some
-    pairs near the bottom, left and right edges); the default keeps every pair on the grid.
+    linear in h * w). Runs on the scores' device without gradients, in float32 unless `dtype`
+    (or float64 scores) says float64. `reference_border=True` keeps only the pairs whose
+    source pixel lies in the reference's crop `[:-(r-1), (r-1):-(r-1)]` (the public code's pair
+    layout, which drops some pairs near the bottom, left and right edges); the default keeps
+    every pair on the grid.
     """
     dtype = _check_inputs(scores, features, radius, beta, logt, dtype)
     channels, height, width = scores.shape
     features = features.to(device=scores.device, dtype=dtype)
     walk = _walk_matrix(features, radius, beta, reference_border)
     state = scores.to(dtype).reshape(channels, -1).T.contiguous()  # (N, C): out^T = T^T x^T
-    for _ in range(2**logt):
+    for _ in range(2 ** int(logt)):
         state = torch.sparse.mm(walk, state)
     return state.T.reshape(channels, height, width).contiguous()
 
@@ -230,6 +235,7 @@ def _dense_affinity(features: torch.Tensor, radius: int, reference_border: bool)
     return affinity
 
 
+@torch.no_grad()
 def dense_random_walk(
     scores: torch.Tensor,
     features: torch.Tensor,
@@ -251,6 +257,6 @@ def dense_random_walk(
     power = _dense_affinity(features, radius, reference_border) ** beta
     trans = power / power.sum(0, keepdim=True)
     del power
-    for _ in range(logt):
+    for _ in range(int(logt)):
         trans = trans @ trans
     return (scores.to(dtype).reshape(channels, -1) @ trans).reshape(channels, height, width)
