@@ -17,7 +17,7 @@ from ssenet.data.benchmark import class_names, make_benchmark
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
-from ssenet.report import cam_max, common_ids, fmt, heat_overlay, write_report
+from ssenet.report import cam_max, common_ids, fmt, heat_overlay, inference_model, write_report
 from ssenet.segmentation import build_seg_model
 
 NUM_CLASSES = 9  # the benchmark: background + 8 classes
@@ -282,3 +282,12 @@ def test_cam_max_and_fmt():
     assert empty.shape == (2, 3) and not empty.any()
     assert fmt(0.12345) == "0.1235" and fmt(1.5, 2) == "1.50"
     assert fmt(None) == fmt(float("nan")) == fmt("x") == "&ndash;"
+
+
+def test_inference_model_follows_channels_last():
+    cfg = load_config(None, ["run.device=cpu"])
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert inference_model(conv, cfg).weight.is_contiguous()
+    cfg.run.channels_last = True
+    weight = inference_model(conv, cfg).weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()

@@ -330,6 +330,14 @@ def _lookup(rows: list[dict], key: str, value: float, field: str) -> object:
 # Section 5: examples
 
 
+def inference_model(model: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """The model on the configured device, channels-last when the run asks for it."""
+    model = model.to(select_device(cfg.run.device))
+    if cfg.run.channels_last:  # about 2x faster for efficientnet_lite0 on CPU
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def cam_heats(
     run: RunData, dataset: SegmentationDataset, ids: list[str]
 ) -> tuple[dict[tuple[str, float], np.ndarray], str | None]:
@@ -342,7 +350,7 @@ def cam_heats(
         model = load_cam_model(cfg, weights, dataset.num_foreground)
     except SsenetError as err:
         return {}, f"CAM model unusable: {err}"
-    model = model.to(select_device(cfg.run.device))
+    model = inference_model(model, cfg)
     heats = {}
     for scale in CAM_SCALES:
         for image_id, cams, _ in iter_cams(
@@ -364,7 +372,7 @@ def seg_labels(
         model = load_seg_model(cfg, weights, dataset.num_classes)
     except SsenetError as err:
         return {}, f"segmentation model unusable: {err}"
-    model = model.to(select_device(cfg.run.device))
+    model = inference_model(model, cfg)
     labels = {}
     for image_id in ids:
         image = torch.from_numpy(dataset.read_image(image_id))[None]
