@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -97,7 +98,10 @@ def check_inputs(image: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
         )
     if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
         raise SsenetError("dense_crf: probs must be finite floating-point scores")
-    return np.ascontiguousarray(image), np.ascontiguousarray(probs, dtype=np.float32)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # pydensecrf's Cython signature rejects read-only buffers
+        image = image.copy()
+    return image, np.ascontiguousarray(probs, dtype=np.float32)
 
 
 def unary_energy(probs: np.ndarray) -> np.ndarray:
@@ -278,7 +282,7 @@ class Permutohedral:
         rows: int,
         alpha: float,
     ) -> None:
-        """Splat in two products, points -> (simplex, corner) -> lattice slot; slice in one."""
+        """Splat (M+1, N) and slice (N, M+1) matrices; the splat via (simplex, corner) rows."""
         d, n, count = self.d, len(simplex), corners.shape[1]
         device = simplex.device
         order, first, sizes = members
@@ -294,14 +298,18 @@ class Permutohedral:
             values.scatter_(0, index, weights[r].index_select(0, order))
         crow = first[:, None] * (d + 1) + torch.arange(d + 1, device=device) * sizes[:, None]
         crow = torch.cat([crow.flatten(), crow.new_full((1,), n * (d + 1))])
-        self.to_corners = _csr(crow, columns, values, (count * (d + 1), n))
+        to_corners = _csr(crow, columns, values, (count * (d + 1), n))
         # Stage 2: sum the (simplex, corner) rows into lattice slots (row 0 stays empty).
         entry = self._corner_order  # flattened (r, s) in slot order
         source = (entry % count) * (d + 1) + entry // count
         crow = torch.cat([self._corner_counts.new_zeros(2), self._corner_counts.cumsum(0)])
         ones = weights.new_ones(len(entry))
-        self.to_slots = _csr(crow, source, ones, (rows, count * (d + 1)))
+        to_slots = _csr(crow, source, ones, (rows, count * (d + 1)))
         del self._corner_order, self._corner_counts
+        # One sparse-sparse product makes the (M+1, N) splat matrix: far cheaper than sorting
+        # the N * (d+1) point-corner pairs by slot, and the filter then splats in one product.
+        splat = to_slots @ to_corners
+        self.splat = _csr(splat.crow_indices(), splat.col_indices(), splat.values(), splat.shape)
         # Slice: each point reads its d+1 corners.
         point_slots = corners.index_select(1, simplex).T.flatten()
         crow = torch.arange(0, n * (d + 1) + 1, d + 1, device=device)
@@ -338,11 +346,11 @@ class Permutohedral:
 
     def scale_points(self, before: torch.Tensor, after: torch.Tensor) -> None:
         """Fold per-point factors into the filter: `filter(v)` becomes `after * K(before * v)`."""
-        first, last = self.to_corners, self.slice
+        first, last = self.splat, self.slice
         rows = torch.repeat_interleave(
             torch.arange(last.shape[0], device=after.device), last.crow_indices().diff()
         )
-        self.to_corners = _csr(
+        self.splat = _csr(
             first.crow_indices(), first.col_indices(),
             first.values() * before[first.col_indices().long()], first.shape,
         )  # fmt: skip
@@ -352,7 +360,7 @@ class Permutohedral:
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Splat (N, C) values onto the lattice, blur along each axis, slice back to (N, C)."""
-        grid = self.to_slots @ (self.to_corners @ values)
+        grid = self.splat @ values
         for blur in self.blur:
             grid = blur @ grid
         return self.slice @ grid
@@ -363,9 +371,11 @@ def _csr(
 ) -> torch.Tensor:
     """A CSR matrix with 32-bit indices where they fit (faster products)."""
     index = torch.int32 if max(len(columns), *shape) < 2**31 else torch.int64
-    return torch.sparse_csr_tensor(
-        crow.to(index), columns.to(index), values, shape, check_invariants=False
-    )
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": products are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow.to(index), columns.to(index), values, shape, check_invariants=False
+        )
 
 
 def pixel_features(image: np.ndarray, sxy: float, srgb: float | None) -> np.ndarray:
@@ -434,7 +444,10 @@ def dense_crf(
     params = params or CrfConfig()
     check_params(params)
     image, probs = check_inputs(image, probs)
-    if resolve_backend(backend) == "pydensecrf":
+    backend = resolve_backend(backend)
+    if len(probs) == 1:  # a single label: every marginal is 1, whatever the model
+        return np.ones(probs.shape, dtype=np.float32)
+    if backend == "pydensecrf":
         return _dense_crf_pydensecrf(image, probs, params)
     with torch.no_grad():
         return _dense_crf_torch(image, probs, params, torch.device(device or "cpu"))
