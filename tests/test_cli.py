@@ -8,7 +8,10 @@ import pytest
 
 from ssenet.cli import build_parser, main
 
-VERBS = ["demo", "make-benchmark", "train-cam", "infer-cam", "eval", "config"]
+VERBS = [
+    "demo", "make-benchmark", "train-cam", "infer-cam", "crf", "train-aff", "random-walk",
+    "train-seg", "infer-seg", "run", "eval", "config",
+]
 
 
 def run_cli(*args, cwd=None):

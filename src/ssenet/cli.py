@@ -145,15 +145,18 @@ def cmd_infer_seg(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ssenet.pipeline import parse_stages, run_pipeline
+    from ssenet.report import write_report
 
     cfg = _load(args)
     stages = parse_stages(args.stages)
     run_dir = _run_dir(cfg, args)
     results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
+    title = f"ssenet run {run_dir.name}"
+    report = write_report(run_dir, {cfg.cam.method: (cfg, run_dir)}, title=title)
     for stage, metrics in results.items():
         print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
               f"mFP {metrics['mfp']:.3f}")
-    print(f"results: {run_dir / 'eval' / 'results.json'}")
+    print(f"results: {run_dir / 'eval' / 'results.json'}; report: {report}")
     return 0
 
 
