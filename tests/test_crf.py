@@ -19,7 +19,13 @@ from ssenet import crf
 from ssenet.affinity import load_crf_scores
 from ssenet.camfile import background_power, save_cams
 from ssenet.config import Config, CrfConfig
-from ssenet.crf import Permutohedral, crf_from_cams, dense_crf, resolve_backend
+from ssenet.crf import (
+    Permutohedral,
+    crf_from_cams,
+    dense_crf,
+    dense_crf_stacks,
+    resolve_backend,
+)
 from ssenet.crf_stage import crf_label, crf_stage
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
@@ -231,6 +237,23 @@ def test_crf_from_cams_puts_the_powered_background_first() -> None:
     np.testing.assert_array_equal(empty, np.ones((1, *image.shape[:2]), np.float32))
 
 
+@pytest.mark.parametrize("backend", ["pydensecrf", "torch"])
+def test_stacks_are_independent_crfs_sharing_the_image(backend: str) -> None:
+    image = skimage.data.coffee()[::4, ::4].copy()  # 100 x 150
+    index = colour_regions(image)
+    stacks = [
+        noisy_probs(index, 3, flip=0.4, conf=0.7, seed=2),
+        np.ones((1, *index.shape), np.float32),  # one label: certain, whatever the image
+        noisy_probs(index, 3, flip=0.2, conf=0.6, seed=3)[:2],
+    ]
+    results = dense_crf_stacks(image, stacks, backend=backend)
+    assert [r.shape for r in results] == [s.shape for s in stacks]
+    np.testing.assert_array_equal(results[1], 1.0)
+    for probs, joint in zip(stacks, results, strict=True):
+        np.testing.assert_allclose(joint, dense_crf(image, probs, backend=backend), atol=1e-6)
+    assert dense_crf_stacks(image, [], backend=backend) == []
+
+
 def test_input_and_setting_errors() -> None:
     image = np.zeros((4, 5, 3), np.uint8)
     probs = np.full((2, 4, 5), 0.5, np.float32)
@@ -254,6 +277,10 @@ def test_input_and_setting_errors() -> None:
         dense_crf(image, probs, CrfConfig(gaussian_compat=math.inf))
     with pytest.raises(SsenetError, match="background power"):
         crf_from_cams(image, probs, 0)
+    with pytest.raises(SsenetError, match="crf.ha: a background power must be > 0"):
+        dense_crf(image, probs, CrfConfig(ha=-1.0))
+    with pytest.raises(SsenetError, match=r"probs must be \(C, H, W\)"):
+        dense_crf_stacks(image, [probs, probs[:, :, :2]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +381,10 @@ def test_crf_stage_errors_name_the_culprit(tmp_path: Path, stage_setup) -> None:
     with pytest.raises(SsenetError, match=r"crf.json.*other CRF settings \(crf.ha\)"):
         crf_stage(cfg, cam_dir, tmp_path / "out", progress=False)
     cfg.crf.ha = 24.0
+    cfg.crf.backend = "cuda"
+    with pytest.raises(SsenetError, match="crf.backend: 'cuda' is not one of"):
+        crf_stage(cfg, cam_dir, tmp_path / "out", progress=False)
+    cfg.crf.backend = "auto"
     save_cams(cam_dir / "2007_000002.npz", np.zeros((1, 10, 10), np.float32), np.array([15]))
     with pytest.raises(SsenetError, match=r"2007_000002.npz: CAMs of size \(10, 10\)"):
         crf_stage(cfg, cam_dir, tmp_path / "out", progress=False)

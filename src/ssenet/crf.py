@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -78,30 +79,42 @@ def check_params(params: CrfConfig) -> None:
         value = getattr(params, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise SsenetError(f"config key crf.{name}: must be a positive number, got {value!r}")
+    for name in ("la", "ha"):
+        value = getattr(params, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise SsenetError(
+                f"config key crf.{name}: a background power must be > 0, got {value!r}"
+            )
     for name in ("gaussian_compat", "bilateral_compat"):
         value = getattr(params, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise SsenetError(f"config key crf.{name}: must be a finite number, got {value!r}")
 
 
-def check_inputs(image: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (H, W, 3) image and finite (C, H, W) scores of the same size, as contiguous arrays."""
-    image, probs = np.asarray(image), np.asarray(probs)
+def check_image(image: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W, 3) image as a contiguous, writable array."""
+    image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise SsenetError(
             f"dense_crf: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
         )
-    if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[1:] != image.shape[:2]:
-        raise SsenetError(
-            f"dense_crf: probs must be (C, H, W) with C >= 1 and the image's size "
-            f"{image.shape[:2]}, got {probs.shape}"
-        )
-    if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
-        raise SsenetError("dense_crf: probs must be finite floating-point scores")
     image = np.ascontiguousarray(image)
     if not image.flags.writeable:  # pydensecrf's Cython signature rejects read-only buffers
         image = image.copy()
-    return image, np.ascontiguousarray(probs, dtype=np.float32)
+    return image
+
+
+def check_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Finite (C, H, W) scores of the image's size as a contiguous float32 array."""
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[1:] != size:
+        raise SsenetError(
+            f"dense_crf: probs must be (C, H, W) with C >= 1 and the image's size {size}, "
+            f"got {probs.shape}"
+        )
+    if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
+        raise SsenetError("dense_crf: probs must be finite floating-point scores")
+    return np.ascontiguousarray(probs, dtype=np.float32)
 
 
 def unary_energy(probs: np.ndarray) -> np.ndarray:
@@ -403,9 +416,10 @@ class _Kernel:
 
 
 def _dense_crf_torch(
-    image: np.ndarray, probs: np.ndarray, params: CrfConfig, device: torch.device
-) -> np.ndarray:
-    channels, height, width = probs.shape
+    image: np.ndarray, stacks: list[np.ndarray], params: CrfConfig, device: torch.device
+) -> list[np.ndarray]:
+    """Mean field for several score stacks of one image at once: the kernels are built once
+    and each sparse product carries every stack's channels; softmax runs per stack."""
     kernels = [
         _Kernel(pixel_features(image, params.gaussian_sxy, None), params.gaussian_compat, device),
         _Kernel(
@@ -413,15 +427,25 @@ def _dense_crf_torch(
             params.bilateral_compat, device,
         ),
     ]  # fmt: skip
-    logits = -torch.from_numpy(unary_energy(probs)).to(device)  # (C, N)
-    q = torch.softmax(logits, dim=0)
+    unary = np.concatenate([unary_energy(probs) for probs in stacks])
+    logits = -torch.from_numpy(unary).to(device)  # (sum C, N)
+    groups = [len(probs) for probs in stacks]
+
+    def softmax(x: torch.Tensor) -> torch.Tensor:  # over (C, N) rows: far faster than (N, C)
+        return torch.cat([torch.softmax(part, dim=0) for part in x.split(groups)])
+
+    q = softmax(logits)
     for _ in range(params.iterations):
-        pixels_first = q.T.contiguous()  # (N, C): the layout sparse products take
+        pixels_first = q.T.contiguous()  # (N, sum C): the layout sparse products take
         total = logits.clone()
         for kernel in kernels:
             total += kernel.message(pixels_first).T
-        q = torch.softmax(total, dim=0)  # over a (C, N) array: far faster than over (N, C)
-    return q.reshape(channels, height, width).cpu().numpy()
+        q = softmax(total)
+    q = q.cpu().numpy()
+    return [
+        part.reshape(probs.shape)
+        for part, probs in zip(np.split(q, np.cumsum(groups)[:-1]), stacks, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,16 +465,41 @@ def dense_crf(
     `backend`: "pydensecrf", "torch" or "auto" (pydensecrf when importable). `device` is the
     torch backend's (default CPU); pydensecrf always runs on the CPU.
     """
+    return dense_crf_stacks(image, [probs], params, backend, device)[0]
+
+
+def dense_crf_stacks(
+    image: np.ndarray,
+    stacks: Sequence[np.ndarray],
+    params: CrfConfig | None = None,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> list[np.ndarray]:
+    """`dense_crf` of several (C_i, H, W) score stacks on the same image, one result each.
+
+    Each stack is its own CRF; the torch backend shares the kernels and the sparse products
+    between them (the CRF stage's la and ha runs), pydensecrf runs them one after another.
+    """
     params = params or CrfConfig()
     check_params(params)
-    image, probs = check_inputs(image, probs)
     backend = resolve_backend(backend)
-    if len(probs) == 1:  # a single label: every marginal is 1, whatever the model
-        return np.ones(probs.shape, dtype=np.float32)
+    image = check_image(image)
+    stacks = [check_probs(probs, image.shape[:2]) for probs in stacks]
+    results: list[np.ndarray | None] = [
+        np.ones(probs.shape, np.float32) if len(probs) == 1 else None for probs in stacks
+    ]  # a single label: every marginal is 1, whatever the model
+    todo = [i for i, result in enumerate(results) if result is None]
     if backend == "pydensecrf":
-        return _dense_crf_pydensecrf(image, probs, params)
-    with torch.no_grad():
-        return _dense_crf_torch(image, probs, params, torch.device(device or "cpu"))
+        for i in todo:
+            results[i] = _dense_crf_pydensecrf(image, stacks[i], params)
+    elif todo:
+        with torch.no_grad():
+            solved = _dense_crf_torch(
+                image, [stacks[i] for i in todo], params, torch.device(device or "cpu")
+            )
+        for i, result in zip(todo, solved, strict=True):
+            results[i] = result
+    return results
 
 
 def crf_from_cams(

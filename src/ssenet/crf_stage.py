@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ssenet.camfile import load_cams
+from ssenet.camfile import background_power, load_cams
 from ssenet.config import Config, CrfConfig
-from ssenet.crf import crf_from_cams, resolve_backend
+from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
@@ -66,9 +66,12 @@ def crf_image(
     backend: str,
     device: torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The la and ha CRF scores (k+1, H, W) of one image's (k, H, W) CAMs."""
-    la = crf_from_cams(image, cams, params.la, params, backend, device)
-    ha = crf_from_cams(image, cams, params.ha, params, backend, device)
+    """The la and ha CRF scores (k+1, H, W) of one image's (k, H, W) CAMs.
+
+    Both CRFs run in one call, so the torch backend builds the image's kernels once.
+    """
+    stacks = [background_power(cams, params.la), background_power(cams, params.ha)]
+    la, ha = dense_crf_stacks(image, stacks, params, backend, device)
     return la, ha
 
 
@@ -142,6 +145,8 @@ def crf_stage(
     `cam_dir` holds the CAM stage's `<id>.npz` files; `shard=(k, n)` takes every n-th image
     from the k-th. Returns counts and the two output folders.
     """
+    check_params(cfg.crf)
+    resolve_backend(cfg.crf.backend)
     cam_dir, out_dir = Path(cam_dir), Path(out_dir)
     list_name = list_name or cfg.data.infer_list
     dataset = open_split(cfg.data, list_name)
