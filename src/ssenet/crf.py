@@ -27,6 +27,7 @@ import importlib
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -147,6 +148,24 @@ def _dense_crf_pydensecrf(image: np.ndarray, probs: np.ndarray, params: CrfConfi
 # ---------------------------------------------------------------------------------------------
 
 
+class _Groups(NamedTuple):
+    """Points grouped by enclosing simplex."""
+
+    simplex: torch.Tensor  # (N,) simplex id of each point
+    order: torch.Tensor  # (N,) points sorted by simplex
+    first: torch.Tensor  # (S,) where each simplex's points start in `order`
+    sizes: torch.Tensor  # (S,) points per simplex
+
+
+class _Corners(NamedTuple):
+    """The simplices' corners numbered as lattice slots."""
+
+    slots: torch.Tensor  # (d+1, S) 1-based slot of corner r of simplex s
+    table: torch.Tensor  # (M,) sorted corner codes: slot i + 1 holds table[i]
+    order: torch.Tensor  # flattened (r, s) corner entries in slot order
+    counts: torch.Tensor  # (M,) entries per slot
+
+
 class Permutohedral:
     """Gaussian filtering over (N, d) features on a permutohedral lattice (Adams et al., 2010).
 
@@ -162,8 +181,7 @@ class Permutohedral:
 
     def __init__(self, features: torch.Tensor):
         coords = features.to(torch.float32).T.contiguous()  # (d, N)
-        d, n = coords.shape
-        self.d = d
+        d = self.d = len(coords)
         elevated = self._elevate(coords)
         # The nearest lattice point of the "0" colour: each coordinate rounded to a multiple of
         # d+1 (half to even, as the SSE code does), then the simplex from the coordinates' ranks.
@@ -176,11 +194,16 @@ class Permutohedral:
         rem0 += (d + 1) * wrap
         weights = self._barycentric((elevated - rem0) * inv, rank)
         base, strides = self._base_codes(rem0[:d].long())
-        simplex, members = self._group_simplices(base, rank)
-        corners, table = self._number_corners(base, rank, members, strides)
+        groups = self._group_simplices(base, rank)
+        corners = self._number_corners(base, rank, groups, strides)
+        rows = len(corners.table) + 1  # slot 0 stays empty: a missing blur neighbour
         alpha = float(np.float32(1.0) / (np.float32(1.0) + np.float32(2.0) ** -d))
-        self._build_matrices(simplex, members, corners, weights, len(table) + 1, alpha)
-        self.blur = [self._blur_matrix(table, strides, j) for j in range(d + 1)]
+        self.splat = self._splat_matrix(groups, corners, weights, rows)
+        point_slots = corners.slots.index_select(1, groups.simplex)  # (d+1, N)
+        crow = torch.arange(0, point_slots.numel() + 1, d + 1, device=coords.device)
+        self.slice = _csr(crow, point_slots.T.flatten(), (weights * alpha).T.flatten(),
+                          (len(groups.simplex), rows))  # fmt: skip
+        self.blur = [self._blur_matrix(corners.table, strides, j) for j in range(d + 1)]
 
     @staticmethod
     def _elevate(coords: torch.Tensor) -> torch.Tensor:
@@ -222,8 +245,8 @@ class Permutohedral:
     def _base_codes(self, rem0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixed-radix integer codes (N,) of the (d, N) key coordinates, and their strides.
 
-        The radix leaves room for the corners (+-d) and their blur neighbours (+-(d+1)), and
-        for a simplex's rank pattern ((d+1)^(d+1) values) on top.
+        The radix leaves room for the corners (+-d) and their blur neighbours (another +-d),
+        and for a simplex's rank pattern ((d+1)^(d+1) values) on top.
         """
         d = self.d
         low = rem0.amin(1) - 2 * d - 1
@@ -237,36 +260,29 @@ class Permutohedral:
         strides = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
         return ((rem0 - low[:, None]) * strides[:, None]).sum(0), strides
 
-    def _group_simplices(
-        self, base: torch.Tensor, rank: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Simplex id of each point, and (points sorted by simplex, first index, count)."""
+    def _group_simplices(self, base: torch.Tensor, rank: torch.Tensor) -> _Groups:
+        """Group the points by enclosing simplex (lattice point rem0 and rank pattern)."""
         pattern = rank[0].clone()
         for row in rank[1:]:
             pattern = pattern * (self.d + 1) + row
         code = base * (self.d + 1) ** (self.d + 1) + pattern
         sorted_code, order = torch.sort(code, stable=True)
-        _, sorted_id, counts = torch.unique_consecutive(
+        _, sorted_id, sizes = torch.unique_consecutive(
             sorted_code, return_inverse=True, return_counts=True
         )
         simplex = torch.empty_like(sorted_id).scatter_(0, order, sorted_id)
-        return simplex, (order, counts.cumsum(0) - counts, counts)
+        return _Groups(simplex, order, sizes.cumsum(0) - sizes, sizes)
 
     def _number_corners(
-        self,
-        base: torch.Tensor,
-        rank: torch.Tensor,
-        members: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        strides: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """1-based lattice slots (d+1, S) of each simplex's corners; the sorted code table.
+        self, base: torch.Tensor, rank: torch.Tensor, groups: _Groups, strides: torch.Tensor
+    ) -> _Corners:
+        """Number the simplices' distinct corners in code order.
 
         Corner r is `rem0 + canonical[r][rank]` on the first d coordinates, where canonical
         adds r, less d+1 for the coordinates ranked above d - r.
         """
         d = self.d
-        order, first, _ = members
-        representative = order[first]
+        representative = groups.order[groups.first]
         base, rank = base[representative], rank[:, representative]
         # by_rank[p, s]: stride of the key coordinate ranked p (the (d+1)-th coordinate is not
         # part of the key: stride 0).
@@ -278,55 +294,44 @@ class Permutohedral:
         for r in range(d + 1):
             codes[r] = base + r * total - (d + 1) * above
             above += by_rank[d - r]
-        sorted_codes, corner_order = torch.sort(codes.flatten(), stable=True)
+        sorted_codes, order = torch.sort(codes.flatten(), stable=True)
         table, sorted_slots, counts = torch.unique_consecutive(
             sorted_codes, return_inverse=True, return_counts=True
         )
-        self._corner_order, self._corner_counts = corner_order, counts
-        slots = torch.empty_like(sorted_slots).scatter_(0, corner_order, sorted_slots + 1)
-        return slots.view(d + 1, -1), table
+        slots = torch.empty_like(sorted_slots).scatter_(0, order, sorted_slots + 1)
+        return _Corners(slots.view(d + 1, -1), table, order, counts)
 
-    def _build_matrices(
-        self,
-        simplex: torch.Tensor,
-        members: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        corners: torch.Tensor,
-        weights: torch.Tensor,
-        rows: int,
-        alpha: float,
-    ) -> None:
-        """Splat (M+1, N) and slice (N, M+1) matrices; the splat via (simplex, corner) rows."""
-        d, n, count = self.d, len(simplex), corners.shape[1]
-        device = simplex.device
-        order, first, sizes = members
-        # Stage 1: row (s, r) holds simplex s's points with their corner-r weights.
-        # (index_select / scatter_ rather than [] indexing: several times faster on the CPU.)
-        own_size = sizes.repeat_interleave(sizes)
-        start = (first * d).repeat_interleave(sizes) + torch.arange(n, device=device)
+    def _splat_matrix(
+        self, groups: _Groups, corners: _Corners, weights: torch.Tensor, rows: int
+    ) -> torch.Tensor:
+        """CSR (M+1, N) splat, as (slots <- (simplex, corner) rows) @ ((simplex, corner) <- points).
+
+        The sparse-sparse product is far cheaper than sorting the N (d+1) point-corner pairs
+        by slot, and the filter then splats in one product. index_select / scatter_ rather
+        than [] indexing: several times faster on the CPU.
+        """
+        d, n, count = self.d, len(groups.simplex), corners.slots.shape[1]
+        device = weights.device
+        # Row (s, r) holds simplex s's points with their corner-r weights.
+        own_size = groups.sizes.repeat_interleave(groups.sizes)
+        start = (groups.first * d).repeat_interleave(groups.sizes) + torch.arange(n, device=device)
         columns = torch.empty(n * (d + 1), dtype=torch.long, device=device)
         values = weights.new_empty(n * (d + 1))
         for r in range(d + 1):
             index = start + r * own_size
-            columns.scatter_(0, index, order)
-            values.scatter_(0, index, weights[r].index_select(0, order))
-        crow = first[:, None] * (d + 1) + torch.arange(d + 1, device=device) * sizes[:, None]
+            columns.scatter_(0, index, groups.order)
+            values.scatter_(0, index, weights[r].index_select(0, groups.order))
+        r = torch.arange(d + 1, device=device)
+        crow = groups.first[:, None] * (d + 1) + r * groups.sizes[:, None]
         crow = torch.cat([crow.flatten(), crow.new_full((1,), n * (d + 1))])
         to_corners = _csr(crow, columns, values, (count * (d + 1), n))
-        # Stage 2: sum the (simplex, corner) rows into lattice slots (row 0 stays empty).
-        entry = self._corner_order  # flattened (r, s) in slot order
-        source = (entry % count) * (d + 1) + entry // count
-        crow = torch.cat([self._corner_counts.new_zeros(2), self._corner_counts.cumsum(0)])
-        ones = weights.new_ones(len(entry))
-        to_slots = _csr(crow, source, ones, (rows, count * (d + 1)))
-        del self._corner_order, self._corner_counts
-        # One sparse-sparse product makes the (M+1, N) splat matrix: far cheaper than sorting
-        # the N * (d+1) point-corner pairs by slot, and the filter then splats in one product.
-        splat = to_slots @ to_corners
-        self.splat = _csr(splat.crow_indices(), splat.col_indices(), splat.values(), splat.shape)
-        # Slice: each point reads its d+1 corners.
-        point_slots = corners.index_select(1, simplex).T.flatten()
-        crow = torch.arange(0, n * (d + 1) + 1, d + 1, device=device)
-        self.slice = _csr(crow, point_slots, (weights * alpha).T.flatten(), (n, rows))
+        # Lattice slot rows sum their (simplex, corner) rows; corners.order lists the
+        # flattened (r, s) entries in slot order.
+        source = (corners.order % count) * (d + 1) + corners.order // count
+        crow = torch.cat([corners.counts.new_zeros(2), corners.counts.cumsum(0)])
+        ones = weights.new_ones(len(source))
+        splat = _csr(crow, source, ones, (rows, count * (d + 1))) @ to_corners
+        return _csr(splat.crow_indices(), splat.col_indices(), splat.values(), splat.shape)
 
     def _blur_matrix(self, table: torch.Tensor, strides: torch.Tensor, axis: int) -> torch.Tensor:
         """CSR (M+1, M+1): each point plus half of its two neighbours along `axis`.
