@@ -263,6 +263,8 @@ def test_input_and_setting_errors() -> None:
         dense_crf(image.astype(np.float32), probs)
     with pytest.raises(SsenetError, match="image must be uint8"):
         dense_crf(image[..., 0], probs)
+    with pytest.raises(SsenetError, match="image is empty"):
+        dense_crf(image[:0], probs[:, :0])
     with pytest.raises(SsenetError, match=r"probs must be \(C, H, W\)"):
         dense_crf(image, probs[:, :3])
     with pytest.raises(SsenetError, match="finite"):
@@ -348,7 +350,7 @@ def test_crf_stage_writes_scores_and_labels(tmp_path: Path, stage_setup) -> None
         np.testing.assert_array_equal(label, crf_label(la, keys))
         assert set(np.unique(label)) <= {0, *keys.tolist()}
         # The scores are the CRF of the CAMs with the two background powers.
-        image = np.asarray(Image.open(cfg.data.root + f"/JPEGImages/{image_id}.jpg"))
+        image = np.asarray(Image.open(Path(cfg.data.root) / "JPEGImages" / f"{image_id}.jpg"))
         expected = crf_from_cams(image, maps, cfg.crf.la, cfg.crf) if len(keys) else None
         if expected is not None:
             np.testing.assert_allclose(la, expected, atol=1e-3)

@@ -99,6 +99,8 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise SsenetError(
             f"dense_crf: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
         )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise SsenetError(f"dense_crf: the image is empty ({image.shape})")
     image = np.ascontiguousarray(image)
     if not image.flags.writeable:  # pydensecrf's Cython signature rejects read-only buffers
         image = image.copy()
