@@ -9,9 +9,9 @@ Per image, from the CAM stage's `cam_dir/<id>.npz`:
 
 Images whose two outputs exist are skipped, so a rerun finishes an interrupted one;
 `out_dir/crf.json` records the CRF settings and a rerun with other settings is refused rather
-than mixing outputs. Images are spread over `cfg.run.num_workers` processes (pydensecrf runs
-on one core, so two processes halve the time on two cores); a CUDA torch backend runs in the
-main process instead.
+than mixing outputs. Images are spread over `cfg.run.num_workers` DataLoader processes with one
+torch thread each (pydensecrf uses one core per CRF whatever the thread setting); a CUDA torch
+backend runs in the main process instead.
 """
 
 from __future__ import annotations
