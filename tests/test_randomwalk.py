@@ -17,6 +17,16 @@ from ssenet.randomwalk import (
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These grids are tiny: with two OpenMP threads on a busy 2-core machine each of the 256
+    # sparse products can wait a scheduler slice for the other thread (seconds per walk).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def region_features(seed: int, height: int = 12, width: int = 14, dim: int = 8) -> torch.Tensor:
     """Features of a few rectangular regions plus noise, so the walk has edges to respect."""
     gen = torch.Generator().manual_seed(seed)
