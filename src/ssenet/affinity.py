@@ -31,7 +31,13 @@ from ssenet.data.transforms import (
 from ssenet.errors import SsenetError
 from ssenet.models import build_affinity_model, load_weights
 from ssenet.randomwalk import affinity_pairs
-from ssenet.runtime import init_distributed, seed_everything, select_device, set_threads
+from ssenet.runtime import (
+    init_distributed,
+    memory_format,
+    seed_everything,
+    select_device,
+    set_threads,
+)
 from ssenet.trainer import FitResult, finished, fit, make_loader
 
 # The reference's epsilons inside the logarithms of the affinity loss.
@@ -382,8 +388,7 @@ def train_affinity(
     info = init_distributed(device)
     seed_everything(cfg.run.seed)
     model = build_affinity_from_config(cfg).to(device)
-    if cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = memory_format(model, cfg.run.channels_last)
     aff = cfg.aff
     transform = AffinityTrainTransform(
         resize_long=aff.resize_long,
@@ -425,4 +430,4 @@ def load_affinity_model(cfg: Config, weights: str | Path) -> nn.Module:
         freeze_bn=cfg.model.freeze_bn,
     )
     load_weights(model, weights)
-    return model.eval()
+    return memory_format(model, cfg.run.channels_last).eval()

@@ -20,7 +20,14 @@ from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
 from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.models import build_cam_model, load_weights
-from ssenet.runtime import autocast, init_distributed, seed_everything, select_device, set_threads
+from ssenet.runtime import (
+    autocast,
+    init_distributed,
+    memory_format,
+    seed_everything,
+    select_device,
+    set_threads,
+)
 from ssenet.trainer import FitResult, finished, fit, make_loader
 
 
@@ -88,8 +95,7 @@ def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitRes
     info = init_distributed(device)
     seed_everything(cfg.run.seed)
     model = build_cam_from_config(cfg, dataset.num_foreground).to(device)
-    if cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = memory_format(model, cfg.run.channels_last)
     transform = CamTrainTransform(
         resize_long=cfg.cam.resize_long,
         crop_size=cfg.cam.crop_size,
@@ -130,7 +136,7 @@ def load_cam_model(cfg: Config, weights: str | Path, num_classes: int) -> nn.Mod
         head_channels=cfg.model.head_channels,
     )
     load_weights(model, weights)
-    return model.eval()
+    return memory_format(model, cfg.run.channels_last).eval()
 
 
 @torch.no_grad()

@@ -74,8 +74,10 @@ class CamConfig:
 @dataclass
 class CrfConfig:
     backend: str = "auto"  # auto (pydensecrf when installed, else torch) | pydensecrf | torch
-    la: float = 4.0  # background power of the "low alpha" CRF (more foreground)
-    ha: float = 24.0  # background power of the "high alpha" CRF (more background)
+    # Background (1 - max cam) ** power: the low power gives the larger background (its foreground
+    # is the sure foreground), the high power the smaller one (its background is sure background).
+    la: float = 4.0
+    ha: float = 24.0
     iterations: int = 10
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
@@ -110,6 +112,9 @@ class RandomWalkConfig:
     # walk; psa uses (1 - max cam) ** power. "constant" uses cam.alpha, "power" uses bg_power.
     background: str = "constant"  # constant | power
     bg_power: float = 6.0
+    # The reference lets only pixels of the crop [:-(r-1), (r-1):-(r-1)] start a pair, so a few
+    # pairs at the bottom, left and right borders are missing; false includes every pair.
+    reference_border: bool = True
 
 
 @dataclass

@@ -98,7 +98,7 @@ def format_results(results: dict) -> str:
     for method in METHODS:
         r = results[method]
         cells = "".join(
-            f"{r[key]['miou']:>8.4f}{r[key]['mfn']:>7.3f}{r[key]['mfp']:>7.3f}"
+            f"{r[key]['miou']:>8.4f}{r[key]['mfn']:>7.2f}{r[key]['mfp']:>7.2f}"
             if key in r
             else f"{'-':>8}{'-':>7}{'-':>7}"
             for key, _ in COLUMNS

@@ -30,7 +30,7 @@ from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path, write_text_atomic
 from ssenet.pipeline import gt_dir
-from ssenet.runtime import select_device
+from ssenet.runtime import memory_format, select_device
 from ssenet.segmentation import load_seg_model, multiscale_probs
 
 STAGES = ("cam", "crf", "rw", "seg")
@@ -333,8 +333,7 @@ def _lookup(rows: list[dict], key: str, value: float, field: str) -> object:
 def inference_model(model: torch.nn.Module, cfg: Config) -> torch.nn.Module:
     """The model on the configured device, channels-last when the run asks for it."""
     model = model.to(select_device(cfg.run.device))
-    if cfg.run.channels_last:  # about 2x faster for efficientnet_lite0 on CPU
-        model = model.to(memory_format=torch.channels_last)
+    model = memory_format(model, cfg.run.channels_last)
     return model
 
 

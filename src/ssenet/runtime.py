@@ -109,3 +109,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """`run.channels_last`: NHWC weights, about 2x faster convolutions for some CPU backbones."""
+    return model.to(memory_format=torch.channels_last) if channels_last else model

@@ -78,7 +78,13 @@ def affinity_features(
 
 
 def walk_scores(
-    scores: np.ndarray, features: torch.Tensor, stride: int, beta: float, logt: int, radius: int
+    scores: np.ndarray,
+    features: torch.Tensor,
+    stride: int,
+    beta: float,
+    logt: int,
+    radius: int,
+    reference_border: bool = False,
 ) -> torch.Tensor:
     """Random-walk a (C, H, W) score stack over a (D, h, w) feature grid -> (C, H, W) scores.
 
@@ -90,7 +96,9 @@ def walk_scores(
     full = torch.from_numpy(np.ascontiguousarray(scores)).to(features.device)
     full = F.pad(full, (0, grid_w * stride - width, 0, grid_h * stride - height))
     pooled = F.avg_pool2d(full[None], stride, stride)[0]
-    walked = random_walk(pooled, features, radius=radius, beta=beta, logt=logt)
+    walked = random_walk(
+        pooled, features, radius=radius, beta=beta, logt=logt, reference_border=reference_border
+    )
     upsampled = F.interpolate(
         walked[None], size=(grid_h * stride, grid_w * stride), mode="bilinear", align_corners=False
     )[0]
@@ -102,7 +110,10 @@ def walk_label(
 ) -> np.ndarray:
     """The random-walk pseudo label (H, W) uint8 of one image: 0 or one of `keys`."""
     scores = score_stack(cams, cfg.rw.background, cfg.cam.alpha, cfg.rw.bg_power)
-    walked = walk_scores(scores, features, stride, cfg.rw.beta, cfg.rw.logt, cfg.rw.radius)
+    rw = cfg.rw
+    walked = walk_scores(
+        scores, features, stride, rw.beta, rw.logt, rw.radius, rw.reference_border
+    )
     ids = np.concatenate([[0], np.asarray(keys, dtype=np.int64)]).astype(np.uint8)
     return ids[walked.argmax(dim=0).cpu().numpy()]
 

@@ -25,7 +25,14 @@ from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
 from ssenet.models import build_backbone, load_weights
-from ssenet.runtime import autocast, init_distributed, seed_everything, select_device, set_threads
+from ssenet.runtime import (
+    autocast,
+    init_distributed,
+    memory_format,
+    seed_everything,
+    select_device,
+    set_threads,
+)
 from ssenet.trainer import FitResult, finished, fit, make_loader
 
 HEADS = ("deeplabv2", "deeplabv3")
@@ -120,7 +127,7 @@ def load_seg_model(cfg: Config, weights: str | Path, num_classes: int) -> Segmen
     """The configured segmentation network with trained weights (strict), in eval mode."""
     model = build_seg_model(cfg.model, cfg.seg.head, num_classes, imagenet=False)
     load_weights(model, weights)
-    return model.eval()
+    return memory_format(model, cfg.run.channels_last).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +269,7 @@ def train_seg(
     info = init_distributed(device)
     seed_everything(cfg.run.seed)
     model = build_seg_model(cfg.model, cfg.seg.head, dataset.num_classes).to(device)
-    if cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = memory_format(model, cfg.run.channels_last)
     transform = JointTrainTransform(
         scale=cfg.seg.scale_range,
         crop_size=cfg.seg.crop_size,
