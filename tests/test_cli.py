@@ -1,6 +1,5 @@
-"""The command line: help on every verb, clean errors, and the quick demo end to end."""
+"""The command line: help on every verb, clean errors, config show."""
 
-import json
 import subprocess
 import sys
 
@@ -46,3 +45,12 @@ def test_config_show_resolves_overrides(tmp_path):
     result = run_cli("config", "show", "cam.eta=0.25")
     assert result.returncode == 0, result.stderr
     assert "eta: 0.25" in result.stdout and "branch_rate: 0.3" in result.stdout
+
+
+def test_run_rejects_unknown_stages(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"run:\n  out_dir: {tmp_path / 'out'}\n")
+    result = run_cli("run", "--config", str(config), "--stages", "cam,bogus")
+    assert result.returncode == 2
+    assert "bogus" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -30,14 +30,14 @@ BENCHMARK = {
 OVERRIDES = {
     "default": [],
     "quick": [
-        "cam.epochs=2",
+        "cam.epochs=5",
         "cam.resize_long=[80, 144]",
         "cam.crop_size=80",
         "cam.scale_sweep=[0.5, 1.0, 2.0]",
-        "aff.epochs=1",
+        "aff.epochs=2",
         "aff.crop_size=80",
         "aff.resize_long=[80, 144]",
-        "seg.epochs=2",
+        "seg.epochs=4",
         "seg.crop_size=80",
     ],
 }
