@@ -1,0 +1,167 @@
+"""The CAM stage: the SSENet objective, resumable training, batched multi-scale inference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssenet import cam as cam_module
+from ssenet.cam import CamObjective, infer_cams, multiscale_cams, train_cam
+from ssenet.camfile import load_cams
+from ssenet.config import Config
+from ssenet.data.benchmark import make_benchmark
+from ssenet.models import build_cam_model
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    make_benchmark(root, size=48, num_train=16, num_train_eval=8, num_val=8, num_workers=1,
+                   progress=False)
+    return root
+
+
+def tiny_config(root) -> Config:
+    cfg = Config()
+    cfg.data.root = str(root)
+    cfg.model.width = 0.125
+    cfg.model.pretrained = False
+    cfg.cam.epochs = 2
+    cfg.cam.batch_size = 8
+    cfg.cam.resize_long = (40, 56)
+    cfg.cam.crop_size = 40
+    cfg.cam.optimizer = "adamw"
+    cfg.cam.lr = 1e-3
+    cfg.cam.infer_scales = (1.0, 0.5)
+    cfg.cam.infer_batch = 3
+    cfg.run.device = "cpu"
+    cfg.run.num_workers = 0
+    return cfg
+
+
+def test_ssenet_objective_is_the_paper_loss():
+    torch.manual_seed(0)
+    model = build_cam_model("resnet38", 4, width=0.125, pretrained=False).eval()
+    cfg = Config().cam
+    images = torch.randn(2, 3, 48, 48)
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
+    terms = CamObjective(model, cfg)(images, labels)
+    cam = F.interpolate(model(images), size=(48, 48), mode="bilinear", align_corners=False)
+    small = F.interpolate(images, scale_factor=0.3, mode="bilinear", align_corners=False)
+    cam_small = F.interpolate(model(small), size=small.shape[-2:], mode="bilinear",
+                              align_corners=False)
+    cls = F.multilabel_soft_margin_loss(cam.mean((2, 3)), labels)
+    cls_small = F.multilabel_soft_margin_loss(cam_small.mean((2, 3)), labels)
+    # the reference resizes the large CAM with the same scale_factor as the image
+    resized = F.interpolate(cam, scale_factor=0.3, mode="bilinear", align_corners=False)
+
+    def norm(x):
+        peak = F.relu(x).amax(dim=(2, 3), keepdim=True)
+        return F.relu(F.relu(x) - 1e-5) / (peak + 1e-5) * labels[:, :, None, None]
+
+    expected = (cls + cls_small) / 2 + ((norm(cam_small) - norm(resized)) ** 2).mean()
+    assert torch.allclose(terms["loss"], expected, atol=1e-6)
+    assert terms["ser"] > 0
+    cfg.method = "baseline"
+    baseline = CamObjective(model, cfg)(images, labels)
+    assert set(baseline) == {"loss", "cls"} and torch.allclose(baseline["loss"], cls)
+
+
+def test_training_resumes_after_a_kill(bench, tmp_path, monkeypatch):
+    cfg = tiny_config(bench)
+    out = tmp_path / "cam"
+    forward = CamObjective.forward
+    calls = {"n": 0, "limit": 3}
+
+    def counting_forward(self, images, labels):
+        calls["n"] += 1
+        if calls["n"] > calls["limit"]:
+            raise Interrupt  # killed during the second epoch
+        assert images.shape == (8, 3, 40, 40)
+        return forward(self, images, labels)
+
+    monkeypatch.setattr(CamObjective, "forward", counting_forward)
+    with pytest.raises(Interrupt):
+        train_cam(cfg, out, progress=False)
+    assert (out / "checkpoints" / "last.pth").is_file() and not (out / "model.pth").exists()
+    calls.update(n=0, limit=100)
+    result = train_cam(cfg, out, progress=False)
+    assert calls["n"] == 2  # 16 images / batch 8: only the second epoch ran again
+    meta = json.loads((out / "train.json").read_text())
+    assert meta["steps"] == 4 and [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert {"cls", "cls_t", "ser"} <= set(meta["history"][0])
+    assert any((out / "tb").iterdir())
+    calls["n"] = 0
+    assert train_cam(cfg, out, progress=False).weights == result.weights
+    assert calls["n"] == 0
+
+
+def test_batched_inference_equals_one_image_at_a_time():
+    torch.manual_seed(0)
+    model = build_cam_model("resnet38", 3, width=0.125, pretrained=False).eval()
+    images = torch.randint(0, 255, (3, 40, 48, 3), dtype=torch.uint8)
+    batched = multiscale_cams(model, images, (1.0, 0.5, 1.5), flip=True)
+    single = torch.cat([multiscale_cams(model, images[i : i + 1], (1.0, 0.5, 1.5), True)
+                        for i in range(3)])
+    assert batched.shape == (3, 3, 40, 48)
+    assert torch.allclose(batched, single, atol=1e-5)
+    # flip=True sums the map of the image and the un-flipped map of its mirror image
+    mirrored = multiscale_cams(model, images.flip(2), (1.0,), flip=True)
+    assert torch.allclose(mirrored.flip(-1), multiscale_cams(model, images, (1.0,), True),
+                          atol=1e-5)
+
+
+def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path):
+    cfg = tiny_config(bench)
+    weights = tmp_path / "model.pth"
+    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
+               weights)
+    whole = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    assert whole == {"images": 8, "computed": 8, "cam_dir": str(tmp_path / "whole" / "cams")}
+    ids = (bench / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    assert len(set(ids)) == 8
+    peaks = []
+    for image_id in ids:
+        cams, keys = load_cams(tmp_path / "whole" / "cams" / f"{image_id}.npz")
+        assert cams.shape[1:] == (48, 48) and len(keys) >= 1 and cams.min() >= 0
+        peaks.extend(cams.reshape(len(keys), -1).max(1))  # each map over its max + 1e-5
+    assert max(peaks) <= 1 and max(peaks) > 0.99
+    assert infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)["computed"] == 0
+    for k in range(2):
+        infer_cams(cfg, weights, tmp_path / "parts", "train", (k, 2), progress=False)
+    for sub, suffix in (("cams", ".npz"), ("labels", ".png")):
+        names = sorted(p.name for p in (tmp_path / "whole" / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "parts" / sub).iterdir())
+        assert len(names) == 8 and all(n.endswith(suffix) for n in names)
+
+
+def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
+    cfg = tiny_config(bench)
+    weights = tmp_path / "model.pth"
+    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
+               weights)
+    sizes = []
+    real = cam_module.multiscale_cams
+
+    def spy(model, images, *args, **kwargs):
+        sizes.append(images.shape[0])
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(cam_module, "multiscale_cams", spy)
+    infer_cams(cfg, weights, tmp_path / "out", "train", progress=False)
+    assert sizes == [3, 3, 2]
