@@ -29,6 +29,9 @@ class DataConfig:
     train_list: str = "train_aug"  # CAM and AffinityNet training
     infer_list: str = "train"  # where pseudo labels are made and scored (VOC train, as the paper)
     val_list: str = "val"  # held out: classifier quality and the segmentation network
+    # Refuse to score pseudo labels against SBD masks or on train_aug / val (VOC only): the
+    # paper scores them on VOC train against SegmentationClass. false scores anyway.
+    eval_guard: bool = True
 
 
 @dataclass
