@@ -24,6 +24,7 @@ from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
+from ssenet.evaluation_guard import check_pseudo_label_eval
 from ssenet.multilabel import classification_report
 from ssenet.runtime import select_device
 from ssenet.rw_stage import random_walk_stage
@@ -57,8 +58,16 @@ def label_lists(cfg: Config) -> dict[str, list[str]]:
     }
 
 
+def check_pseudo_label_scoring(cfg: Config) -> None:
+    """Refuse, with the reason, to score pseudo labels on the wrong masks or list (see
+    `ssenet.evaluation_guard`); cheap, so `ssenet run` calls it before any training."""
+    check_pseudo_label_eval(cfg.data, gt_dir(cfg), cfg.data.infer_list)
+
+
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
     """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`."""
+    if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
+        check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)
     metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), dataset.ids, dataset.num_classes)
     metrics["list"] = list_name
