@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", help="directory of predicted label PNGs")
     evaluate.add_argument("--cams", help="directory of CAM .npz files: sweep background alpha")
     evaluate.add_argument("--gt", required=True, help="directory of ground-truth label PNGs")
+    evaluate.add_argument(
+        "--allow-sbd", action="store_true", help="score against SBD's SegmentationClassAug anyway"
+    )
     evaluate.add_argument("--list", help="file of image ids (default: every prediction)")
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
     evaluate.add_argument("--class-names", help="class names file, background first (default VOC)")

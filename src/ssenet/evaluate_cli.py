@@ -14,6 +14,7 @@ from ssenet.evaluation import (
     sweep_cam_thresholds,
     write_json,
 )
+from ssenet.evaluation_guard import check_eval_gt_dir
 
 
 def _class_names(path: str | None) -> list[str]:
@@ -53,6 +54,7 @@ def run_eval(args: argparse.Namespace) -> int:
     gt = Path(args.gt)
     if not gt.is_dir():
         raise SsenetError(f"{gt}: ground-truth directory not found")
+    check_eval_gt_dir(gt, getattr(args, "allow_sbd", False))
     names = _class_names(args.class_names)
     if args.pred:
         pred = Path(args.pred)
