@@ -144,11 +144,19 @@ def cmd_infer_seg(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssenet.pipeline import parse_stages, run_pipeline
+    from ssenet.pipeline import check_pseudo_label_scoring, parse_stages, run_pipeline
     from ssenet.report import write_report
 
     cfg = _load(args)
     stages = parse_stages(args.stages)
+    if args.dry_run:
+        from ssenet.dryrun import dry_run, format_report
+
+        report = dry_run(cfg, stages, args.world_size, config_name=args.config)
+        print(format_report(report))
+        return 0 if report.ok else 2
+    if set(stages) & {"cam", "crf", "rw"}:
+        check_pseudo_label_scoring(cfg)  # before hours of training, not after
     run_dir = _run_dir(cfg, args)
     results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
     title = f"ssenet run {run_dir.name}"
@@ -249,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="every stage in order into one run directory, resumable")
     _add_config_args(run)
     run.add_argument("--stages", help="comma-separated subset of cam,crf,aff,rw,seg")
+    run.add_argument(
+        "--dry-run", action="store_true", help="check data, lists, weights; plan; no training"
+    )
+    run.add_argument(
+        "--world-size", type=int, help="GPUs to plan steps for (default: $WORLD_SIZE or 1)"
+    )
 
     for verb, func in ((crf, cmd_crf), (aff, cmd_train_aff), (walk, cmd_random_walk),
                        (train_seg, cmd_train_seg), (infer_seg, cmd_infer_seg), (run, cmd_run)):
