@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,3 +114,152 @@ def torch_threads(threads: int) -> Iterator[None]:
 def memory_format(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
     """`run.channels_last`: NHWC weights, about 2x faster convolutions for some CPU backbones."""
     return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) with its gradient: every rank's loss depends on every rank's input."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total
+
+
+class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch of all ranks for CPU tensors (gloo).
+
+    PyTorch's SyncBatchNorm kernel and DDP refuse CPU modules. Here the batch statistics are sums
+    summed over ranks by an all_reduce whose backward all-reduces the gradients too,
+    so every rank gets the gradients of one BatchNorm over the whole global batch. Outside
+    training, or without a process group, it is a plain BatchNorm. Same state-dict keys.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True):  # fmt: skip
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {input.dim()}-D)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.training and dist.is_initialized():
+            return self._sync_forward(input)
+        return super().forward(input)
+
+    def _sync_forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        # statistics in at least float32 whatever the autocast dtype
+        x = input.to(torch.promote_types(input.dtype, torch.float32))
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
+        totals = _SumOverRanks.apply(torch.cat([x.sum(dims), count]))
+        n = totals[-1].detach()
+        mean = totals[:-1] / n
+        centred = x - mean.view(shape)
+        var = _SumOverRanks.apply(centred.pow(2).sum(dims)) / n  # two passes: no cancellation
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.weight is not None:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
+        return out.to(input.dtype)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = self.momentum
+        if factor is None:  # cumulative moving average, as nn.BatchNorm
+            factor = 1.0 / float(self.num_batches_tracked)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), factor)
+
+
+def trains_batchnorm(model: torch.nn.Module) -> bool:
+    """Whether any BatchNorm of `model` uses batch statistics in train mode (not frozen)."""
+    was_training = model.training
+    model.train()
+    found = any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()
+    )
+    model.train(was_training)
+    return found
+
+
+def _cpu_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every BatchNorm by a CpuSyncBatchNorm sharing its parameters and buffers."""
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum,
+                                  module.affine, module.track_running_stats)  # fmt: skip
+        if module.affine:
+            synced.weight, synced.bias = module.weight, module.bias
+        synced.running_mean, synced.running_var = module.running_mean, module.running_var
+        synced.num_batches_tracked = module.num_batches_tracked
+        synced.training = module.training
+        return synced
+    for name, child in module.named_children():
+        module.add_module(name, _cpu_sync_batchnorm(child))
+    return module
+
+
+def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Synchronise the statistics of training BatchNorms across ranks (before wrapping in DDP).
+
+    Models whose BatchNorms are all frozen are returned unchanged. Otherwise the BatchNorms are
+    replaced in place (unless `model` is one itself) by layers sharing their parameters and
+    buffers, with the same state-dict keys: nn.SyncBatchNorm, or CpuSyncBatchNorm on the CPU.
+    """
+    if not trains_batchnorm(model):
+        return model
+    if device.type == "cpu":
+        return _cpu_sync_batchnorm(model)
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def inference_batch_size(
+    requested: int,
+    image_hw: tuple[int, int],
+    scales: Sequence[float],
+    device: torch.device,
+    bytes_per_pixel_estimate: float = 4096.0,
+    flip: bool = True,
+    headroom: float = 0.8,
+) -> int:
+    """Images per multi-scale forward pass that fit in the free memory of a CUDA device.
+
+    The largest scale dominates: one image costs about `bytes_per_pixel_estimate` (peak
+    activation bytes per input pixel of one no-grad forward pass, e.g. measured with
+    torch.cuda.max_memory_allocated) times its pixels at that scale, twice with its flip.
+    At most `headroom` of the free memory is planned for. On CPU and MPS, where free memory is not
+    reported reliably, `requested` is returned. The result lies in 1..requested.
+    """
+    if requested < 1:
+        raise SsenetError(f"inference batch size must be at least 1, got {requested}")
+    if device.type != "cuda":
+        return requested
+    free, _ = torch.cuda.mem_get_info(device)
+    peak = max(scales)
+    pixels = round(image_hw[0] * peak) * round(image_hw[1] * peak)
+    per_image = bytes_per_pixel_estimate * pixels * (2 if flip else 1)
+    return max(1, min(requested, int(free * headroom // per_image)))
+
+
+def rank_shard(shard: tuple[int, int] = (0, 1)) -> tuple[int, int]:
+    """Combine a job's `--shard` with the torchrun rank (RANK, WORLD_SIZE in the environment).
+
+    The job's items are `items[k::n]`; rank r of w takes every w-th of those from the r-th, i.e.
+    `items[k + n * r :: n * w]`, so ranks of all jobs are disjoint and their union is every item.
+    No process group is needed: inference ranks never communicate.
+    """
+    index, total = shard
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return index + total * rank, total * world_size

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ssenet.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
-from ssenet.runtime import DistInfo, autocast, barrier
+from ssenet.runtime import DistInfo, autocast, barrier, sync_batchnorm
 from ssenet.tensorboard import open_writer
 
 # Learning-rate multipliers and weight-decay switches of the four reference parameter groups:
@@ -134,6 +134,9 @@ def fit(
             "per process; lower the batch size"
         )
     if info.enabled:
+        # Training BatchNorms see the global batch; converted in place (the objective holds the
+        # model), before the optimizer collects the parameters and before DDP wraps them.
+        objective = sync_batchnorm(objective, device)
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None
         )

@@ -1,0 +1,341 @@
+"""Multi-process training and sharded inference on the CPU (gloo), AMP, memory-aware batches.
+
+The DDP test runs `fit` in two processes that join through the torchrun environment variables
+(so `init_distributed` is exercised), each on its half of a fixed batch of 2B images, and one
+process on all 2B images. With plain SGD (lr 1, no momentum, no decay) one step moves every
+weight by lr * group multiplier * gradient, so the saved weights give back the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import Dataset
+
+from ssenet.cam import CamObjective, infer_cams, multiscale_cams
+from ssenet.checkpoint import load_checkpoint, save_checkpoint
+from ssenet.config import Config
+from ssenet.crf_stage import crf_stage
+from ssenet.data.benchmark import make_benchmark
+from ssenet.data.source import open_split
+from ssenet.errors import SsenetError
+from ssenet.models import build_affinity_model, build_cam_model
+from ssenet.runtime import (
+    CpuSyncBatchNorm,
+    DistInfo,
+    inference_batch_size,
+    init_distributed,
+    rank_shard,
+    sync_batchnorm,
+)
+from ssenet.rw_stage import random_walk_stage
+from ssenet.trainer import GROUP_LR_MULTIPLIERS, fit, make_loader
+
+torch.set_num_threads(1)
+
+HALF_BATCH = 2  # B images per rank; the single process sees 2B
+IMAGE_SIZE = 40
+NUM_CLASSES = 4
+WORLD_SIZE = 2
+CPU = torch.device("cpu")
+# name -> (model.freeze_bn, dtype). In float64 the two runs agree to rounding (about 1e-13 here),
+# which shows the DDP + SyncBatchNorm step is the same computation; float32 agrees to the
+# rounding that BatchNorm's backward amplifies on tiny batches (about 3e-5 of the largest value).
+VARIANTS = {
+    "frozen_bn": (True, torch.float32),
+    "trained_bn": (False, torch.float32),
+    "frozen_bn_f64": (True, torch.float64),
+    "trained_bn_f64": (False, torch.float64),
+}
+
+# ---------------------------------------------------------------------------------------------
+# One training step with fit, in one process or in two
+# ---------------------------------------------------------------------------------------------
+
+
+class FixedBatch(Dataset):
+    """2B fixed images and multi-hot labels; items are (image, labels, index) as fit expects."""
+
+    def __init__(self, count: int):
+        gen = torch.Generator().manual_seed(7)
+        self.images = torch.randn(count, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
+        self.labels = (torch.rand(count, NUM_CLASSES, generator=gen) > 0.5).float()
+        self.labels[:, 0] = 1.0  # every image has a class, so the SER term is not empty
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.labels[index], index
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def tiny_cam_model(freeze_bn: bool, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The same initial ResNet-38 (width 0.125) in every process, without dropout."""
+    torch.manual_seed(0)
+    model = build_cam_model(
+        backbone="resnet38", num_classes=NUM_CLASSES, width=0.125, pretrained=False,
+        freeze_bn=freeze_bn,
+    ).to(dtype)  # fmt: skip
+    for module in model.modules():
+        if isinstance(module, nn.Dropout | nn.Dropout2d):
+            module.p = 0.0  # every process must see the same (no) dropout masks
+    return model
+
+
+def plain_sgd() -> SimpleNamespace:
+    return SimpleNamespace(lr=1.0, weight_decay=0.0, optimizer="sgd", momentum=0.0, lr_power=0.9)
+
+
+def one_step(out_dir: Path, freeze_bn: bool, info: DistInfo, amp: str = "off",
+             channels_last: bool = False, dtype: torch.dtype = torch.float32) -> dict:  # fmt: skip
+    """Train one step of the SSENet objective into out_dir; returns fit's metadata."""
+    model = tiny_cam_model(freeze_bn, dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cam_cfg = Config().cam  # method ssenet, r = 0.3, eta = 1
+    batch = HALF_BATCH * WORLD_SIZE // info.world_size
+    with default_dtype(dtype):
+        data = FixedBatch(HALF_BATCH * WORLD_SIZE)
+    loader = make_loader(data, batch, 0, info, seed=0)
+    result = fit(
+        name="test", model=model, objective=CamObjective(model, cam_cfg), loader=loader,
+        optim_cfg=plain_sgd(), epochs=1, out_dir=out_dir, digest="test", device=torch.device("cpu"),
+        info=info, amp=amp, channels_last=channels_last, progress=False,
+    )  # fmt: skip
+    return result.meta
+
+
+def ddp_worker(rank: int, port: int, root: str) -> None:
+    """One torchrun-like rank: the environment torchrun sets, then fit under DDP."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    info = init_distributed(torch.device("cpu"))
+    assert (info.rank, info.world_size, info.local_rank) == (rank, WORLD_SIZE, rank)
+    try:
+        for name, (freeze_bn, dtype) in VARIANTS.items():
+            one_step(Path(root) / "ddp" / name, freeze_bn, info, dtype=dtype)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def multipliers(model: nn.Module) -> dict[str, float]:
+    """State-dict key -> learning-rate multiplier of every trainable parameter."""
+    group_of = {
+        id(p): GROUP_LR_MULTIPLIERS[i]
+        for i, params in enumerate(model.parameter_groups())
+        for p in params
+    }
+    state = model.state_dict(keep_vars=True)
+    return {key: group_of[id(value)] for key, value in state.items() if id(value) in group_of}
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """Weights after one step: {variant: (initial, single process 2B, two processes B each)}."""
+    root = tmp_path_factory.mktemp("ddp")
+    mp.spawn(ddp_worker, args=(free_port(), str(root)), nprocs=WORLD_SIZE, join=True)
+    runs = {}
+    for name, (freeze_bn, dtype) in VARIANTS.items():
+        one_step(root / "single" / name, freeze_bn, DistInfo(), dtype=dtype)
+        runs[name] = (
+            tiny_cam_model(freeze_bn, dtype).state_dict(),
+            load_checkpoint(root / "single" / name / "model.pth"),
+            load_checkpoint(root / "ddp" / name / "model.pth"),
+        )
+    return runs
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_ddp_step_matches_one_process_with_the_whole_batch(ddp_runs, variant):
+    initial, single, ddp = ddp_runs[variant]
+    freeze_bn, dtype = VARIANTS[variant]
+    assert single.keys() == ddp.keys() == initial.keys()  # SyncBatchNorm keeps BatchNorm's keys
+    assert ddp["fc8.weight"].dtype == dtype
+    mults = multipliers(tiny_cam_model(freeze_bn))
+    assert "fc8.weight" in mults and len(mults) > 30
+    for key, mult in mults.items():
+        grad_single = (initial[key] - single[key]) / mult  # lr = 1
+        grad_ddp = (initial[key] - ddp[key]) / mult
+        close(grad_ddp, grad_single, dtype, key)
+    assert (initial["fc8.weight"] - single["fc8.weight"]).abs().max() > 1e-3  # a real step
+    frozen = [k for k in initial if k not in mults and not k.endswith("num_batches_tracked")]
+    for key in frozen:  # frozen weights, and BatchNorm statistics of the global batch
+        close(ddp[key], single[key], dtype, key)
+    stats_moved = not torch.equal(initial["bn7.running_mean"], single["bn7.running_mean"])
+    assert stats_moved == (not freeze_bn)
+    assert int(ddp["bn7.num_batches_tracked"]) == (0 if freeze_bn else 2)  # two branches
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, key: str) -> None:
+    """Equal to float64 rounding, or to 1e-4 of the tensor's largest value in float32."""
+    if dtype == torch.float64:
+        torch.testing.assert_close(actual, expected, atol=1e-10, rtol=1e-8, msg=key)
+        return
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(actual, expected, atol=1e-4 * scale + 1e-7, rtol=0, msg=key)
+
+
+def test_sync_batchnorm_converts_only_training_batchnorm():
+    frozen = tiny_cam_model(freeze_bn=True)
+    assert sync_batchnorm(frozen, CPU) is frozen
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in frozen.modules())
+
+    trained = tiny_cam_model(freeze_bn=False)
+    params = [id(p) for p in trained.parameters()]
+    keys = list(trained.state_dict())
+    converted = sync_batchnorm(trained, CPU)
+    assert converted is trained  # converted in place: an objective holding it sees the change
+    assert type(trained.backbone.bn7) is CpuSyncBatchNorm
+    assert [id(p) for p in trained.parameters()] == params  # the optimizer's parameters
+    assert list(trained.state_dict()) == keys
+
+
+def test_cpu_sync_batchnorm_without_process_group_is_batchnorm():
+    torch.manual_seed(3)
+    plain = nn.BatchNorm2d(3)
+    synced = sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)), CPU)[0]
+    x = torch.randn(4, 3, 5, 5)
+    torch.testing.assert_close(synced(x), plain(x))
+    torch.testing.assert_close(synced.running_var, plain.running_var)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_training_step_gives_a_finite_loss(tmp_path, amp):
+    meta = one_step(tmp_path, freeze_bn=False, info=DistInfo(), amp=amp, channels_last=True)
+    losses = meta["history"][0]
+    assert set(losses) >= {"loss", "cls", "cls_t", "ser"}
+    assert all(math.isfinite(v) for v in losses.values())
+    assert 0.3 < losses["cls"] < 2.0  # a soft-margin loss of 4 classes near its start value
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded inference: the union of the shards is byte-identical to one process
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    make_benchmark(root / "data", size=48, num_train=16, num_train_eval=8, num_val=8,
+                   num_workers=1, progress=False)  # fmt: skip
+    cfg = Config()
+    cfg.data.root = str(root / "data")
+    cfg.model.width = 0.125
+    cfg.model.pretrained = False
+    cfg.run.num_workers = 0
+    cfg.run.device = "cpu"
+    cfg.cam.infer_batch = 3  # batches that straddle the shards differently
+    cfg.crf.backend = "torch"
+    cfg.rw.logt = 4
+    classes = open_split(cfg.data, cfg.data.infer_list).num_foreground
+    cam_model = build_cam_model(num_classes=classes, width=0.125, pretrained=False)
+    save_checkpoint(root / "cam.pth", cam_model.state_dict())
+    aff_model = build_affinity_model(width=0.125, pretrained=False)
+    save_checkpoint(root / "aff.pth", aff_model.state_dict())
+    return cfg, root
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def run_stages(cfg: Config, root: Path, out: Path, shard: tuple[int, int]) -> None:
+    infer_cams(cfg, root / "cam.pth", out / "cam", shard=shard, progress=False)
+    crf_stage(cfg, out / "cam" / "cams", out / "crf", shard=shard, progress=False)
+    random_walk_stage(cfg, root / "aff.pth", out / "cam" / "cams", out / "rw", shard=shard,
+                      progress=False)  # fmt: skip
+
+
+def test_sharded_inference_is_byte_identical_to_one_process(bench):
+    cfg, root = bench
+    for index in range(2):
+        run_stages(cfg, root, root / "sharded", (index, 2))
+    run_stages(cfg, root, root / "whole", (0, 1))
+    sharded, whole = tree_bytes(root / "sharded"), tree_bytes(root / "whole")
+    for stage, suffix in (("cam/cams", ".npz"), ("cam/labels", ".png"), ("crf/scores", ".npz"),
+                          ("crf/labels", ".png"), ("rw/labels", ".png")):  # fmt: skip
+        assert sum(k.startswith(stage) and k.endswith(suffix) for k in whole) == 8, stage
+    assert sharded.keys() == whole.keys()
+    different = [name for name in whole if sharded[name] != whole[name]]
+    assert not different
+
+
+def test_batch_composition_does_not_change_cams_bitwise():
+    torch.manual_seed(0)
+    model = build_cam_model(num_classes=5, width=0.125, pretrained=False).eval()
+    images = torch.randint(0, 256, (4, 40, 48, 3), dtype=torch.uint8)
+    scales = (1.0, 0.5, 1.5, 2.0)
+    batched = multiscale_cams(model, images, scales, flip=True)
+    singles = torch.cat([multiscale_cams(model, images[i : i + 1], scales, True) for i in range(4)])
+    assert torch.equal(batched, singles)
+
+
+def test_rank_shard_composes_job_shards_and_ranks(monkeypatch):
+    items = list(range(23))
+    seen = []
+    for job in range(3):
+        for rank in range(2):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", "2")
+            index, total = rank_shard((job, 3))
+            part = items[index::total]
+            assert set(part) <= set(items[job::3])
+            seen.extend(part)
+    assert sorted(seen) == items  # disjoint, and every item once
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert rank_shard((1, 4)) == (1, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory-aware multi-scale batch
+# ---------------------------------------------------------------------------------------------
+
+
+def test_inference_batch_size_caps_by_free_cuda_memory(monkeypatch):
+    assert inference_batch_size(16, (100, 100), (1.0, 2.0), torch.device("cpu"), 1000.0) == 16
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 2 * 10**9))
+    cuda = torch.device("cuda", 0)
+    # Largest scale 2: 200 x 200 px x 2 (flip) x 1000 B = 8e7 B per image; 0.8 x 1e9 / 8e7 = 10.
+    assert inference_batch_size(16, (100, 100), (1.0, 2.0), cuda, 1000.0) == 10
+    assert inference_batch_size(16, (100, 100), (1.0, 2.0), cuda, 1000.0, flip=False) == 16
+    assert inference_batch_size(4, (100, 100), (1.0, 2.0), cuda, 1000.0) == 4
+    assert inference_batch_size(16, (1000, 1000), (2.0,), cuda, 1000.0) == 1  # never 0
+    with pytest.raises(SsenetError, match="at least 1"):
+        inference_batch_size(0, (100, 100), (1.0,), cuda, 1000.0)
