@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,17 +59,23 @@ def cmd_train_cam(args: argparse.Namespace) -> int:
 
 def cmd_infer_cam(args: argparse.Namespace) -> int:
     from ssenet.cam import infer_cams
-    from ssenet.runtime import parse_shard
 
     cfg = _load(args)
     out = Path(args.out or Path(cfg.run.out_dir) / "cam")
     weights = args.weights or out / "model.pth"
     result = infer_cams(
-        cfg, weights, out, args.list, parse_shard(args.shard), progress=not args.no_progress
+        cfg, weights, out, args.list, _shard(args), progress=not args.no_progress
     )
     done = f"{result['computed']} of {result['images']} images computed"
     print(f"{done}; CAMs in {result['cam_dir']}")
     return 0
+
+
+def _shard(args: argparse.Namespace) -> tuple[int, int]:
+    """This process's share of an inference list: `--shard K/N`, split again across ranks."""
+    from ssenet.runtime import parse_shard, rank_shard
+
+    return rank_shard(parse_shard(args.shard))
 
 
 def _run_dir(cfg, args: argparse.Namespace) -> Path:
@@ -77,13 +84,12 @@ def _run_dir(cfg, args: argparse.Namespace) -> Path:
 
 def cmd_crf(args: argparse.Namespace) -> int:
     from ssenet.crf_stage import crf_stage
-    from ssenet.runtime import parse_shard
 
     cfg = _load(args)
     run_dir = _run_dir(cfg, args)
     cams = Path(args.cams or run_dir / "cam" / "cams")
     out = Path(args.out or run_dir / "crf")
-    result = crf_stage(cfg, cams, out, args.list, parse_shard(args.shard), not args.no_progress)
+    result = crf_stage(cfg, cams, out, args.list, _shard(args), not args.no_progress)
     print(f"CRF scores and labels in {out}: {result}")
     return 0
 
@@ -100,7 +106,6 @@ def cmd_train_aff(args: argparse.Namespace) -> int:
 
 
 def cmd_random_walk(args: argparse.Namespace) -> int:
-    from ssenet.runtime import parse_shard
     from ssenet.rw_stage import random_walk_stage
 
     cfg = _load(args)
@@ -111,7 +116,7 @@ def cmd_random_walk(args: argparse.Namespace) -> int:
         args.cams or run_dir / "cam" / "cams",
         args.out or run_dir / "rw",
         args.list,
-        parse_shard(args.shard),
+        _shard(args),
         not args.no_progress,
     )
     print(f"{result['computed']} of {result['images']} labels computed in {result['label_dir']}")
@@ -130,14 +135,13 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
 
 
 def cmd_infer_seg(args: argparse.Namespace) -> int:
-    from ssenet.runtime import parse_shard
     from ssenet.segmentation import infer_seg
 
     cfg = _load(args)
     out = Path(args.out or _run_dir(cfg, args) / "seg")
     weights = args.weights or out / "model.pth"
     result = infer_seg(
-        cfg, weights, out, args.list, parse_shard(args.shard), progress=not args.no_progress
+        cfg, weights, out, args.list, _shard(args), progress=not args.no_progress
     )
     print(f"{result['computed']} of {result['images']} labels computed in {result['label_dir']}")
     return 0
@@ -159,6 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_pseudo_label_scoring(cfg)  # before hours of training, not after
     run_dir = _run_dir(cfg, args)
     results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
+        return 0
     title = f"ssenet run {run_dir.name}"
     report = write_report(run_dir, {cfg.cam.method: (cfg, run_dir)}, title=title)
     for stage, metrics in results.items():

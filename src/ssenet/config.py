@@ -151,6 +151,13 @@ class RunConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
 
 
+# Settings of evaluation alone: no training stage reads them.
+SCORING_ONLY_KEYS = {
+    "data": ("eval_guard", "mask_dir", "val_list"),
+    "cam": ("alpha_sweep", "scale_sweep"),
+}
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -166,8 +173,15 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self, *sections: str) -> str:
-        """A short hash of the given sections, to tell whether a checkpoint belongs to them."""
+        """A short hash of the given sections, to tell whether a checkpoint belongs to them.
+
+        Keys that only decide how results are scored are left out, so changing them never
+        retrains a finished stage.
+        """
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
+        for section, keys in SCORING_ONLY_KEYS.items():
+            for key in keys:
+                payload.get(section, {}).pop(key, None)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -577,12 +577,6 @@ def _world_warnings(cfg: Config, stages: Sequence[str], report: DryRunReport) ->
                 f"{batch * world} and the learning rate is not scaled; set {stage}.batch_size to "
                 "the paper's batch / world size to keep its schedule"
             )
-    if set(stages) & {"cam", "crf", "rw", "seg"}:
-        report.warnings.append(
-            "under torchrun, `ssenet run` trains with DDP but repeats CAM inference, the CRF, "
-            "the random walk and DeepLab inference on every rank; for those steps run the "
-            "per-stage verbs with --shard K/N instead (see docs/reproducing.md)"
-        )
 
 
 def dry_run(

@@ -26,7 +26,7 @@ from ssenet.errors import SsenetError
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
 from ssenet.evaluation_guard import check_pseudo_label_eval
 from ssenet.multilabel import classification_report
-from ssenet.runtime import select_device
+from ssenet.runtime import rank_shard, select_device
 from ssenet.rw_stage import random_walk_stage
 from ssenet.segmentation import infer_seg, train_seg
 
@@ -40,6 +40,12 @@ def gt_dir(cfg: Config) -> Path:
 
 def summary(metrics: dict) -> dict:
     return {key: metrics[key] for key in SUMMARY_KEYS}
+
+
+def sync_ranks() -> None:
+    """Under torchrun, wait until every rank has written its shard before anyone scores."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def label_lists(cfg: Config) -> dict[str, list[str]]:
@@ -81,7 +87,8 @@ def cam_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     cam_dir = run_dir / "cam"
     trained = train_cam(cfg, cam_dir, progress=progress)
     for list_name in label_lists(cfg)["cam"]:
-        infer_cams(cfg, trained.weights, cam_dir, list_name, progress=progress)
+        infer_cams(cfg, trained.weights, cam_dir, list_name, rank_shard(), progress=progress)
+    sync_ranks()
     out = run_dir / "eval" / "cam.json"
     metrics = score_labels(cfg, cam_dir / "labels", cfg.data.infer_list, out)
     dataset = open_split(cfg.data, cfg.data.infer_list)
@@ -99,7 +106,8 @@ def crf_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
 
     run_dir = Path(run_dir)
     for list_name in label_lists(cfg)["crf"]:
-        run_crf(cfg, run_dir / "cam" / "cams", run_dir / "crf", list_name, progress=progress)
+        run_crf(cfg, run_dir / "cam" / "cams", run_dir / "crf", list_name, rank_shard(), progress)
+    sync_ranks()
     out = run_dir / "eval" / "crf.json"
     return score_labels(cfg, run_dir / "crf" / "labels", cfg.data.infer_list, out)
 
@@ -115,10 +123,10 @@ def rw_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     """Random-walk pseudo labels (CAM + rw) for the scored list and the segmentation list."""
     run_dir = Path(run_dir)
     weights = run_dir / "aff" / "model.pth"
+    cam_dir = run_dir / "cam" / "cams"
     for list_name in label_lists(cfg)["rw"]:
-        random_walk_stage(
-            cfg, weights, run_dir / "cam" / "cams", run_dir / "rw", list_name, progress=progress
-        )
+        random_walk_stage(cfg, weights, cam_dir, run_dir / "rw", list_name, rank_shard(), progress)
+    sync_ranks()
     out = run_dir / "eval" / "rw.json"
     return score_labels(cfg, run_dir / "rw" / "labels", cfg.data.infer_list, out)
 
@@ -127,7 +135,8 @@ def seg_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     """Train DeepLab on the random-walk labels, predict the held-out list and score it."""
     run_dir = Path(run_dir)
     trained = train_seg(cfg, run_dir / "rw" / "labels", run_dir / "seg", progress=progress)
-    infer_seg(cfg, trained.weights, run_dir / "seg", cfg.data.val_list, progress=progress)
+    infer_seg(cfg, trained.weights, run_dir / "seg", cfg.data.val_list, rank_shard(), progress)
+    sync_ranks()
     out = run_dir / "eval" / "seg.json"
     return score_labels(cfg, run_dir / "seg" / "labels", cfg.data.val_list, out)
 
