@@ -165,3 +165,22 @@ def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(cam_module, "multiscale_cams", spy)
     infer_cams(cfg, weights, tmp_path / "out", "train", progress=False)
     assert sizes == [3, 3, 2]
+
+
+def test_small_branch_leaves_batchnorm_running_statistics_alone():
+    torch.manual_seed(0)
+    ssenet_model = build_cam_model("resnet38", 4, width=0.125, pretrained=False, freeze_bn=False)
+    baseline_model = build_cam_model("resnet38", 4, width=0.125, pretrained=False, freeze_bn=False)
+    baseline_model.load_state_dict(ssenet_model.state_dict())
+    images, labels = torch.randn(2, 3, 48, 48), torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]])
+    cfg = Config().cam
+    torch.manual_seed(1)  # the same dropout masks in both full-size passes
+    CamObjective(ssenet_model.train(), cfg)(images, labels)
+    cfg.method = "baseline"
+    torch.manual_seed(1)
+    CamObjective(baseline_model.train(), cfg)(images, labels)
+    ours, theirs = ssenet_model.state_dict(), baseline_model.state_dict()
+    stats = [k for k in ours if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(ours[k], theirs[k]) for k in stats)
+    assert all(m.momentum == 0.1 for m in ssenet_model.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))

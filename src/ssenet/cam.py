@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,25 @@ def upsampled_cam(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers still normalise with batch statistics but keep their running averages.
+
+    With trainable BatchNorm (`model.freeze_bn: false`) the second branch sees images r times
+    smaller, whose statistics differ; letting them into the running averages would make inference
+    on full-size images use a mixture. The reference freezes BatchNorm, so it never meets this.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for norm in norms:
+        norm.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, saved, strict=True):
+            norm.momentum = momentum
+
+
 class CamObjective(nn.Module):
     """One forward computes every loss term of a step, so DDP sees a single forward per step.
 
@@ -56,7 +76,8 @@ class CamObjective(nn.Module):
         cls = F.multilabel_soft_margin_loss(cam.mean(dim=(2, 3)), labels)
         if self.method == "baseline":
             return {"loss": cls, "cls": cls}
-        cam_t = upsampled_cam(self.model, self.transform(images))
+        with frozen_running_stats(self.model):
+            cam_t = upsampled_cam(self.model, self.transform(images))
         cls_t = F.multilabel_soft_margin_loss(cam_t.mean(dim=(2, 3)), labels)
         reg = consistency_loss(cam_t, self.transform(cam), labels)
         loss = (cls + cls_t) / 2 + self.eta * reg
