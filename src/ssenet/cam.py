@@ -23,6 +23,7 @@ from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.models import build_cam_model, load_weights
 from ssenet.runtime import (
     autocast,
+    inference_batch_size,
     init_distributed,
     memory_format,
     seed_everything,
@@ -248,9 +249,17 @@ def iter_cams(
     desc: str = "cam",
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass."""
+    device = next(model.parameters()).device
     for batch in same_size_batches(dataset, ids, batch_size, num_workers, progress, desc):
         images = torch.stack([image for _, image, _ in batch])
-        summed = multiscale_cams(model, images, scales, flip, amp)
+        # On a GPU, fewer images per pass when the largest scale would not fit in free memory;
+        # results do not depend on how a batch is split.
+        size = tuple(images.shape[1:3])
+        step = inference_batch_size(len(images), size, scales, device, flip=flip)
+        summed = torch.cat([
+            multiscale_cams(model, images[i : i + step], scales, flip, amp)
+            for i in range(0, len(images), step)
+        ])
         for (image_id, _, labels), maps in zip(batch, summed, strict=True):
             cams, keys = normalized_present_cams(maps, labels)
             yield image_id, cams, keys
