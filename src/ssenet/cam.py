@@ -21,6 +21,7 @@ from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
 from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.models import build_cam_model, load_weights
+from ssenet.multiscale import merge_flips, scaled_batches
 from ssenet.runtime import (
     autocast,
     inference_batch_size,
@@ -175,26 +176,14 @@ def multiscale_cams(
     upsampling to the original size, un-flip, sum -- the reference's inference recipe.
     """
     device = next(model.parameters()).device
-    backbone = model.backbone
-    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
-    pixels = images.to(device).permute(0, 3, 1, 2).float() / 255.0
-    batch, height, width = pixels.shape[0], pixels.shape[2], pixels.shape[3]
+    height, width = images.shape[1:3]
     total = None
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = pixels
-        if size != (height, width):
-            scaled = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False)
-            scaled = scaled.clamp(0, 1)
-        scaled = (scaled - mean) / std
-        if flip:
-            scaled = torch.cat([scaled, scaled.flip(-1)])
+    for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
+                                 device):
         with autocast(device, amp):
             cam = model(scaled)
         cam = F.interpolate(F.relu(cam.float()), size=(height, width), mode="bilinear")
-        if flip:
-            cam = cam[:batch] + cam[batch:].flip(-1)
+        cam = merge_flips(cam, flip)
         total = cam if total is None else total + cam
     return total
 

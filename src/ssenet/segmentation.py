@@ -25,6 +25,7 @@ from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
 from ssenet.models import build_backbone, load_weights
+from ssenet.multiscale import merge_flips, scaled_batches
 from ssenet.runtime import (
     autocast,
     init_distributed,
@@ -332,26 +333,14 @@ def multiscale_probs(
     original size, soft-maxed, un-flipped and averaged over every pass.
     """
     device = next(model.parameters()).device
-    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
-    pixels = images.to(device).permute(0, 3, 1, 2).float() / 255.0
-    batch, height, width = pixels.shape[0], pixels.shape[2], pixels.shape[3]
+    height, width = images.shape[1:3]
     total = None
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = pixels
-        if size != (height, width):
-            scaled = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False)
-            scaled = scaled.clamp(0, 1)
-        scaled = (scaled - mean) / std
-        if flip:
-            scaled = torch.cat([scaled, scaled.flip(-1)])
+    for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
+                                 device):
         with autocast(device, amp):
             logits = model(scaled)
         logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear")
-        probs = logits.softmax(dim=1)
-        if flip:
-            probs = probs[:batch] + probs[batch:].flip(-1)
+        probs = merge_flips(logits.softmax(dim=1), flip)
         total = probs if total is None else total + probs
     return total / (len(scales) * (2 if flip else 1))
 
