@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ssenet.config import Config
-from ssenet.data.datasets import SegmentationDataset, item_seed
+from ssenet.data.datasets import SeededAugmentation, SegmentationDataset
 from ssenet.data.palette import IGNORE_INDEX
 from ssenet.data.source import open_split
 from ssenet.data.transforms import (
@@ -295,7 +295,7 @@ class AffinityTrainTransform:
         return out_image.as_subclass(torch.Tensor), out_scores.as_subclass(torch.Tensor)
 
 
-class AffinityTrainDataset(torch.utils.data.Dataset):
+class AffinityTrainDataset(SeededAugmentation):
     """Augmented images and their affinity label maps: `(image, label (h, w) uint8, index)`.
 
     The la and ha stacks of `crf_dir/<id>.npz` go through the image's augmentation as one
@@ -311,19 +311,9 @@ class AffinityTrainDataset(torch.utils.data.Dataset):
         stride: int = 8,
         seed: int = 0,
     ):
-        self.dataset = dataset
+        super().__init__(dataset, transform, seed)
         self.crf_dir = Path(crf_dir)
-        self.transform = transform
         self.stride = stride
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations `__getitem__` draws."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image_id = self.dataset.ids[index]
@@ -331,7 +321,7 @@ class AffinityTrainDataset(torch.utils.data.Dataset):
         image, scores = self.transform(
             self.dataset.read_image(image_id),
             np.concatenate([la, ha]),
-            generator=item_seed(self.seed, self.epoch, index),
+            generator=self.generator(index),
         )
         la_crop, ha_crop = np.split(scores.numpy(), 2)
         label = affinity_label(la_crop, ha_crop, self.stride, keys=keys)

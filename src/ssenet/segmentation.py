@@ -19,7 +19,7 @@ from torch import nn
 
 from ssenet.cam import same_size_batches
 from ssenet.config import Config, ModelConfig
-from ssenet.data.datasets import SegmentationDataset, item_seed, mask_classes
+from ssenet.data.datasets import SeededAugmentation, SegmentationDataset, mask_classes
 from ssenet.data.palette import IGNORE_INDEX, read_label_png, write_label_png
 from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
@@ -156,7 +156,7 @@ def label_dir_digest(label_dir: Path, ids: Sequence[str]) -> str:
     return sha.hexdigest()[:12]
 
 
-class PseudoLabelDataset(torch.utils.data.Dataset):
+class PseudoLabelDataset(SeededAugmentation):
     """Augmented images and their pseudo labels: `(image (3, c, c), label (c, c) int64, index)`.
 
     Labels are `label_dir/<id>.png` (0 background, 1..K, 255 ignored); each item is seeded from
@@ -170,18 +170,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         transform: JointTrainTransform,
         seed: int = 0,
     ):
-        self.dataset = dataset
+        super().__init__(dataset, transform, seed)
         self.label_dir = Path(label_dir)
-        self.transform = transform
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations `__getitem__` draws."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def read_label(self, image_id: str, image_shape: tuple[int, ...]) -> np.ndarray:
         """The checked pseudo label of `image_id`: its size and its class values."""
@@ -201,7 +191,7 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         image = self.dataset.read_image(image_id)
         label = self.read_label(image_id, image.shape)
         out_image, out_label = self.transform(
-            image, label, generator=item_seed(self.seed, self.epoch, index)
+            image, label, generator=self.generator(index)
         )
         return out_image, out_label, index
 

@@ -308,20 +308,14 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-class CamTrainDataset(torch.utils.data.Dataset):
-    """Augmented images and image-level labels for CAM training: `(image, labels (K,), index)`.
+class SeededAugmentation(torch.utils.data.Dataset):
+    """A training dataset whose item augmentations are seeded from (seed, epoch, index).
 
-    Each item's augmentation is seeded from (seed, epoch, index), so a run is reproducible
-    whatever the number of workers; the trainer calls `set_epoch` before each epoch (workers
-    created afterwards see it; persistent workers would not).
+    So a run is reproducible whatever the number of workers; the trainer calls `set_epoch`
+    before each epoch (workers created afterwards see it; persistent workers would not).
     """
 
-    def __init__(
-        self,
-        dataset: SegmentationDataset,
-        transform: Callable[..., torch.Tensor],
-        seed: int = 0,
-    ):
+    def __init__(self, dataset: SegmentationDataset, transform: Callable, seed: int = 0):
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
@@ -334,10 +328,18 @@ class CamTrainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def generator(self, index: int) -> int:
+        """The seed of this item's augmentation in the current epoch."""
+        return item_seed(self.seed, self.epoch, index)
+
+
+class CamTrainDataset(SeededAugmentation):
+    """Augmented images and image-level labels for CAM training: `(image, labels (K,), index)`."""
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image_id = self.dataset.ids[index]
         image = self.transform(
-            self.dataset.read_image(image_id), generator=item_seed(self.seed, self.epoch, index)
+            self.dataset.read_image(image_id), generator=self.generator(index)
         )
         return image, torch.from_numpy(self.dataset.labels(image_id)), index
 
