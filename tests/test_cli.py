@@ -1,5 +1,6 @@
 """The command line: help on every verb, clean errors, config show."""
 
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,11 @@ def test_run_rejects_unknown_stages(tmp_path):
     assert result.returncode == 2
     assert "bogus" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_only_rank_zero_prints(tmp_path):
+    env = {**os.environ, "RANK": "1"}
+    quiet = subprocess.run([sys.executable, "-m", "ssenet.cli", "config", "show"],
+                           capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    assert "branch_rate" in run_cli("config", "show").stdout

@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if int(os.environ.get("RANK", 0)) != 0:
+        sys.stdout = open(os.devnull, "w")  # under torchrun, rank 0 speaks; errors still show
     try:
         return args.func(args)
     except SsenetError as err:
