@@ -32,13 +32,9 @@ from ssenet.errors import SsenetError
 from ssenet.models import build_affinity_model, load_weights
 from ssenet.randomwalk import affinity_pairs
 from ssenet.runtime import (
-    init_distributed,
     memory_format,
-    seed_everything,
-    select_device,
-    set_threads,
 )
-from ssenet.trainer import FitResult, finished, fit, make_loader
+from ssenet.trainer import FitResult, finished, fit, make_loader, prepare_training
 
 # The reference's epsilons inside the logarithms of the affinity loss.
 LOG_EPS = 1e-5
@@ -373,10 +369,7 @@ def train_affinity(
         return done
     dataset = open_split(cfg.data, cfg.aff.train_list or cfg.data.train_list)
     check_crf_files(crf_dir, dataset.ids)
-    set_threads(cfg.run.threads)
-    device = select_device(cfg.run.device)
-    info = init_distributed(device)
-    seed_everything(cfg.run.seed)
+    device, info = prepare_training(cfg.run)
     model = build_affinity_from_config(cfg).to(device)
     model = memory_format(model, cfg.run.channels_last)
     aff = cfg.aff

@@ -25,13 +25,11 @@ from ssenet.multiscale import merge_flips, scaled_batches
 from ssenet.runtime import (
     autocast,
     inference_batch_size,
-    init_distributed,
     memory_format,
-    seed_everything,
     select_device,
     set_threads,
 )
-from ssenet.trainer import FitResult, finished, fit, make_loader
+from ssenet.trainer import FitResult, finished, fit, make_loader, prepare_training
 
 
 def upsampled_cam(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -113,10 +111,7 @@ def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitRes
     if done is not None:
         return done
     dataset = open_split(cfg.data, cfg.data.train_list)
-    set_threads(cfg.run.threads)
-    device = select_device(cfg.run.device)
-    info = init_distributed(device)
-    seed_everything(cfg.run.seed)
+    device, info = prepare_training(cfg.run)
     model = build_cam_from_config(cfg, dataset.num_foreground).to(device)
     model = memory_format(model, cfg.run.channels_last)
     transform = CamTrainTransform(

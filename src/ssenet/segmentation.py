@@ -28,13 +28,11 @@ from ssenet.models import build_backbone, load_weights
 from ssenet.multiscale import merge_flips, scaled_batches
 from ssenet.runtime import (
     autocast,
-    init_distributed,
     memory_format,
-    seed_everything,
     select_device,
     set_threads,
 )
-from ssenet.trainer import FitResult, finished, fit, make_loader
+from ssenet.trainer import FitResult, finished, fit, make_loader, prepare_training
 
 HEADS = ("deeplabv2", "deeplabv3")
 
@@ -255,10 +253,7 @@ def train_seg(
     done = finished(out_dir, digest)
     if done is not None:
         return done
-    set_threads(cfg.run.threads)
-    device = select_device(cfg.run.device)
-    info = init_distributed(device)
-    seed_everything(cfg.run.seed)
+    device, info = prepare_training(cfg.run)
     model = build_seg_model(cfg.model, cfg.seg.head, dataset.num_classes).to(device)
     model = memory_format(model, cfg.run.channels_last)
     transform = JointTrainTransform(

@@ -19,13 +19,35 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ssenet.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
-from ssenet.runtime import DistInfo, autocast, barrier, sync_batchnorm
+from ssenet.runtime import (
+    DistInfo,
+    autocast,
+    barrier,
+    init_distributed,
+    seed_everything,
+    select_device,
+    set_threads,
+    sync_batchnorm,
+)
 from ssenet.tensorboard import open_writer
 
 # Learning-rate multipliers and weight-decay switches of the four reference parameter groups:
 # backbone weights, backbone biases, new-head weights, new-head biases.
 GROUP_LR_MULTIPLIERS = (1.0, 2.0, 10.0, 20.0)
 GROUP_DECAYS = (True, False, True, False)
+
+
+def prepare_training(run) -> tuple[torch.device, DistInfo]:
+    """Threads, device, process group, then seeds: the start every training stage shares.
+
+    `run` is the config's RunConfig. Seeding comes after joining the process group, so every
+    rank starts from the same state.
+    """
+    set_threads(run.threads)
+    device = select_device(run.device)
+    info = init_distributed(device)
+    seed_everything(run.seed)
+    return device, info
 
 
 def build_optimizer(
