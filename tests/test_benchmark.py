@@ -12,8 +12,10 @@ from PIL import Image
 from scipy import ndimage
 
 from ssenet.data.benchmark import (
+    CLASS_BODIES,
     CLASS_NAMES,
     CLASS_PARTS,
+    HUE_SPREAD,
     PART_COLOURS,
     BenchmarkSpec,
     class_names,
@@ -24,6 +26,7 @@ from ssenet.data.benchmark import (
 from ssenet.data.palette import IGNORE_INDEX, read_label_png, voc_palette
 from ssenet.errors import SsenetError
 
+SAMPLE_SIZE = 96
 SMALL = {"size": 64, "num_train": 24, "num_train_eval": 8, "num_val": 8}
 LISTS = Path("ImageSets", "Segmentation")
 
@@ -53,8 +56,9 @@ def masks(bench: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def samples() -> list:
-    """A moderate sample rendered in memory (no files): 80 images at 64 px."""
-    spec = BenchmarkSpec(size=64)
+    """A moderate sample rendered in memory (no files): 80 images at 96 px (at 64 px the parts
+    of the smallest objects are 4 px wide, too few for their colour to survive the JPEG)."""
+    spec = BenchmarkSpec(size=SAMPLE_SIZE)
     return [render_sample(spec, i) for i in range(80)]
 
 
@@ -133,13 +137,13 @@ def test_object_sizes_spread_at_least_six_fold(samples: list) -> None:
 
 
 def test_labels_match_drawn_objects_and_parts(samples: list) -> None:
-    spec = BenchmarkSpec(size=64)
+    spec = BenchmarkSpec(size=SAMPLE_SIZE)
     for sample in samples:
         present = set(np.unique(sample.label).tolist()) - {0, IGNORE_INDEX}
         assert present == set(sample.info["classes"])
         for k in present:
             region = sample.label == k
-            assert region.sum() >= spec.min_visible * 64 * 64
+            assert region.sum() >= spec.min_visible * SAMPLE_SIZE**2
             # The class's part colour is drawn on the labelled object (its core or void rim).
             near = ndimage.binary_dilation(region, iterations=2)
             colour = np.array(PART_COLOURS[CLASS_PARTS[k - 1][0]]) * 255
@@ -150,6 +154,26 @@ def test_labels_match_drawn_objects_and_parts(samples: list) -> None:
 def test_context_prefers_one_scene_per_class(samples: list) -> None:
     preferred = np.mean([s.info["preferred_scene"] for s in samples])
     assert 0.45 <= preferred <= 0.75  # spec: 0.6
+
+
+def test_bodies_are_evidence_of_the_class_but_weaker_than_parts(samples: list) -> None:
+    objects = [o for s in samples for o in s.info["objects"]]
+    assert len(objects) > 100
+    looks = {"family": [], "texture": [], "hue": []}
+    for obj in objects:
+        family, texture, hue = CLASS_BODIES[obj["class"] - 1]
+        gap = abs((obj["body"]["hue"] - hue + 0.5) % 1.0 - 0.5)
+        looks["family"].append(obj["body"]["family"] == family)
+        looks["texture"].append(obj["body"]["texture"] == texture)
+        looks["hue"].append(gap <= HUE_SPREAD)
+    for attribute, hits in looks.items():
+        share = float(np.mean(hits))
+        # body_bias 0.7 plus chance (1/4 families, 1/6 textures, 0.2 of the hue circle): the
+        # preferred look is common but far from certain, unlike the part, which never varies.
+        assert 0.7 < share < 0.9, (attribute, share)
+    # Neighbouring classes' hue ranges overlap: the hue alone cannot name the class.
+    centres = sorted(hue for _, _, hue in CLASS_BODIES)
+    assert 2 * HUE_SPREAD > centres[1] - centres[0]
 
 
 def test_parts_need_colour_and_shape_together() -> None:

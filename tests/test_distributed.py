@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ssenet.cam import CamObjective, infer_cams, multiscale_cams
 from ssenet.checkpoint import load_checkpoint, save_checkpoint
-from ssenet.config import Config
+from ssenet.config import CamConfig, Config
 from ssenet.crf_stage import crf_stage
 from ssenet.data.benchmark import make_benchmark
 from ssenet.data.source import open_split
@@ -40,7 +40,7 @@ from ssenet.runtime import (
     sync_batchnorm,
 )
 from ssenet.rw_stage import random_walk_stage
-from ssenet.trainer import GROUP_LR_MULTIPLIERS, fit, make_loader
+from ssenet.trainer import fit, make_loader
 
 torch.set_num_threads(1)
 
@@ -151,7 +151,7 @@ def free_port() -> int:
 def multipliers(model: nn.Module) -> dict[str, float]:
     """State-dict key -> learning-rate multiplier of every trainable parameter."""
     group_of = {
-        id(p): GROUP_LR_MULTIPLIERS[i]
+        id(p): CamConfig().lr_multipliers[i]
         for i, params in enumerate(model.parameter_groups())
         for p in params
     }

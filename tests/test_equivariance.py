@@ -118,3 +118,12 @@ def test_reference_optimizer_quirk_and_poly_schedule():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**0.9)
     sgd, _ = build_optimizer([[weights], [], [], []], CamConfig(optimizer="sgd"), 10)
     assert sgd.param_groups[0]["momentum"] == 0.9
+
+
+def test_flat_lr_multipliers_give_every_group_the_base_rate():
+    groups = [[nn.Parameter(torch.ones(1))] for _ in range(4)]
+    cfg = CamConfig(lr=1e-3, optimizer="adamw", lr_multipliers=(1.0, 1.0, 1.0, 1.0))
+    optimizer, _ = build_optimizer(groups, cfg, max_steps=10)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3] * 4)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [cfg.weight_decay, 0.0] * 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,13 +71,14 @@ class CamObjective(nn.Module):
         self.method = cfg.method
         self.eta = cfg.eta
         self.transform = EquivarianceTransform(cfg.transform, cfg.branch_rate)
+        self.branch_bn_stats = cfg.branch_bn_stats
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         cam = upsampled_cam(self.model, images)
         cls = F.multilabel_soft_margin_loss(cam.mean(dim=(2, 3)), labels)
         if self.method == "baseline":
             return {"loss": cls, "cls": cls}
-        with frozen_running_stats(self.model):
+        with contextlib.nullcontext() if self.branch_bn_stats else frozen_running_stats(self.model):
             cam_t = upsampled_cam(self.model, self.transform(images))
         cls_t = F.multilabel_soft_margin_loss(cam_t.mean(dim=(2, 3)), labels)
         reg = consistency_loss(cam_t, self.transform(cam), labels)
@@ -84,17 +86,26 @@ class CamObjective(nn.Module):
         return {"loss": loss, "cls": cls, "cls_t": cls_t, "ser": reg}
 
 
+def configured_cam_model(cfg: Config, num_classes: int, pretrained: bool) -> nn.Module:
+    """The CAM network `cfg.model` describes, with the packaged ImageNet weights if `pretrained`."""
+    m = cfg.model
+    return build_cam_model(
+        backbone=m.backbone,
+        num_classes=num_classes,
+        width=m.width,
+        output_stride=m.output_stride,
+        pretrained=pretrained,
+        freeze_bn=m.freeze_bn,
+        head_channels=m.head_channels,
+        head_norm=m.head_norm,
+        dropout=m.dropout,
+        input_scale=m.input_scale,
+    )
+
+
 def build_cam_from_config(cfg: Config, num_classes: int) -> nn.Module:
     """The configured CAM network with its ImageNet (or given) backbone weights."""
-    model = build_cam_model(
-        backbone=cfg.model.backbone,
-        num_classes=num_classes,
-        width=cfg.model.width,
-        output_stride=cfg.model.output_stride,
-        pretrained=cfg.model.pretrained and cfg.model.weights is None,
-        freeze_bn=cfg.model.freeze_bn,
-        head_channels=cfg.model.head_channels,
-    )
+    model = configured_cam_model(cfg, num_classes, cfg.model.pretrained and not cfg.model.weights)
     if cfg.model.weights:
         load_weights(model.backbone, cfg.model.weights)
     return model
@@ -144,15 +155,7 @@ def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitRes
 
 def load_cam_model(cfg: Config, weights: str | Path, num_classes: int) -> nn.Module:
     """Build the configured CAM network and load trained weights (strict) for inference."""
-    model = build_cam_model(
-        backbone=cfg.model.backbone,
-        num_classes=num_classes,
-        width=cfg.model.width,
-        output_stride=cfg.model.output_stride,
-        pretrained=False,
-        freeze_bn=cfg.model.freeze_bn,
-        head_channels=cfg.model.head_channels,
-    )
+    model = configured_cam_model(cfg, num_classes, pretrained=False)
     load_weights(model, weights)
     return memory_format(model, cfg.run.channels_last).eval()
 

@@ -44,6 +44,14 @@ def cmd_make_benchmark(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"benchmark written to {args.out}: {summary.get('num_images', '')} images")
+    if args.preview:
+        from ssenet.data.benchmark import BenchmarkSpec, write_preview
+
+        spec = BenchmarkSpec(
+            seed=args.seed, size=args.size, num_train=args.num_train,
+            num_train_eval=args.num_train_eval, num_val=args.num_val,
+        )  # fmt: skip
+        print(f"preview: {write_preview(args.preview, spec)}")
     return 0
 
 
@@ -213,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--num-val", type=int, default=200, help="val images")
     bench.add_argument("--workers", type=int, default=2, help="processes")
+    bench.add_argument("--preview", help="also write a PNG grid of 8 images and their masks")
     bench.set_defaults(func=cmd_make_benchmark)
 
     train = sub.add_parser("train-cam", help="train the CAM network (baseline or SSENet)")

@@ -45,6 +45,11 @@ class ModelConfig:
     # 0: the reference CAM head (dropout + 1x1 conv). > 0: a 3x3 conv + ReLU of this width first,
     # a deviation that helps narrow pretrained backbones such as efficientnet_lite0.
     head_channels: int = 0
+    head_norm: bool = False  # head_channels > 0: BatchNorm between that conv and its ReLU
+    dropout: float = 0.5  # Dropout2d before the 1x1 class conv (the reference's 0.5)
+    # Upsample the input by this factor inside the CAM network: a stride-16 network then gives a
+    # CAM at 1/8 of the image without dilation (1 = the reference, which feeds the image as is).
+    input_scale: float = 1.0
 
 
 @dataclass
@@ -62,6 +67,11 @@ class CamConfig:
     optimizer: str = "psa_sgd"  # psa_sgd | sgd | adamw
     momentum: float = 0.9  # used by optimizer=sgd
     lr_power: float = 0.9  # poly schedule
+    # lr multipliers of backbone weights, backbone biases, head weights, head biases (reference)
+    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
+    # With trainable BatchNorm, whether the second branch's batches update the running statistics
+    # (false: only full-size images do, so inference statistics are those of full-size images).
+    branch_bn_stats: bool = False
     resize_long: tuple[int, int] = (448, 768)
     crop_size: int = 448
     hflip: bool = True
@@ -99,6 +109,7 @@ class AffinityConfig:
     optimizer: str = "psa_sgd"  # psa_sgd | sgd | adamw
     momentum: float = 0.9
     lr_power: float = 0.9
+    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
     resize_long: tuple[int, int] = (448, 768)
     crop_size: int = 448
     hflip: bool = True
@@ -131,6 +142,7 @@ class SegConfig:
     optimizer: str = "sgd"  # sgd (momentum 0.9, the usual DeepLab recipe) | psa_sgd | adamw
     momentum: float = 0.9
     lr_power: float = 0.9
+    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
     scale_range: tuple[float, float] = (0.5, 1.5)
     crop_size: int = 448
     hflip: bool = True
@@ -302,6 +314,16 @@ def validate(config: Config) -> None:
             raise SsenetError(f"config key {key}: {value!r} is not one of {list(allowed)}")
     if not 0 < cam.branch_rate < 1:
         raise SsenetError(f"config key cam.branch_rate: must lie in (0, 1), got {cam.branch_rate}")
+    model = config.model
+    if not 0 <= model.dropout < 1:
+        raise SsenetError(f"config key model.dropout: must lie in [0, 1), got {model.dropout}")
+    if not config.model.input_scale > 0:
+        raise SsenetError(
+            f"config key model.input_scale: must be positive, got {config.model.input_scale}"
+        )
+    for section in ("cam", "aff", "seg"):
+        if min(getattr(config, section).lr_multipliers) < 0:
+            raise SsenetError(f"config key {section}.lr_multipliers: must not be negative")
     if cam.resize_long[0] > cam.resize_long[1]:
         raise SsenetError(f"config key cam.resize_long: {list(cam.resize_long)} is not increasing")
     if not cam.infer_scales:

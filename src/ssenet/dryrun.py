@@ -201,12 +201,9 @@ def _meta(builder: Callable[[], nn.Module]) -> nn.Module:
 
 
 def _cam_model(cfg: Config, num_classes: int) -> nn.Module:
-    from ssenet.models import build_cam_model
+    from ssenet.cam import configured_cam_model
 
-    m = cfg.model
-    return _meta(lambda: build_cam_model(
-        m.backbone, num_classes, m.width, m.output_stride, False, m.freeze_bn, m.head_channels
-    ))
+    return _meta(lambda: configured_cam_model(cfg, num_classes, pretrained=False))
 
 
 def _affinity_model(cfg: Config) -> nn.Module:

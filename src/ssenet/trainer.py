@@ -31,9 +31,8 @@ from ssenet.runtime import (
 )
 from ssenet.tensorboard import open_writer
 
-# Learning-rate multipliers and weight-decay switches of the four reference parameter groups:
-# backbone weights, backbone biases, new-head weights, new-head biases.
-GROUP_LR_MULTIPLIERS = (1.0, 2.0, 10.0, 20.0)
+# Weight-decay switches of the four reference parameter groups: backbone weights, backbone biases,
+# new-head weights, new-head biases (their lr multipliers are the config's `lr_multipliers`).
 GROUP_DECAYS = (True, False, True, False)
 
 
@@ -55,11 +54,11 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The reference optimiser and poly schedule `lr * (1 - step / max_steps) ** power`.
 
-    `cfg` is any object with lr, weight_decay, optimizer, momentum and lr_power.
+    `cfg` is any object with lr, lr_multipliers, weight_decay, optimizer, momentum and lr_power.
     """
     param_groups = [
         {"params": list(params), "lr": cfg.lr * mult, "weight_decay": cfg.weight_decay * decay}
-        for params, mult, decay in zip(groups, GROUP_LR_MULTIPLIERS, GROUP_DECAYS, strict=True)
+        for params, mult, decay in zip(groups, cfg.lr_multipliers, GROUP_DECAYS, strict=True)
         if len(params)
     ]
     if cfg.optimizer == "psa_sgd":

@@ -1,10 +1,13 @@
 """The embedded benchmark: a synthetic weakly supervised segmentation problem in the VOC layout.
 
-Every object is a large *body* whose shape, texture and colours come from a pool shared by all
-classes, plus a small class-specific *part* (a saturated colour on a distinctive shape). A
-classifier can name the class from the part alone, so its CAM covers the part rather than the
-object; distractor bodies without a part appear in the background, so the body alone says
-nothing about the class. Object sizes are log-uniform over about 7x, so CAMs of small objects
+Every object is a large *body* plus a small class-specific *part* (a saturated colour on a
+distinctive shape). As in VOC, where a dog's body still looks like a dog but less distinctively
+than its head, the body is evidence and the part the strongest evidence: each class prefers one
+body shape family, one texture and a hue range that overlaps its neighbours', but every attribute
+also comes from the shared pool with probability `1 - body_bias`, and part-less distractor bodies
+in the background often take some class's preferred look. A classifier that only reads parts
+covers the part rather than the object; one that also learns bodies can activate them. Object
+sizes are log-uniform over about 7x, so CAMs of small objects
 spill into the background while CAMs of large objects shrink to the part: the scale
 inconsistency that SSENet's scale-equivariant regularisation targets. Each class prefers one
 background scene, so context is partly predictive, as boats are on water in VOC.
@@ -31,11 +34,11 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm import tqdm
 
-from ssenet.data.palette import IGNORE_INDEX, write_label_png
+from ssenet.data.palette import IGNORE_INDEX, colorize, write_label_png
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path, write_text_atomic
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 IMAGE_DIR = "JPEGImages"
 MASK_DIR = "SegmentationClass"
 LIST_DIR = Path("ImageSets", "Segmentation")
@@ -65,6 +68,17 @@ SCENES: tuple[str, ...] = (
 )  # fmt: skip
 BODY_FAMILIES: tuple[str, ...] = ("ellipse", "blob", "rounded", "polygon")
 BODY_TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "dots", "mottled", "gradient")
+# The body look class k prefers: a shape family and a texture (each shared with one or two other
+# classes, in other combinations) and a hue centre; hues are drawn within +-HUE_SPREAD of it, wider
+# than the 1/8 spacing of the centres, so neighbouring classes' body colours overlap. The centres
+# are turned half a circle from the part colours (classes 2j, 2j+1 share a part colour), so a
+# body never hides its own part.
+CLASS_BODIES: tuple[tuple[str, str, float], ...] = tuple(
+    (BODY_FAMILIES[k % len(BODY_FAMILIES)], BODY_TEXTURES[k % len(BODY_TEXTURES)],
+     ((k + 0.5) / len(CLASS_NAMES) + 0.5) % 1.0)
+    for k in range(len(CLASS_NAMES))
+)  # fmt: skip
+HUE_SPREAD = 0.1
 _MAX_REDRAWS = 50
 _DARK = np.array([0.06, 0.06, 0.07], dtype=np.float32)
 
@@ -83,6 +97,8 @@ class BenchmarkSpec:
     part_fraction: tuple[float, float] = (0.15, 0.30)  # part extent / body extent
     min_part: float = 0.07  # smallest part extent, so that the part stays recognisable
     edge_part_prob: float = 0.4  # part on the body's edge (else on the body)
+    body_bias: float = 0.7  # P(a body attribute is the class's preferred one), else the pool's
+    distractor_bias: float = 0.5  # the same for a distractor, towards a random class's look
     context_prob: float = 0.6  # P(scene = preferred scene of the first object's class)
     distractor_probs: tuple[float, ...] = (0.35, 0.4, 0.25)  # P(0), P(1), P(2) part-less bodies
     distractor_extent: tuple[float, float] = (0.12, 0.6)
@@ -103,7 +119,8 @@ class Sample:
     `info`: `classes` (visible class ids, 1-based), `scene`, `preferred_scene` (the scene is the
     one the first object's class prefers), `objects` (per placed object: `class`, drawn
     `extent` and bounding-box `visible_extent` as fractions of the side, `visible_pixels`,
-    `voided`), `distractors` and `pixels` (label counts: background, each class, void).
+    `voided`, `body`: its family, texture and hue), `distractors` and `pixels` (label counts:
+    background, each class, void).
     """
 
     image: np.ndarray  # (size, size, 3) uint8
@@ -174,6 +191,28 @@ def render_sample(spec: BenchmarkSpec, index: int) -> Sample:
     )
 
 
+def write_preview(
+    path: str | os.PathLike, spec: BenchmarkSpec, count: int = 8, columns: int = 4
+) -> Path:
+    """A PNG grid of the first `count` images of `spec`, each above its mask (VOC palette)."""
+    check_spec(spec)
+    if count < 1 or columns < 1:
+        raise SsenetError(f"preview: count and columns must be positive, got {count}, {columns}")
+    samples = [render_sample(spec, i) for i in range(count)]
+    gap, side = 4, spec.size
+    rows = -(-count // columns)
+    grid = np.full((rows * (2 * side + 3 * gap), columns * (side + gap) + gap, 3), 255, np.uint8)
+    for i, sample in enumerate(samples):
+        top = (i // columns) * (2 * side + 3 * gap) + gap
+        left = (i % columns) * (side + gap) + gap
+        grid[top : top + side, left : left + side] = sample.image
+        grid[top + side + gap : top + 2 * side + gap, left : left + side] = colorize(sample.label)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return path
+
+
 def class_names() -> list[str]:
     """The benchmark's class names, background first."""
     return ["background", *CLASS_NAMES]
@@ -192,7 +231,7 @@ _INT_RANGES = {
     "supersample": (1, None), "jpeg_quality": (1, 100), "void_radius": (0, None),
 }  # fmt: skip
 _FRACTIONS = ("min_part", "edge_part_prob", "context_prob", "min_visible", "noise_std",
-              "max_part_cover", "max_body_cover")  # fmt: skip
+              "max_part_cover", "max_body_cover", "body_bias", "distractor_bias")  # fmt: skip
 
 
 def check_spec(spec: BenchmarkSpec) -> None:
@@ -378,6 +417,10 @@ def _statistics(spec: BenchmarkSpec, ids: dict[str, list[str]], records: list[di
         "class_names": names,
         "class_parts": {n: f"{c} {s}" for n, (c, s) in zip(CLASS_NAMES, CLASS_PARTS, strict=True)},
         "preferred_scenes": dict(zip(CLASS_NAMES, SCENES, strict=True)),
+        "preferred_bodies": {
+            n: f"{family} {texture} hue {hue:.3f}+-{HUE_SPREAD}"
+            for n, (family, texture, hue) in zip(CLASS_NAMES, CLASS_BODIES, strict=True)
+        },
         "num_images": len(records),
         "splits": {split: len(v) for split, v in ids.items()},
         "class_image_counts": counts,
@@ -505,6 +548,7 @@ def _label_map(spec: BenchmarkSpec, placed: list[dict]) -> tuple[np.ndarray, lis
                 "visible_pixels": int(region.sum()),
                 "visible_extent": round(_bbox_extent(region) / size, 4),
                 "voided": voided,
+                "body": {key: obj["body"][key] for key in ("family", "texture", "hue")},
             }
         )
     return label, objects
@@ -530,7 +574,7 @@ def _place_object(
     frac = rng.uniform(*spec.part_fraction)
     part_extent = min(max(frac * extent, spec.min_part * spec.size), 0.5 * extent) * f
     for _ in range(12):
-        body = _body_polygon(rng, extent * f, side)
+        body = _body_polygon(rng, extent * f, side, _body_style(rng, k, spec.body_bias))
         part = _part_geometry(rng, spec, body, part_extent, side, k)
         if part is None:
             continue
@@ -568,9 +612,23 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _body_polygon(rng: np.random.Generator, extent: float, side: int) -> dict:
+def _body_style(rng: np.random.Generator, k: int, bias: float) -> dict:
+    """Shape family, texture and hue of a body: each class k's preference with P(`bias`)."""
+    family, texture, hue = CLASS_BODIES[k]
+    if rng.random() >= bias:
+        family = BODY_FAMILIES[int(rng.integers(len(BODY_FAMILIES)))]
+    if rng.random() >= bias:
+        texture = BODY_TEXTURES[int(rng.integers(len(BODY_TEXTURES)))]
+    if rng.random() < bias:
+        hue = (hue + rng.uniform(-HUE_SPREAD, HUE_SPREAD)) % 1.0
+    else:
+        hue = rng.random()
+    return {"family": family, "texture": texture, "hue": hue}
+
+
+def _body_polygon(rng: np.random.Generator, extent: float, side: int, style: dict) -> dict:
     """A star-shaped outline (so any point between its origin and the rim lies inside)."""
-    family = BODY_FAMILIES[int(rng.integers(len(BODY_FAMILIES)))]
+    family = style["family"]
     theta = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
     radius = _body_radius(rng, family, theta)
     turn = rng.uniform(0.0, 2.0 * np.pi)
@@ -584,7 +642,7 @@ def _body_polygon(rng: np.random.Generator, extent: float, side: int) -> dict:
     points = points + origin
     window = _window(points.min(axis=0), points.max(axis=0), side)
     return {"points": points, "origin": origin, "centre": centre, "extent": extent,
-            "window": window}  # fmt: skip
+            "window": window, **style}  # fmt: skip
 
 
 def _body_radius(rng: np.random.Generator, family: str, theta: np.ndarray) -> np.ndarray:
@@ -688,13 +746,13 @@ def _paint_body(
 def _body_texture(
     rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, body: dict
 ) -> np.ndarray:
-    """A texture from the pool every class shares, scaled to the body and lit from one side."""
+    """The body's texture in two shades of its hue, scaled to the body and lit from one side."""
     (cx, cy), extent = body["centre"], body["extent"]
     a = rng.uniform(0, 2 * np.pi)
     u = ((xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)) / extent
     v = ((yy - cy) * math.cos(a) - (xx - cx) * math.sin(a)) / extent
     period = rng.uniform(0.12, 0.3)
-    kind = BODY_TEXTURES[int(rng.integers(len(BODY_TEXTURES)))]
+    kind = body["texture"]
     if kind == "stripes":
         t = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
     elif kind == "checker":
@@ -708,23 +766,26 @@ def _body_texture(
         t = np.clip(u + 0.5, 0, 1)
     else:
         t = np.zeros_like(u)
-    texture = _lerp(_body_colour(rng), _body_colour(rng), t)
+    second_hue = (body["hue"] + rng.normal(0, 0.03)) % 1.0
+    texture = _lerp(_body_colour(rng, body["hue"]), _body_colour(rng, second_hue), t)
     light = rng.uniform(0, 2 * np.pi)
     across = ((xx - cx) * math.cos(light) + (yy - cy) * math.sin(light)) / extent
     shade = np.clip(1.0 - rng.uniform(0.2, 0.5) * across, 0.6, 1.3)
     return texture * shade[..., None]
 
 
-def _body_colour(rng: np.random.Generator) -> np.ndarray:
+def _body_colour(rng: np.random.Generator, hue: float | None = None) -> np.ndarray:
     # Muted colours: the saturated ones belong to the parts.
-    rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
+    hue = rng.random() if hue is None else hue
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.2, 0.6), rng.uniform(0.3, 0.9))
     return np.asarray(rgb, dtype=np.float32)
 
 
 def _draw_distractor(rng: np.random.Generator, canvas: np.ndarray, spec: BenchmarkSpec) -> None:
-    """A body from the shared pool without a part: background that looks like an object."""
+    """A body without a part, often in some class's look: background that looks like an object."""
     side = canvas.shape[0]
-    body = _body_polygon(rng, _log_uniform(rng, *spec.distractor_extent) * side, side)
+    style = _body_style(rng, int(rng.integers(len(CLASS_NAMES))), spec.distractor_bias)
+    body = _body_polygon(rng, _log_uniform(rng, *spec.distractor_extent) * side, side, style)
     _paint_body(rng, canvas, body, _polygon_mask(body["points"], body["window"]))
 
 

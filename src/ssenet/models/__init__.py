@@ -49,10 +49,13 @@ def build_cam_model(
     pretrained: bool = True,
     freeze_bn: bool = True,
     head_channels: int = 0,
+    head_norm: bool = False,
+    dropout: float = 0.5,
+    input_scale: float = 1.0,
 ) -> CamNet:
     """The CAM network; for ResNet-38 its state dict uses the psa names (`fc8` head)."""
     net = build_backbone(backbone, width, output_stride, pretrained, freeze_bn)
-    return CamNet(net, num_classes, head_channels)
+    return CamNet(net, num_classes, head_channels, head_norm, dropout, input_scale)
 
 
 def build_affinity_model(

@@ -58,34 +58,52 @@ def _groups(backbone: Backbone, head: list[nn.Module]) -> Groups:
 class CamNet(FlatStateDict):
     """Backbone -> Dropout2d(0.5) -> 1x1 conv without bias (`fc8`): one map per class.
 
-    `head_channels > 0` inserts a 3x3 conv + ReLU of that width before `fc8` (`fc7`), a
-    documented deviation that helps narrow pretrained backbones; 0 is the reference head.
+    Documented deviations that help narrow pretrained backbones: `head_channels > 0` inserts a
+    3x3 conv (+ BatchNorm with `head_norm`) + ReLU of that width before `fc8` (`fc7`, `bn_fc7`);
+    `dropout` changes the rate; `input_scale` upsamples the input first, so the CAM grid is finer
+    without dilating the backbone. The defaults are the reference head.
     """
 
-    head_names = ("fc7", "fc8")
+    head_names = ("fc7", "bn_fc7", "fc8")
 
-    def __init__(self, backbone: Backbone, num_classes: int, head_channels: int = 0):
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        head_channels: int = 0,
+        head_norm: bool = False,
+        dropout: float = 0.5,
+        input_scale: float = 1.0,
+    ):
         super().__init__()
         self.backbone = backbone
+        self.input_scale = input_scale
         channels = backbone.out_channels
-        self.fc7 = None
+        self.fc7 = self.bn_fc7 = None
         if head_channels > 0:
-            self.fc7 = nn.Conv2d(channels, head_channels, 3, padding=1)
+            self.fc7 = nn.Conv2d(channels, head_channels, 3, padding=1, bias=not head_norm)
             nn.init.kaiming_normal_(self.fc7.weight, nonlinearity="relu")
-            nn.init.zeros_(self.fc7.bias)
+            if self.fc7.bias is not None:
+                nn.init.zeros_(self.fc7.bias)
+            self.bn_fc7 = nn.BatchNorm2d(head_channels) if head_norm else None
             channels = head_channels
-        self.dropout7 = nn.Dropout2d(0.5)
+        self.dropout7 = nn.Dropout2d(dropout)
         self.fc8 = nn.Conv2d(channels, num_classes, 1, bias=False)
         nn.init.xavier_uniform_(self.fc8.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale != 1:
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear",
+                              align_corners=False)  # fmt: skip
         x = self.backbone(x)
         if self.fc7 is not None:
-            x = F.relu(self.fc7(x))
+            x = self.fc7(x)
+            x = F.relu(self.bn_fc7(x) if self.bn_fc7 is not None else x)
         return self.fc8(self.dropout7(x))
 
     def parameter_groups(self) -> Groups:
-        return _groups(self.backbone, [m for m in (self.fc7, self.fc8) if m is not None])
+        head = [m for m in (self.fc7, self.bn_fc7, self.fc8) if m is not None]
+        return _groups(self.backbone, head)
 
 
 class AffinityNet(FlatStateDict):
