@@ -13,6 +13,11 @@ def test_defaults_are_the_papers():
     assert cfg.cam.resize_long == (448, 768) and cfg.cam.crop_size == 448
     assert cfg.cam.optimizer == "psa_sgd" and cfg.cam.lr == 0.01 and cfg.cam.epochs == 15
     assert cfg.model.backbone == "resnet38" and cfg.data.infer_list == "train"
+    # AffinityNet: random crop 448 and flip, no rescale (psa and SSENet train_aff.py).
+    assert cfg.aff.resize_long is None and cfg.aff.crop_size == 448 and cfg.aff.hflip
+    assert cfg.aff.lr == 0.01 and cfg.cam.batch_size == 8  # SSENet's train_aff.py; the paper
+    assert cfg.cam.lr_multipliers == cfg.aff.lr_multipliers == (1.0, 2.0, 10.0, 20.0)
+    assert not cfg.cam.branch_bn_stats and cfg.model.dropout == 0.5 and cfg.model.input_scale == 1
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -17,7 +17,15 @@ from ssenet.data.benchmark import class_names, make_benchmark
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
-from ssenet.report import cam_max, common_ids, fmt, heat_overlay, inference_model, write_report
+from ssenet.report import (
+    cam_max,
+    common_ids,
+    fmt,
+    heat_overlay,
+    inference_model,
+    regime_rows,
+    write_report,
+)
 from ssenet.segmentation import build_seg_model
 
 NUM_CLASSES = 9  # the benchmark: background + 8 classes
@@ -98,6 +106,11 @@ def full_run(run_dir: Path, cfg: Config, gt_root: Path) -> None:
         },
     )
     write_eval(run_dir, "classifier", {"map": 0.8765, "mean_f1": 0.6789, "prior_map": 0.2})
+    write_eval(run_dir, "scale_consistency", {"0.5-2.0": 0.6123, "1.0-0.5": 0.7123})
+    for stage, losses in (("cam", [0.9, 0.5]), ("aff", [2.0, 1.0])):
+        history = [{"epoch": i + 1, "loss": v} for i, v in enumerate(losses)]
+        (run_dir / stage).mkdir(parents=True, exist_ok=True)
+        (run_dir / stage / "train.json").write_text(json.dumps({"history": history}))
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +166,8 @@ def test_report_numbers_from_the_jsons(report):
     assert "0.4777" in text  # best alpha's mIoU
     assert "0.3111" in text  # an alpha sweep row
     assert "2.202" in text and "0.505" in text  # scale sweep mFP at 0.5, mFN at 2.0
+    assert "0.6123" in text and "0.7123" in text and "scales 0.5-2.0" in text  # consistency
+    assert "report_files/losses.png" in image_sources(text)
     # Per-class IoU: class 2 of the rw stage is 0.31 + 0.02, class 3 is null.
     assert "0.330" in text and "&ndash;" in text
     assert "baseline<br>segmentation<br>val" in text and "baseline<br>CAM<br>train" in text
@@ -291,3 +306,22 @@ def test_inference_model_follows_channels_last():
     cfg.run.channels_last = True
     weight = inference_model(conv, cfg).weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_regime_rows_count_cells_by_hand():
+    cfg = load_config(None, [
+        "cam.crop_size=128", "cam.branch_rate=0.5", "cam.infer_scales=[1.0, 0.5, 1.5, 2.0]",
+        "aff.crop_size=160", "rw.radius=2", "seg.crop_size=100",
+    ])  # fmt: skip
+    rows = {row[0]: row[1:] for row in regime_rows(cfg, (160, 200))}
+    assert rows["CAM training, full branch"] == ["crop 128", "16"]  # 128 / 8
+    assert rows["CAM training, second branch (r = 0.5)"] == ["64 px", "8"]
+    assert rows["CAM inference"][1] == "20, 10, 30, 40"  # the shorter side, 160, at each scale
+    assert rows["AffinityNet training"] == ["crop 160, radius 5", "20"]
+    assert rows["random walk"] == ["whole image, radius 2 (10% of the grid side)", "20"]
+    assert rows["segmentation training"][1] == "13"  # 100 / 8 rounded up
+    # A stride-16 network fed images upsampled x2 has the CAM grid of stride 8.
+    cfg.model.output_stride, cfg.model.input_scale = 16, 2.0
+    assert regime_rows(cfg, (160, 200))[0][2] == "16"
+    cfg.cam.method = "baseline"
+    assert not any("second branch" in row[0] for row in regime_rows(cfg, (160, 200)))

@@ -252,6 +252,27 @@ def iter_cams(
             yield image_id, cams, keys
 
 
+def iter_single_scale_cams(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    scales: Sequence[float],
+    flip: bool,
+    batch_size: int = 4,
+    amp: str = "off",
+    progress: bool = False,
+) -> Iterator[tuple[str, dict[float, tuple[np.ndarray, np.ndarray]]]]:
+    """Yield (id, {scale: (cams, keys)}): each scale tested on its own (with flip), one image at
+    a time in memory, so single-scale figures and their agreement need one pass over the list."""
+    for batch in same_size_batches(dataset, ids, batch_size, progress=progress, desc="scales"):
+        images = torch.stack([image for _, image, _ in batch])
+        per_scale = {s: multiscale_cams(model, images, (s,), flip, amp) for s in scales}
+        for index, (image_id, _, labels) in enumerate(batch):
+            yield image_id, {
+                s: normalized_present_cams(summed[index], labels) for s, summed in per_scale.items()
+            }
+
+
 @torch.no_grad()
 def classifier_scores(
     model: nn.Module, dataset: SegmentationDataset, ids: Sequence[str], batch_size: int = 8

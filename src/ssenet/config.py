@@ -59,7 +59,7 @@ class CamConfig:
     branch_rate: float = 0.3  # r: the downsampling rate of the second branch
     eta: float = 1.0  # weight of the scale-equivariant regularisation
     epochs: int = 15
-    batch_size: int = 8
+    batch_size: int = 8  # the paper's; SSENet's train_cls_ser.py defaults to 16
     lr: float = 0.01
     weight_decay: float = 5e-4
     # psa_sgd reproduces the reference exactly: SGD(params, lr, weight_decay) puts the weight decay
@@ -104,13 +104,15 @@ class AffinityConfig:
     train_list: str | None = None  # images with CRF labels to learn from; None: data.train_list
     epochs: int = 8
     batch_size: int = 8
-    lr: float = 0.1
+    lr: float = 0.01  # SSENet's train_aff.py default (its README passes none); psa's README: 0.1
     weight_decay: float = 5e-4
     optimizer: str = "psa_sgd"  # psa_sgd | sgd | adamw
     momentum: float = 0.9
     lr_power: float = 0.9
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    resize_long: tuple[int, int] = (448, 768)
+    # The psa and SSENet affinity scripts crop 448 and flip, with no rescale: None (the default)
+    # does the same; a (low, high) pair rescales the long side first, like the CAM recipe.
+    resize_long: tuple[int, int] | None = None
     crop_size: int = 448
     hflip: bool = True
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)

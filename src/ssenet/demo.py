@@ -15,7 +15,7 @@ from pathlib import Path
 from ssenet.config import Config, load_config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.fileio import write_text_atomic
-from ssenet.pipeline import classifier_stage, run_pipeline, scale_sweep
+from ssenet.pipeline import classifier_stage, run_pipeline, scale_consistency, scale_sweep
 from ssenet.report import write_report
 
 METHODS = ("baseline", "ssenet")
@@ -77,6 +77,7 @@ def run_demo(
         results[method]["cam_alpha_sweep"] = cam_eval["alpha_sweep"]
         results[method]["classifier"] = classifier_stage(cfg, run_dir)
         results[method]["scale_sweep"] = scale_sweep(cfg, run_dir, progress=progress)
+        results[method]["scale_consistency"] = scale_consistency(cfg, run_dir, progress=progress)
     results["meta"] = {
         "quick": quick,
         "seed": seed,
@@ -117,5 +118,12 @@ def format_results(results: dict) -> str:
         sweep = results[method]["scale_sweep"]
         cells = [f"{sweep[s]['mfn']:>6.2f}/{sweep[s]['mfp']:<6.2f}" for s in scales]
         lines.append(f"{method:<10} " + " ".join(cells))
+    lines.append("")
+    lines.append("scale consistency (paper Fig. 2): mIoU between CAM labels at two test scales")
+    pairs = list(results[METHODS[0]]["scale_consistency"])
+    lines.append(f"{'model':<10} " + " ".join(f"{p:>9}" for p in pairs))
+    for method in METHODS:
+        agreement = results[method]["scale_consistency"]
+        lines.append(f"{method:<10} " + " ".join(f"{agreement[p]:>9.4f}" for p in pairs))
     lines.append(f"\n{results['meta']['seconds']:.0f} s")
     return "\n".join(lines)

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from ssenet.affinity import train_affinity
-from ssenet.cam import classifier_scores, infer_cams, iter_cams, load_cam_model, train_cam
+from ssenet.cam import (
+    classifier_scores,
+    infer_cams,
+    iter_single_scale_cams,
+    load_cam_model,
+    train_cam,
+)
 from ssenet.camfile import cams_to_label
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png
@@ -173,34 +179,49 @@ def run_pipeline(
     return results
 
 
+# Pairs of test scales whose CAM labels are compared for the scale-consistency figure.
+CONSISTENCY_PAIRS = ((0.5, 2.0), (1.0, 0.5), (1.0, 2.0))
+
+
 def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
-    """Single-scale CAM tests (the paper's Fig. 5): mIoU, mFN and mFP per test scale at alpha."""
+    """Single-scale CAM tests (the paper's Fig. 5): mIoU, mFN and mFP per test scale at alpha.
+
+    The same pass writes `scale_consistency.json` (see `scale_consistency`).
+    """
     run_dir = Path(run_dir)
     out = run_dir / "eval" / "scale_sweep.json"
-    if out.is_file():
+    consistency_out = run_dir / "eval" / "scale_consistency.json"
+    if out.is_file() and consistency_out.is_file():
         return json.loads(out.read_text())
     dataset = open_split(cfg.data, cfg.data.infer_list)
     model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
-    result = {}
-    for scale in cfg.cam.scale_sweep:
-        meter = ConfusionMeter(dataset.num_classes)
-        for image_id, cams, keys in iter_cams(
-            model,
-            dataset,
-            dataset.ids,
-            (scale,),
-            cfg.cam.infer_flip,
-            cfg.cam.infer_batch,
-            cfg.run.amp,
-            progress=progress,
-            desc=f"scale {scale}",
-        ):
-            gt = read_label_png(gt_dir(cfg) / f"{image_id}.png")
-            meter.update(cams_to_label(cams, keys, cfg.cam.alpha), gt)
-        result[str(scale)] = summary(meter.metrics())
+    scales = tuple(cfg.cam.scale_sweep)
+    pairs = [(a, b) for a, b in CONSISTENCY_PAIRS if a in scales and b in scales]
+    meters = {s: ConfusionMeter(dataset.num_classes) for s in scales}
+    agreement = {pair: ConfusionMeter(dataset.num_classes) for pair in pairs}
+    for image_id, per_scale in iter_single_scale_cams(
+        model, dataset, dataset.ids, scales, cfg.cam.infer_flip, cfg.cam.infer_batch,
+        cfg.run.amp, progress,
+    ):  # fmt: skip
+        gt = read_label_png(gt_dir(cfg) / f"{image_id}.png")
+        labels = {s: cams_to_label(*per_scale[s], cfg.cam.alpha) for s in scales}
+        for s in scales:
+            meters[s].update(labels[s], gt)
+        for a, b in pairs:  # the second scale's labels stand in for the ground truth
+            agreement[a, b].update(labels[a], labels[b])
+    consistency = {f"{a}-{b}": agreement[a, b].metrics()["miou"] for a, b in pairs}
+    write_json(consistency_out, consistency)
+    result = {str(s): summary(meters[s].metrics()) for s in scales}
     write_json(out, result)
     return result
+
+
+def scale_consistency(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
+    """What SER optimises: the mIoU between the CAM labels of the same images tested at two
+    scales (keys "0.5-2.0", "1.0-0.5", "1.0-2.0"; 1 = the labels agree at both scales)."""
+    scale_sweep(cfg, run_dir, progress)
+    return json.loads((Path(run_dir) / "eval" / "scale_consistency.json").read_text())
 
 
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ssenet.cam import iter_cams, load_cam_model
 from ssenet.config import Config
-from ssenet.data.datasets import SegmentationDataset
+from ssenet.data.datasets import SegmentationDataset, image_size
 from ssenet.data.palette import colorize, read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
@@ -35,7 +35,10 @@ from ssenet.segmentation import load_seg_model, multiscale_probs
 
 STAGES = ("cam", "crf", "rw", "seg")
 STAGE_TITLES = {"cam": "CAM", "crf": "CAM + CRF", "rw": "CAM + rw", "seg": "segmentation"}
-EVAL_FILES = ("results", "cam", "crf", "rw", "seg", "scale_sweep", "classifier")
+EVAL_FILES = (
+    "results", "cam", "crf", "rw", "seg", "scale_sweep", "scale_consistency", "classifier",
+)  # fmt: skip
+TRAINED = (("cam", "CAM network"), ("aff", "AffinityNet"), ("seg", "segmentation network"))
 CAM_SCALES = (0.5, 1.0, 1.5, 2.0)
 FILES_DIR = "report_files"
 NOT_RUN = "not run"
@@ -318,6 +321,98 @@ def scale_section(runs: list[RunData], files: ReportFiles) -> str:
     return title + body
 
 
+def consistency_section(runs: list[RunData]) -> str:
+    """The quantity SER optimises: agreement of CAM labels of one image at two test scales."""
+    title = "<h2>5. Scale consistency (Fig. 2)</h2>"
+    found = {r.name: r.evals["scale_consistency"] for r in runs if r.evals["scale_consistency"]}
+    if not found:
+        return title + note(f"{NOT_RUN}: no scale_consistency.json")
+    pairs = list(next(iter(found.values())))
+    rows = [[esc(name), *(fmt(values.get(p)) for p in pairs)] for name, values in found.items()]
+    text = (
+        "<p>mIoU between the alpha labels of the same images tested at two single scales (with "
+        "flip), the second scale's labels taken as ground truth: 1 means the CAM names the same "
+        "pixels whatever the input scale.</p>"
+    )
+    return title + text + html_table(["method", *(f"scales {p}" for p in pairs)], rows)
+
+
+def cells(pixels: float, stride: float) -> int:
+    """Feature-grid cells along a side of `pixels` at `stride` (padded convolutions round up)."""
+    return max(1, math.ceil(pixels / stride))
+
+
+def regime_rows(cfg: Config, image_hw: tuple[int, int]) -> list[list[str]]:
+    """Grid sizes each stage works on, from the config and one scored image's size."""
+    m, cam = cfg.model, cfg.cam
+    cam_stride = m.output_stride / m.input_scale  # image pixels per CAM cell
+    small = math.floor(cam.crop_size * cam.branch_rate)
+    side = min(image_hw)
+    rows = [
+        ["CAM training, full branch", f"crop {cam.crop_size}",
+         f"{cells(cam.crop_size, cam_stride)}"],
+    ]  # fmt: skip
+    if cam.method == "ssenet" and "scale" in cam.transform:
+        rows.append([f"CAM training, second branch (r = {cam.branch_rate:g})", f"{small} px",
+                     f"{cells(small, cam_stride)}"])  # fmt: skip
+    scales = cam.infer_scales
+    rows.append(["CAM inference", f"{image_hw[0]}x{image_hw[1]} at scales "
+                 + ", ".join(f"{s:g}" for s in scales),
+                 ", ".join(f"{cells(side * s, cam_stride)}" for s in scales)])  # fmt: skip
+    rows.append(["AffinityNet training", f"crop {cfg.aff.crop_size}, radius {cfg.aff.radius}",
+                 f"{cells(cfg.aff.crop_size, m.output_stride)}"])  # fmt: skip
+    walk = cells(side, m.output_stride)
+    rows.append(["random walk", f"whole image, radius {cfg.rw.radius} "
+                 f"({cfg.rw.radius / walk:.0%} of the grid side)", f"{walk}"])  # fmt: skip
+    rows.append(["segmentation training", f"crop {cfg.seg.crop_size}",
+                 f"{cells(cfg.seg.crop_size, m.output_stride)}"])  # fmt: skip
+    return rows
+
+
+def regime_section(runs: list[RunData], datasets: dict[str, SegmentationDataset]) -> str:
+    """Per stage, the cells a side of the grid it learns or walks on (the paper: 56 and 17)."""
+    title = "<h2>6. Grid sizes per stage</h2>"
+    text = (
+        "<p>Cells a side (the shorter side for whole images). The paper's VOC setting: a 56-cell "
+        "CAM (crop 448, stride 8), 17 cells in the r = 0.3 branch, and random walks of radius 5 "
+        "on about 47 x 63 cells.</p>"
+    )
+    body = ""
+    for run in runs:
+        dataset = datasets[run.name]
+        if not dataset.ids:
+            continue
+        size = image_size(dataset.image_path(dataset.ids[0]))
+        rows = [[esc(c) for c in row] for row in regime_rows(run.cfg, size)]
+        body += f"<h3>{esc(run.name)}</h3>" + html_table(["stage", "input", "cells"], rows)
+    return title + text + body
+
+
+def loss_section(runs: list[RunData], files: ReportFiles) -> str:
+    """Per-epoch training losses of every trained network, from each stage's train.json."""
+    title = "<h2>7. Training losses</h2>"
+    fig = new_figure(4.0 * len(TRAINED), 3.0)
+    drawn = False
+    for i, (stage, name) in enumerate(TRAINED):
+        ax = fig.add_subplot(1, len(TRAINED), i + 1)
+        for run in runs:
+            meta = read_eval_json(run.run_dir / stage / "train.json") or {}
+            history = meta.get("history") or []
+            if history:
+                epochs = [h["epoch"] for h in history]
+                ax.plot(epochs, [h["loss"] for h in history], "o-", label=run.name)
+                drawn = True
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean loss")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    if not drawn:
+        return title + note(f"{NOT_RUN}: no train.json")
+    return title + f'<img src="{files.figure("losses", fig)}" alt="training losses">'
+
+
 def _num(value: object) -> float:
     return math.nan if value is None else float(value)
 
@@ -492,6 +587,9 @@ def write_report(
         per_class_section(loaded, class_names),
         alpha_section(loaded, files),
         scale_section(loaded, files),
+        consistency_section(loaded),
+        regime_section(loaded, datasets),
+        loss_section(loaded, files),
         render_examples(loaded, datasets, examples, files, progress),
     ]
     path = out_dir / "report.html"
@@ -506,7 +604,7 @@ def render_examples(
     files: ReportFiles,
     progress: bool,
 ) -> str:
-    title = "<h2>5. Examples: CAMs at several input scales (Fig. 2) and pseudo labels</h2>"
+    title = "<h2>8. Examples: CAMs at several input scales (Fig. 2) and pseudo labels</h2>"
     ids, computed = compute_examples(runs, datasets, count, progress)
     if not ids:
         return title + note("no example images (examples=0 or no id common to every run)")

@@ -1,0 +1,99 @@
+"""CAM-stage ablation: baseline against SSENet for named settings over several seeds.
+
+Each (setting, seed, method) trains the CAM network on the benchmark's `train_aug`, infers
+multi-scale CAMs for `train` and scores them (alpha 0.2 and the alpha sweep), and measures the
+classifier on `val`, all through `ssenet.pipeline`; runs are resumable and kept under `--out`.
+Settings are the demo config plus the overrides listed in SETTINGS. Prints, per setting, the
+3-seed mean and standard deviation of each figure and of the SSENet - baseline difference.
+
+    python benchmarks/ablation_cam.py --bench BENCH --out OUT --settings demo flat_lr --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from importlib import resources
+from pathlib import Path
+
+from ssenet.config import load_config
+from ssenet.pipeline import classifier_stage, run_pipeline, scale_consistency
+
+# The regime every setting shares (image 160 px, crop 128 at stride 8, r = 0.5), then each
+# setting's own overrides; every entry is one row of the README's ablation table.
+REGIME = [
+    "model.output_stride=8", "cam.branch_rate=0.5", "cam.crop_size=128",
+    "cam.resize_long=[128, 208]", "cam.epochs=6",
+]  # fmt: skip
+FLAT_LR = ["cam.lr=0.001", "cam.lr_multipliers=[1, 1, 1, 1]"]
+HEAD = ["model.head_channels=256", "model.head_norm=true", "model.dropout=0.3"]
+SETTINGS: dict[str, list[str]] = {
+    "package": [],
+    "flat_lr": FLAT_LR,
+    "flat_lr_head": FLAT_LR + HEAD,
+    "flat_lr_head_bn2": FLAT_LR + HEAD + ["cam.branch_bn_stats=true"],
+    "independent": FLAT_LR + HEAD + ["cam.branch_bn_stats=true", "cam.color_jitter=[0, 0, 0, 0]"],
+    "independent_x2": FLAT_LR + HEAD + [
+        "cam.branch_bn_stats=true", "cam.color_jitter=[0, 0, 0, 0]",
+        "model.output_stride=16", "model.input_scale=2",
+    ],
+}  # fmt: skip
+METHODS = ("baseline", "ssenet")
+FIGURES = ("miou", "mfn", "mfp", "best_miou", "best_alpha", "map", "consistency")
+
+
+def run_one(bench: Path, run_dir: Path, setting: str, method: str, seed: int, sweep: bool) -> dict:
+    demo = resources.files("ssenet") / "configs" / "demo.yaml"
+    overrides = [f"data.root={bench}", f"cam.method={method}", f"run.seed={seed}", *REGIME]
+    with resources.as_file(demo) as path:
+        cfg = load_config(path, overrides + SETTINGS[setting])
+    cam = run_pipeline(cfg, run_dir, stages=["cam"], progress=False)["cam"]
+    best = json.loads((run_dir / "eval" / "cam.json").read_text())["alpha_sweep"]
+    figures = {**cam, "best_miou": best["best_miou"], "best_alpha": best["best_alpha"]}
+    figures["map"] = classifier_stage(cfg, run_dir)["map"]
+    if sweep:
+        figures["consistency"] = scale_consistency(cfg, run_dir, progress=False)["0.5-2.0"]
+    return figures
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", required=True, type=Path, help="a benchmark directory")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--sweep", action="store_true", help="also the scale-consistency figure")
+    args = parser.parse_args()
+    for setting in args.settings:
+        rows = {m: {f: [] for f in FIGURES} for m in METHODS}
+        for seed in args.seeds:
+            for method in METHODS:
+                start = time.perf_counter()
+                run_dir = args.out / setting / f"seed{seed}" / method
+                figures = run_one(args.bench, run_dir, setting, method, seed, args.sweep)
+                for key in FIGURES:
+                    if key in figures:
+                        rows[method][key].append(figures[key])
+                shown = " ".join(f"{k}={figures[k]:.3f}" for k in FIGURES if k in figures)
+                took = time.perf_counter() - start
+                print(f"{setting} seed {seed} {method}: {shown} ({took:.0f} s)", flush=True)
+        print(f"\n{setting} ({len(args.seeds)} seeds: {args.seeds})")
+        for method in METHODS:
+            cells = [f"{k} {mean_std(v)}" for k, v in rows[method].items() if v]
+            print(f"  {method:<9}" + " | ".join(cells))
+        for key in ("miou", "mfp", "best_miou"):
+            diff = [s - b for s, b in zip(rows["ssenet"][key], rows["baseline"][key], strict=True)]
+            print(f"  ssenet - baseline {key}: {mean_std(diff)}")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
