@@ -1,4 +1,4 @@
-"""The command line: help on every verb, clean errors, config show."""
+"""The command line: help on every verb, clean errors, overrides, config show."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ssenet.cli import build_parser, main
+from ssenet.cli import build_parser, main, parse_args
 
 VERBS = [
     "demo", "make-benchmark", "train-cam", "infer-cam", "crf", "train-aff", "random-walk",
@@ -42,10 +42,32 @@ def test_bad_config_is_a_clean_error(tmp_path):
     assert "cam.etaa" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_out_of_range_value_is_one_clean_line(capsys):
+    assert main(["config", "show", "aff.radius=0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ssenet: error: config key aff.radius: must be at least 2, got 0\n"
+
+
 def test_config_show_resolves_overrides(tmp_path):
     result = run_cli("config", "show", "cam.eta=0.25")
     assert result.returncode == 0, result.stderr
     assert "eta: 0.25" in result.stdout and "branch_rate: 0.3" in result.stdout
+
+
+def test_overrides_may_sit_between_options(capsys):
+    args = parse_args(["run", "--config", "F", "cam.alpha=0.3", "--dry-run", "run.threads=1"])
+    assert args.dry_run and args.config == "F"
+    assert args.overrides == ["cam.alpha=0.3", "run.threads=1"]
+    args = parse_args(["train-cam", "a.b=1", "--config", "F", "--out", "o", "a.b=2", "c.d=3"])
+    assert args.overrides == ["a.b=1", "a.b=2", "c.d=3"] and args.out == "o"  # order kept
+    assert main(["config", "show", "cam.eta=0.25", "--no-progress", "cam.alpha=0.3"]) == 0
+    shown = capsys.readouterr().out
+    assert "eta: 0.25" in shown and "alpha: 0.3" in shown
+    for argv in (["run", "--config", "F", "--bogus"], ["eval", "--gt", "g", "cam.eta=1"]):
+        with pytest.raises(SystemExit) as exit_info:  # still refused: not overrides, or no config
+            parse_args(argv)
+        assert exit_info.value.code == 2
+    assert "unrecognized arguments: cam.eta=1" in capsys.readouterr().err
 
 
 def test_run_rejects_unknown_stages(tmp_path):

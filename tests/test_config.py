@@ -1,5 +1,7 @@
 """Config files, overrides and their errors."""
 
+import re
+
 import pytest
 
 from ssenet.config import dump_config, load_config, parse_overrides
@@ -41,6 +43,9 @@ def test_yaml_then_overrides(tmp_path):
         ("", ["eta=1"], "section.key=value"),
         ("", ["cam.resize_long=[1, 2, 3]"], "cam.resize_long"),
         ("cam:\n  eta: [1\n", [], "invalid YAML"),
+        ("", ["cam.transform=bogus"], r"cam\.transform: 'bogus' .*\['scale', 'flip', 'rot90'\]"),
+        ("", ["cam.transform=scale+bogus"], r"cam\.transform: 'scale\+bogus' is not one of"),
+        ("", ["cam.transform=scale+flip+scale"], r"cam\.transform: .* composition of distinct"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
@@ -48,6 +53,50 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
     path.write_text(text)
     with pytest.raises(SsenetError, match=message):
         load_config(path, overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("cam.lr=0", "cam.lr: must be greater than 0, got 0.0"),
+        ("aff.lr=-0.1", "aff.lr: must be greater than 0"),
+        ("seg.lr=.nan", "seg.lr: must be greater than 0, got nan"),
+        ("cam.weight_decay=-0.0001", "cam.weight_decay: must be at least 0"),
+        ("aff.weight_decay=-1", "aff.weight_decay: must be at least 0"),
+        ("seg.weight_decay=-1", "seg.weight_decay: must be at least 0"),
+        ("cam.infer_scales=[1.0, 0]", "cam.infer_scales: every value must be greater than 0"),
+        ("cam.scale_sweep=[-0.5]", "cam.scale_sweep: every value must be greater than 0"),
+        ("seg.infer_scales=[1.0, -2]", "seg.infer_scales: every value must be greater than 0"),
+        ("seg.infer_scales=[]", "seg.infer_scales: at least one scale is needed"),
+        ("aff.radius=0", "aff.radius: must be at least 2, got 0"),
+        ("aff.radius=1", "aff.radius: must be at least 2, got 1"),
+        ("rw.radius=0", "rw.radius: must be at least 1, got 0"),
+        ("cam.eta=-0.5", "cam.eta: must be at least 0"),
+        ("cam.alpha=-0.1", "cam.alpha: must be at least 0"),
+        ("cam.alpha=1.5", "cam.alpha: must be at most 1, got 1.5"),
+        ("aff.epochs=0", "aff.epochs: must be at least 1"),
+        ("aff.batch_size=0", "aff.batch_size: must be at least 1"),
+        ("aff.crop_size=-8", "aff.crop_size: must be at least 1"),
+        ("seg.epochs=0", "seg.epochs: must be at least 1"),
+        ("seg.batch_size=0", "seg.batch_size: must be at least 1"),
+        ("seg.crop_size=0", "seg.crop_size: must be at least 1"),
+        ("seg.infer_batch=0", "seg.infer_batch: must be at least 1"),
+        ("rw.logt=-1", "rw.logt: must be at least 0"),
+        ("rw.beta=0", "rw.beta: must be greater than 0"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override, message):
+    with pytest.raises(SsenetError, match="config key " + re.escape(message)):
+        load_config(overrides=[override])
+
+
+def test_range_limits_and_transform_compositions_are_accepted():
+    cfg = load_config(overrides=[
+        "cam.transform=scale+flip", "cam.alpha=0", "cam.eta=0", "cam.weight_decay=0",
+        "rw.logt=0", "aff.radius=2", "rw.radius=1", "seg.infer_batch=1",
+    ])  # fmt: skip
+    assert cfg.cam.transform == "scale+flip" and cfg.aff.radius == 2
+    assert load_config(overrides=["cam.transform=rot90+scale", "cam.alpha=1"]).cam.alpha == 1.0
 
 
 def test_missing_file_is_named(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ssenet.config import DataConfig
 from ssenet.data.datasets import (
     CamTrainDataset,
     ImageListDataset,
@@ -22,7 +23,8 @@ from ssenet.data.datasets import (
     load_class_names,
 )
 from ssenet.data.folder import open_folder
-from ssenet.data.palette import VOC_CLASSES, write_label_png
+from ssenet.data.palette import VOC_CLASSES, read_rgb, write_label_png
+from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
 from ssenet.data.voc import open_voc
 from ssenet.errors import SsenetError
@@ -182,6 +184,12 @@ def test_voc_unusable_list_files(voc: Path) -> None:
     (voc / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"\xff\xfe\xfa")
     with pytest.raises(SsenetError, match=r"train\.txt: cannot read image list"):
         open_voc(voc, "train")
+
+
+def test_voc_list_may_start_with_a_byte_order_mark(voc: Path) -> None:
+    list_path = write_list(voc, "train", "")
+    list_path.write_text("a\nb\n", encoding="utf-8-sig")  # as Notepad saves "UTF-8 with BOM"
+    assert open_voc(voc, "train").ids == ("a", "b")
 
 
 def test_voc_reads_deeplab_style_lists(voc: Path) -> None:
@@ -458,6 +466,49 @@ def test_folder_errors_name_the_label_file_and_line(folder: Path, text: str, mes
     with pytest.raises(SsenetError, match=message) as err:
         open_folder(folder, labels, class_names=["background", "cat", "dog"])
     assert str(labels) in str(err.value)
+
+
+def test_folder_label_and_class_files_may_start_with_a_byte_order_mark(folder: Path) -> None:
+    labels = folder.parent / "labels.txt"
+    labels.write_text("cat1.jpg cat\ndog2 dog\n", encoding="utf-8-sig")
+    names = folder.parent / "names.txt"
+    names.write_text("background\ncat\ndog\n", encoding="utf-8-sig")
+    ds = open_folder(folder, labels, class_names=names)
+    assert ds.ids == ("cat1", "dog2") and ds.class_names == ("background", "cat", "dog")
+    subset = folder.parent / "subset.txt"
+    subset.write_text("dog2\n", encoding="utf-8-sig")
+    data = DataConfig(kind="folder", root=str(folder), label_file=str(labels))
+    assert open_split(data, str(subset)).ids == ("dog2",)
+
+
+def test_folder_list_refuses_duplicate_ids(folder: Path) -> None:
+    labels = folder.parent / "labels.txt"
+    labels.write_text("cat1.jpg cat\ndog2 dog\n")
+    data = DataConfig(kind="folder", root=str(folder), label_file=str(labels))
+    subset = folder.parent / "subset.txt"
+    subset.write_text("dog2\ncat1\n")
+    assert open_split(data, str(subset)).ids == ("dog2", "cat1")
+    subset.write_text("cat1\ndog2\ncat1\n")
+    with pytest.raises(SsenetError, match=r"subset\.txt, line 3: duplicate id 'cat1'"):
+        open_split(data, str(subset))
+
+
+def test_16_bit_greyscale_png_is_scaled_to_8_bits(folder: Path) -> None:
+    grey = np.array([[0, 257, 1000], [32896, 65535, 40000]], np.uint16)
+    Image.fromarray(grey).save(folder / "deep.png")  # PIL mode I;16: a 16-bit greyscale PNG
+    with Image.open(folder / "deep.png") as image:
+        assert image.mode == "I;16"
+    # v / 257, rounded: 1000 / 257 = 3.89 -> 4, 32896 = 128 * 257, 40000 / 257 = 155.6 -> 156.
+    expected = np.array([[0, 1, 4], [128, 255, 156]], np.uint8)
+    rgb = read_rgb(folder / "deep.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(rgb[..., channel], expected)
+    (folder / "labels.txt").write_text("deep.png cat\n")
+    np.testing.assert_array_equal(open_folder(folder, "labels.txt").read_image("deep"), rgb)
+    Image.fromarray(np.array([[70000]], np.int32)).save(folder / "wide.tif")  # mode I
+    with pytest.raises(SsenetError, match=r"wide\.tif: integer image values .* 16-bit range"):
+        read_rgb(folder / "wide.tif")
 
 
 def test_folder_ambiguous_id(folder: Path) -> None:

@@ -13,8 +13,10 @@ from ssenet.config import Config, load_config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.dryrun import (
     MemoryEstimate,
+    dry_run,
     estimate_inference_memory,
     estimate_training_memory,
+    format_report,
     optimizer_slots,
     saved_activation_bytes,
     steps_per_epoch,
@@ -248,12 +250,28 @@ def test_dry_run_counts_missing_images_and_bad_settings(bench, tmp_path, capsys)
     for image_id in ids[:2]:
         (bench / "JPEGImages" / f"{image_id}.jpg").unlink()
     config = write_config(tmp_path, bench)
-    code, out = dry(capsys, config, "cam.batch_size=32", "seg.epochs=0", "data.infer_list=val")
+    code, out = dry(capsys, config, "cam.batch_size=32", "seg.scale_range=[2.0, 1.0]",
+                    "data.infer_list=val")
     assert code == 2
     assert "val.txt: 2 of 8 images missing" in out
     assert "16 images over 1 GPU(s) give no full batch of 32" in out
-    assert "seg.epochs: must be at least 1" in out
+    assert "seg.scale_range: need 0 < low <= high" in out
     assert "evaluation: data.infer_list=val" in out
+
+
+def test_dry_run_fails_on_a_config_error(bench, tmp_path, capsys):
+    # Before validate knew cam.transform, the CAM memory estimate's ValueError became a warning
+    # and the dry run passed.
+    config = write_config(tmp_path, bench)
+    assert main(["run", "--config", str(config), "--dry-run", "cam.transform=bogus"]) == 2
+    captured = capsys.readouterr()
+    assert "config key cam.transform: 'bogus'" in captured.err
+    assert "dry run passed" not in captured.out
+    cfg = load_config(config)
+    cfg.cam.transform = "scale+bogus"  # built in code, never validated
+    report = dry_run(cfg, ["cam"])
+    assert not report.ok and "config key cam.transform" in report.errors[0]
+    assert "dry run failed" in format_report(report)
 
 
 def test_dry_run_checks_that_the_weights_fit(bench, tmp_path, capsys):

@@ -229,6 +229,8 @@ def test_read_id_list(tmp_path):
     assert read_id_list(path) == ["2007_000032", "2007_000039", "2007_000063"]
     with pytest.raises(SsenetError, match="nope.txt: id list not found"):
         read_id_list(tmp_path / "nope.txt")
+    path.write_text("a\nb\n", encoding="utf-8-sig")  # a leading byte-order mark is dropped
+    assert read_id_list(path) == ["a", "b"]
     path.write_text("a\n/JPEGImages/b.jpg /SegmentationClassAug/b.png\n")
     with pytest.raises(SsenetError, match="ids.txt:2: expected one image id per line"):
         read_id_list(path)

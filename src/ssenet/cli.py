@@ -314,9 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; `key=value` overrides may come before, between or after options.
+
+    argparse fills a nargs="*" positional from one run of words only, so overrides after an
+    option come back unrecognised; they are appended in order (a later override still wins).
+    parse_intermixed_args would do it, but refuses parsers with subcommands.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    late = [item for item in extras if "=" in item and not item.startswith("-")]
+    if late and hasattr(args, "overrides"):
+        args.overrides = [*(args.overrides or []), *late]
+        extras = [item for item in extras if item not in late]
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if int(os.environ.get("RANK", 0)) != 0:
         sys.stdout = open(os.devnull, "w")  # under torchrun, rank 0 speaks; errors still show
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import operator
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from ssenet.equivariance import transform_steps
 from ssenet.errors import SsenetError
 
 
@@ -314,6 +316,33 @@ def validate(config: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise SsenetError(f"config key {key}: {value!r} is not one of {list(allowed)}")
+    try:
+        transform_steps(cam.transform)
+    except ValueError as err:
+        raise SsenetError(f"config key cam.transform: {err}") from None
+    # (keys, comparison, bound): every key's value, or every item of a tuple, must pass.
+    bounds = (
+        ("cam.lr aff.lr seg.lr rw.beta", ">", 0),
+        ("cam.infer_scales cam.scale_sweep seg.infer_scales", ">", 0),
+        ("cam.weight_decay aff.weight_decay seg.weight_decay cam.eta cam.alpha rw.logt", ">=", 0),
+        ("cam.alpha", "<=", 1),
+        ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
+        ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
+        ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
+        ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
+    )
+    comparisons = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
+                   "<=": (operator.le, "at most")}  # fmt: skip
+    for keys, op, bound in bounds:
+        passes, words = comparisons[op]
+        for key in keys.split():
+            section, name = key.split(".")
+            value = getattr(getattr(config, section), name)
+            items = value if isinstance(value, tuple) else (value,)
+            if not all(passes(item, bound) for item in items):  # NaN fails every comparison
+                shown = list(value) if isinstance(value, tuple) else value
+                each = "every value " if isinstance(value, tuple) else ""
+                raise SsenetError(f"config key {key}: {each}must be {words} {bound}, got {shown}")
     if not 0 < cam.branch_rate < 1:
         raise SsenetError(f"config key cam.branch_rate: must lie in (0, 1), got {cam.branch_rate}")
     model = config.model
@@ -328,11 +357,10 @@ def validate(config: Config) -> None:
             raise SsenetError(f"config key {section}.lr_multipliers: must not be negative")
     if cam.resize_long[0] > cam.resize_long[1]:
         raise SsenetError(f"config key cam.resize_long: {list(cam.resize_long)} is not increasing")
-    if not cam.infer_scales:
-        raise SsenetError("config key cam.infer_scales: at least one scale is needed")
-    for key in ("epochs", "batch_size", "crop_size", "infer_batch"):
-        if getattr(cam, key) < 1:
-            raise SsenetError(f"config key cam.{key}: must be at least 1")
+    for key, scales in (("cam.infer_scales", cam.infer_scales),
+                        ("seg.infer_scales", config.seg.infer_scales)):
+        if not scales:
+            raise SsenetError(f"config key {key}: at least one scale is needed")
     if config.data.kind == "folder" and not config.data.label_file:
         raise SsenetError("config key data.label_file: required when data.kind is folder")
 

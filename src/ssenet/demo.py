@@ -21,24 +21,22 @@ from ssenet.report import write_report
 METHODS = ("baseline", "ssenet")
 COLUMNS = (("cam", "CAM"), ("crf", "CAM+CRF"), ("rw", "CAM+rw"), ("seg", "seg (val)"))
 
-# Benchmark sizes and config overrides of the two demo sizes; the default fits 10 minutes and
-# --quick 2 minutes on two CPU cores (measured: see the README).
+# Benchmark sizes and config overrides of the two demo sizes (timings: see the README).
 BENCHMARK = {
-    "default": {"size": 128, "num_train": 1000, "num_train_eval": 200, "num_val": 200},
+    "default": {"size": 160, "num_train": 1000, "num_train_eval": 200, "num_val": 200},
     "quick": {"size": 96, "num_train": 160, "num_train_eval": 48, "num_val": 48},
 }
 OVERRIDES = {
     "default": [],
     "quick": [
         "cam.epochs=5",
-        "cam.resize_long=[80, 144]",
+        "cam.resize_long=[77, 125]",
         "cam.crop_size=80",
         "cam.scale_sweep=[0.5, 1.0, 2.0]",
-        "aff.epochs=2",
-        "aff.crop_size=80",
-        "aff.resize_long=[80, 144]",
-        "seg.epochs=4",
-        "seg.crop_size=80",
+        "aff.epochs=3",
+        "aff.crop_size=96",
+        "seg.epochs=6",
+        "seg.crop_size=96",
     ],
 }
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssenet.config import Config
+from ssenet.config import Config, validate
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.source import open_split
 from ssenet.data.voc import IMAGE_DIR, LIST_DIR
@@ -459,13 +459,6 @@ def check_weights(cfg: Config, report: DryRunReport) -> None:
 
 def check_sections(cfg: Config, stages: Sequence[str], report: DryRunReport) -> None:
     """Settings that `validate` leaves to each stage, checked up front."""
-    for section in ("aff", "seg"):
-        if section not in stages:
-            continue
-        values = getattr(cfg, section)
-        for key in ("epochs", "batch_size", "crop_size"):
-            if getattr(values, key) < 1:
-                report.errors.append(f"config key {section}.{key}: must be at least 1")
     if "seg" in stages:
         low, high = cfg.seg.scale_range
         if not 0 < low <= high:
@@ -587,6 +580,11 @@ def dry_run(
     stages = list(stages or STAGES)
     world = world_size or default_world_size()
     report = DryRunReport(config_name, stages, world)
+    try:
+        validate(cfg)  # `cfg` may be built in code; the plan below assumes a valid config
+    except SsenetError as err:
+        report.errors.append(str(err))
+        return report
     report.checks.append(
         f"config: valid; backbone {cfg.model.backbone} (width {cfg.model.width}, output stride "
         f"{cfg.model.output_stride}), CAM method {cfg.cam.method}"

@@ -63,6 +63,18 @@ def _rot90(x: torch.Tensor) -> torch.Tensor:
 TRANSFORM_NAMES = ("scale", "flip", "rot90")
 
 
+def transform_steps(spec: str) -> list[str]:
+    """The steps of a transform spec such as "scale+flip"; ValueError if one is unknown or
+    repeated (the config validates with this, so a bad name fails before any training)."""
+    names = [part.strip() for part in spec.split("+") if part.strip()]
+    if not names or not set(names) <= set(TRANSFORM_NAMES) or len(set(names)) != len(names):
+        raise ValueError(
+            f"{spec!r} is not one of {list(TRANSFORM_NAMES)} or a '+' composition of distinct "
+            "ones such as scale+flip"
+        )
+    return names
+
+
 class EquivarianceTransform:
     """A composition of spatial transforms, e.g. "scale", "flip", "scale+rot90".
 
@@ -72,15 +84,7 @@ class EquivarianceTransform:
     """
 
     def __init__(self, spec: str = "scale", branch_rate: float = 0.3):
-        names = [part.strip() for part in spec.split("+") if part.strip()]
-        unknown = [n for n in names if n not in TRANSFORM_NAMES]
-        if not names or unknown:
-            raise ValueError(
-                f"equivariance transform {spec!r}: use {', '.join(TRANSFORM_NAMES)} or a '+' "
-                "composition such as scale+flip"
-            )
-        if len(set(names)) != len(names):
-            raise ValueError(f"equivariance transform {spec!r}: a step is repeated")
+        names = transform_steps(spec)
         factories = {"scale": lambda: _downscale(branch_rate), "flip": lambda: _hflip}
         factories["rot90"] = lambda: _rot90
         self.spec = "+".join(names)

@@ -233,7 +233,7 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise SsenetError(f"{path}: id list not found")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is dropped
     except (OSError, UnicodeDecodeError) as err:
         raise SsenetError(f"{path}: cannot read id list ({err})") from err
     ids: list[str] = []

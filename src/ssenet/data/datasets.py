@@ -22,6 +22,9 @@ from ssenet.data.palette import IGNORE_INDEX, read_label_png, read_rgb
 from ssenet.errors import SsenetError
 
 PathLike = str | os.PathLike
+# Lists, label and class-name files: UTF-8, with the byte-order mark some Windows editors write
+# dropped (else it would glue itself to the first id).
+TEXT_ENCODING = "utf-8-sig"
 
 # ---------------------------------------------------------------------------------------------
 # Ids, class names and label files
@@ -63,7 +66,11 @@ def load_class_names(
         if not path.is_file():
             raise SsenetError(f"{path}: class name file not found")
         source = str(path)
-        names = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+        try:
+            text = path.read_text(encoding=TEXT_ENCODING)
+        except (OSError, UnicodeDecodeError) as err:
+            raise SsenetError(f"{path}: cannot read class name file ({err})") from err
+        names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
         names = [name for name in names if name]
     else:
         names = [str(name) for name in spec]
@@ -100,7 +107,7 @@ def read_label_file(path: PathLike) -> list[LabelLine]:
     if not path.is_file():
         raise SsenetError(f"{path}: label file not found")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding=TEXT_ENCODING)
     except (OSError, UnicodeDecodeError) as err:
         raise SsenetError(f"{path}: cannot read label file ({err})") from err
     lines = []

@@ -67,15 +67,33 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB array with a clear error when it is unusable."""
+    """Read an image file as an (H, W, 3) uint8 RGB array with a clear error when it is unusable.
+
+    16-bit greyscale (PIL modes I;16 and I) is scaled to 8 bits, not clipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise SsenetError(f"{path}: image file not found")
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I"):  # I;16, I;16B, ... or I: 16-bit greyscale
+                return _grey16_to_rgb(np.array(image), path)
             return np.array(image.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise SsenetError(f"{path}: cannot read image ({err})") from err
+
+
+def _grey16_to_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """0..65535 to 0..255 by 1/257 (65535 = 255 * 257), rounded, as three equal channels.
+
+    PIL's own convert("RGB") clips instead of scaling, so a 16-bit image turns almost all white.
+    """
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise SsenetError(
+            f"{path}: integer image values {pixels.min()}..{pixels.max()} exceed the 16-bit range"
+        )
+    grey = np.rint(pixels.astype(np.float64) / 257).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def colorize(label: np.ndarray) -> np.ndarray:

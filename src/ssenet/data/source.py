@@ -7,7 +7,7 @@ from pathlib import Path
 from ssenet.config import DataConfig
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.folder import open_folder
-from ssenet.data.voc import open_voc
+from ssenet.data.voc import open_voc, read_id_list
 from ssenet.errors import SsenetError
 
 
@@ -25,7 +25,7 @@ def open_split(cfg: DataConfig, list_name: str) -> SegmentationDataset:
     path = Path(list_name)
     if not path.is_file():
         raise SsenetError(f"{path}: image list not found (for folder data use 'all' or a file)")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [image_id for image_id, _ in read_id_list(path)]  # refuses repeats, like VOC lists
     unknown = sorted(set(ids) - set(dataset.ids))
     if unknown:
         raise SsenetError(f"{path}: ids not in {cfg.label_file}: {', '.join(unknown[:5])}")

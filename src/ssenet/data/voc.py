@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ssenet.data.datasets import (
+    TEXT_ENCODING,
     PathLike,
     SegmentationDataset,
     check_id,
@@ -95,7 +96,7 @@ def read_id_list(path: PathLike) -> list[tuple[str, int]]:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding=TEXT_ENCODING)
     except (OSError, UnicodeDecodeError) as err:
         raise SsenetError(f"{path}: cannot read image list ({err})") from err
     seen: dict[str, int] = {}
