@@ -24,19 +24,19 @@ COLUMNS = (("cam", "CAM"), ("crf", "CAM+CRF"), ("rw", "CAM+rw"), ("seg", "seg (v
 # Benchmark sizes and config overrides of the two demo sizes (timings: see the README).
 BENCHMARK = {
     "default": {"size": 160, "num_train": 1000, "num_train_eval": 200, "num_val": 200},
-    "quick": {"size": 96, "num_train": 160, "num_train_eval": 48, "num_val": 48},
+    "quick": {"size": 80, "num_train": 160, "num_train_eval": 48, "num_val": 48},
 }
 OVERRIDES = {
     "default": [],
     "quick": [
         "cam.epochs=5",
-        "cam.resize_long=[77, 125]",
-        "cam.crop_size=80",
+        "cam.resize_long=[64, 104]",
+        "cam.crop_size=64",
         "cam.scale_sweep=[0.5, 1.0, 2.0]",
-        "aff.epochs=3",
-        "aff.crop_size=96",
-        "seg.epochs=6",
-        "seg.crop_size=96",
+        "aff.epochs=2",
+        "aff.crop_size=80",
+        "seg.epochs=4",
+        "seg.crop_size=80",
     ],
 }
 
