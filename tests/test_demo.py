@@ -33,7 +33,9 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
         agreement = results[method]["scale_consistency"]
         assert set(agreement) == {"0.5-2.0", "1.0-0.5", "1.0-2.0"}
         assert all(0.0 < v <= 1.0 for v in agreement.values())
-        assert 0.0 <= results[method]["classifier"]["map"] <= 1.0
+        classifier = results[method]["classifier"]
+        # Even the quick demo's classifier must learn: mAP at least twice a constant scorer's.
+        assert 2 * classifier["prior_map"] <= classifier["map"] <= 1.0
         run_dir = out / method
         for path in ("cam/model.pth", "aff/model.pth", "seg/model.pth", "eval/results.json"):
             assert (run_dir / path).is_file(), path

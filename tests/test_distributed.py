@@ -104,7 +104,8 @@ def tiny_cam_model(freeze_bn: bool, dtype: torch.dtype = torch.float32) -> nn.Mo
 
 
 def plain_sgd() -> SimpleNamespace:
-    return SimpleNamespace(lr=1.0, weight_decay=0.0, optimizer="sgd", momentum=0.0, lr_power=0.9)
+    return SimpleNamespace(lr=1.0, weight_decay=0.0, optimizer="sgd", momentum=0.0, lr_power=0.9,
+                           lr_multipliers=CamConfig().lr_multipliers)
 
 
 def one_step(out_dir: Path, freeze_bn: bool, info: DistInfo, amp: str = "off",

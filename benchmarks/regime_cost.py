@@ -1,0 +1,94 @@
+"""What a finer CAM grid costs on this machine: one training step and one image's inference.
+
+The demo's regime (demo.yaml) trades grid size against a CPU budget. This script times, for the
+demo's CAM network (EfficientNet-Lite0 with the demo head), a baseline training step on a batch
+of random crops for each (output stride, crop) case, and multi-scale + flip inference (scales
+1, 0.5, 1.5, 2) per image of the given size, and prints each case's cost relative to the first.
+
+    python benchmarks/regime_cost.py                       # the cases behind demo.yaml
+    python benchmarks/regime_cost.py --cases 8:128 8:192 16:192 --image 160 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from importlib import resources
+
+import torch
+
+from ssenet.cam import CamObjective, build_cam_from_config, multiscale_cams
+from ssenet.config import load_config
+from ssenet.trainer import build_optimizer
+
+
+def demo_config(stride: int):
+    demo = resources.files("ssenet") / "configs" / "demo.yaml"
+    with resources.as_file(demo) as path:
+        return load_config(path, ["cam.method=baseline", f"model.output_stride={stride}"])
+
+
+def step_seconds(stride: int, crop: int, batch: int, repeats: int) -> float:
+    """Median seconds of a forward + backward + optimizer step (first step not counted)."""
+    cfg = demo_config(stride)
+    model = build_cam_from_config(cfg, 8).to(memory_format=torch.channels_last).train()
+    objective = CamObjective(model, cfg.cam)
+    optimizer, _ = build_optimizer(model.parameter_groups(), cfg.cam, max_steps=10**6)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, crop, crop, generator=generator)
+    images = images.contiguous(memory_format=torch.channels_last)
+    labels = (torch.rand(batch, 8, generator=generator) < 0.3).float()
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        loss = objective(images, labels)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def inference_seconds(stride: int, size: int, repeats: int) -> float:
+    """Median seconds per image of the 4-scale + flip CAM inference, 8 images per pass."""
+    cfg = demo_config(stride)
+    model = build_cam_from_config(cfg, 8).to(memory_format=torch.channels_last).eval()
+    images = torch.randint(0, 256, (8, size, size, 3), dtype=torch.uint8)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        multiscale_cams(model, images, (1.0, 0.5, 1.5, 2.0), True)
+        times.append((time.perf_counter() - start) / len(images))
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["8:128", "8:160", "8:192", "16:192"],
+                        help="output_stride:crop pairs; the first is the reference")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--image", type=int, default=160, help="inference image side")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = [tuple(int(v) for v in case.split(":")) for case in args.cases]
+    first = None
+    print(f"training step, batch {args.batch}, {args.threads} threads")
+    for stride, crop in cases:
+        seconds = step_seconds(stride, crop, args.batch, args.repeats)
+        first = first or seconds
+        cells = -(-crop // stride)
+        print(f"  stride {stride:>2} crop {crop:>3} ({cells:>2} cells): {seconds:.3f} s "
+              f"({seconds / first:.2f}x)")  # fmt: skip
+    print(f"inference, 4 scales + flip, {args.image}-px images")
+    base = None
+    for stride in sorted({s for s, _ in cases}):
+        seconds = inference_seconds(stride, args.image, args.repeats)
+        base = base or seconds
+        print(f"  stride {stride:>2}: {seconds:.3f} s per image ({seconds / base:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
