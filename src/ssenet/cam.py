@@ -223,6 +223,20 @@ def same_size_batches(
         yield pending
 
 
+def memory_safe_cams(
+    model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool, amp: str
+) -> torch.Tensor:
+    """`multiscale_cams` of a batch, in fewer images per pass on a GPU when the largest scale
+    would not fit in free memory; results do not depend on how a batch is split."""
+    device = next(model.parameters()).device
+    size = tuple(images.shape[1:3])
+    step = inference_batch_size(len(images), size, scales, device, flip=flip)
+    return torch.cat([
+        multiscale_cams(model, images[i : i + step], scales, flip, amp)
+        for i in range(0, len(images), step)
+    ])
+
+
 def iter_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
@@ -236,17 +250,9 @@ def iter_cams(
     desc: str = "cam",
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass."""
-    device = next(model.parameters()).device
     for batch in same_size_batches(dataset, ids, batch_size, num_workers, progress, desc):
         images = torch.stack([image for _, image, _ in batch])
-        # On a GPU, fewer images per pass when the largest scale would not fit in free memory;
-        # results do not depend on how a batch is split.
-        size = tuple(images.shape[1:3])
-        step = inference_batch_size(len(images), size, scales, device, flip=flip)
-        summed = torch.cat([
-            multiscale_cams(model, images[i : i + step], scales, flip, amp)
-            for i in range(0, len(images), step)
-        ])
+        summed = memory_safe_cams(model, images, scales, flip, amp)
         for (image_id, _, labels), maps in zip(batch, summed, strict=True):
             cams, keys = normalized_present_cams(maps, labels)
             yield image_id, cams, keys
@@ -266,7 +272,7 @@ def iter_single_scale_cams(
     a time in memory, so single-scale figures and their agreement need one pass over the list."""
     for batch in same_size_batches(dataset, ids, batch_size, progress=progress, desc="scales"):
         images = torch.stack([image for _, image, _ in batch])
-        per_scale = {s: multiscale_cams(model, images, (s,), flip, amp) for s in scales}
+        per_scale = {s: memory_safe_cams(model, images, (s,), flip, amp) for s in scales}
         for index, (image_id, _, labels) in enumerate(batch):
             yield image_id, {
                 s: normalized_present_cams(summed[index], labels) for s, summed in per_scale.items()

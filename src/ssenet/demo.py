@@ -110,18 +110,19 @@ def format_results(results: dict) -> str:
         lines.append(f"{method:<10}{sweep['best_alpha']:>6.2f} -> {sweep['best_miou']:.4f}")
     lines.append("")
     lines.append("single-scale CAMs (paper Fig. 5): mFN / mFP per test scale")
-    scales = list(results[METHODS[0]]["scale_sweep"])
-    lines.append(f"{'model':<10} " + " ".join(f"{s:>13}" for s in scales))
-    for method in METHODS:
-        sweep = results[method]["scale_sweep"]
-        cells = [f"{sweep[s]['mfn']:>6.2f}/{sweep[s]['mfp']:<6.2f}" for s in scales]
-        lines.append(f"{method:<10} " + " ".join(cells))
+    lines += method_rows(results, "scale_sweep", 13, lambda m: f"{m['mfn']:>6.2f}/{m['mfp']:<6.2f}")
     lines.append("")
     lines.append("scale consistency (paper Fig. 2): mIoU between CAM labels at two test scales")
-    pairs = list(results[METHODS[0]]["scale_consistency"])
-    lines.append(f"{'model':<10} " + " ".join(f"{p:>9}" for p in pairs))
-    for method in METHODS:
-        agreement = results[method]["scale_consistency"]
-        lines.append(f"{method:<10} " + " ".join(f"{agreement[p]:>9.4f}" for p in pairs))
+    lines += method_rows(results, "scale_consistency", 9, lambda v: f"{v:>9.4f}")
     lines.append(f"\n{results['meta']['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def method_rows(results: dict, key: str, width: int, cell) -> list[str]:
+    """A header of the keys of `results[method][key]`, then one row of `cell(value)` per method."""
+    columns = list(results[METHODS[0]][key])
+    lines = [f"{'model':<10} " + " ".join(f"{c:>{width}}" for c in columns)]
+    for method in METHODS:
+        values = results[method][key]
+        lines.append(f"{method:<10} " + " ".join(cell(values[c]) for c in columns))
+    return lines
