@@ -31,8 +31,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    make_benchmark(root, size=48, num_train=16, num_train_eval=8, num_val=8, num_workers=1,
-                   progress=False)
+    make_benchmark(
+        root, size=48, num_train=16, num_train_eval=8, num_val=8, num_workers=1, progress=False
+    )
     return root
 
 
@@ -63,8 +64,9 @@ def test_ssenet_objective_is_the_paper_loss():
     terms = CamObjective(model, cfg)(images, labels)
     cam = F.interpolate(model(images), size=(48, 48), mode="bilinear", align_corners=False)
     small = F.interpolate(images, scale_factor=0.3, mode="bilinear", align_corners=False)
-    cam_small = F.interpolate(model(small), size=small.shape[-2:], mode="bilinear",
-                              align_corners=False)
+    cam_small = F.interpolate(
+        model(small), size=small.shape[-2:], mode="bilinear", align_corners=False
+    )
     cls = F.multilabel_soft_margin_loss(cam.mean((2, 3)), labels)
     cls_small = F.multilabel_soft_margin_loss(cam_small.mean((2, 3)), labels)
     # the reference resizes the large CAM with the same scale_factor as the image
@@ -116,21 +118,22 @@ def test_batched_inference_equals_one_image_at_a_time():
     model = build_cam_model("resnet38", 3, width=0.125, pretrained=False).eval()
     images = torch.randint(0, 255, (3, 40, 48, 3), dtype=torch.uint8)
     batched = multiscale_cams(model, images, (1.0, 0.5, 1.5), flip=True)
-    single = torch.cat([multiscale_cams(model, images[i : i + 1], (1.0, 0.5, 1.5), True)
-                        for i in range(3)])
+    single = torch.cat(
+        [multiscale_cams(model, images[i : i + 1], (1.0, 0.5, 1.5), True) for i in range(3)]
+    )
     assert batched.shape == (3, 3, 40, 48)
     assert torch.allclose(batched, single, atol=1e-5)
     # flip=True sums the map of the image and the un-flipped map of its mirror image
     mirrored = multiscale_cams(model, images.flip(2), (1.0,), flip=True)
-    assert torch.allclose(mirrored.flip(-1), multiscale_cams(model, images, (1.0,), True),
-                          atol=1e-5)
+    assert torch.allclose(
+        mirrored.flip(-1), multiscale_cams(model, images, (1.0,), True), atol=1e-5
+    )
 
 
 def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path):
     cfg = tiny_config(bench)
     weights = tmp_path / "model.pth"
-    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
-               weights)
+    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
     whole = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
     assert whole == {"images": 8, "computed": 8, "cam_dir": str(tmp_path / "whole" / "cams")}
     ids = (bench / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
@@ -153,8 +156,7 @@ def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path)
 def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
     cfg = tiny_config(bench)
     weights = tmp_path / "model.pth"
-    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
-               weights)
+    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
     sizes = []
     real = cam_module.multiscale_cams
 
@@ -182,5 +184,48 @@ def test_small_branch_leaves_batchnorm_running_statistics_alone():
     ours, theirs = ssenet_model.state_dict(), baseline_model.state_dict()
     stats = [k for k in ours if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(ours[k], theirs[k]) for k in stats)
-    assert all(m.momentum == 0.1 for m in ssenet_model.modules()
-               if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        m.momentum == 0.1 for m in ssenet_model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+
+
+def test_sweep_folded_into_inference_changes_no_cam_and_equals_its_own_pass(bench, tmp_path):
+    from ssenet.pipeline import ScaleSweep, folded_scale_sweep, scale_sweep
+
+    cfg = tiny_config(bench)
+    cfg.data.infer_list = "train"
+    cfg.cam.scale_sweep = (0.5, 1.0)
+    torch.manual_seed(0)
+    weights = tmp_path / "run" / "cam" / "model.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
+    infer_cams(cfg, weights, tmp_path / "plain", "train", progress=False)
+    sweep = folded_scale_sweep(cfg, tmp_path / "run")
+    assert isinstance(sweep, ScaleSweep)
+    infer_cams(
+        cfg,
+        weights,
+        tmp_path / "run" / "cam",
+        "train",
+        progress=False,
+        single_scales=sweep.scales,
+        on_single_scales=sweep.update,
+    )
+    for path in (tmp_path / "plain").rglob("*.*"):  # bit for bit: the same sums in one pass
+        assert (
+            path.read_bytes()
+            == (tmp_path / "run" / "cam" / path.relative_to(tmp_path / "plain")).read_bytes()
+        )
+    assert len(sweep.seen) == 8
+    folded = sweep.write(tmp_path / "run")
+    folded_agreement = json.loads(
+        (tmp_path / "run" / "eval" / "scale_consistency.json").read_text()
+    )
+    assert folded_scale_sweep(cfg, tmp_path / "run") is None  # written: nothing left to fold
+    for name in ("scale_sweep.json", "scale_consistency.json"):
+        (tmp_path / "run" / "eval" / name).unlink()
+    assert scale_sweep(cfg, tmp_path / "run", progress=False) == folded
+    own = json.loads((tmp_path / "run" / "eval" / "scale_consistency.json").read_text())
+    assert own == folded_agreement and set(own) == {"1.0-0.5"} and 0 <= own["1.0-0.5"] <= 1
+    cfg.cam.scale_sweep = (0.5, 3.0)  # a scale inference does not compute: no free fold
+    assert folded_scale_sweep(cfg, tmp_path / "other") is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -197,6 +197,12 @@ def normalized_present_cams(
     return cams, (present + 1).astype(np.int64)
 
 
+def first_item(items: list) -> object:
+    """The collate function of a batch of one; a module-level function (not a lambda) so that
+    data-loader workers started with spawn (macOS, Windows) can pickle it."""
+    return items[0]
+
+
 def same_size_batches(
     dataset: SegmentationDataset,
     ids: Sequence[str],
@@ -211,7 +217,7 @@ def same_size_batches(
         ImageListDataset(subset),
         batch_size=1,
         num_workers=num_workers,
-        collate_fn=lambda items: items[0],
+        collate_fn=first_item,
     )
     pending: list[tuple[str, torch.Tensor, np.ndarray]] = []
     for image, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
@@ -228,13 +234,39 @@ def memory_safe_cams(
 ) -> torch.Tensor:
     """`multiscale_cams` of a batch, in fewer images per pass on a GPU when the largest scale
     would not fit in free memory; results do not depend on how a batch is split."""
-    device = next(model.parameters()).device
-    size = tuple(images.shape[1:3])
-    step = inference_batch_size(len(images), size, scales, device, flip=flip)
     return torch.cat([
-        multiscale_cams(model, images[i : i + step], scales, flip, amp)
-        for i in range(0, len(images), step)
+        multiscale_cams(model, chunk, scales, flip, amp)
+        for chunk in memory_safe_chunks(model, images, scales, flip)
     ])
+
+
+def memory_safe_chunks(
+    model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool
+) -> list[torch.Tensor]:
+    """The batch split into as many images per pass as the largest scale fits in memory."""
+    device = next(model.parameters()).device
+    step = inference_batch_size(len(images), tuple(images.shape[1:3]), scales, device, flip=flip)
+    return [images[i : i + step] for i in range(0, len(images), step)]
+
+
+def per_scale_cams(
+    model: nn.Module, images: torch.Tensor, scales: Sequence[float], flip: bool, amp: str
+) -> dict[float, torch.Tensor]:
+    """{scale: (B, K, H, W) CAMs of that scale alone}; summing them in `infer_scales` order gives
+    `memory_safe_cams` bit for bit, so one pass can serve multi- and single-scale tests."""
+    chunks = memory_safe_chunks(model, images, scales, flip)
+    return {
+        s: torch.cat([multiscale_cams(model, chunk, (s,), flip, amp) for chunk in chunks])
+        for s in dict.fromkeys(scales)
+    }
+
+
+def sum_scales(per_scale: dict[float, torch.Tensor], scales: Sequence[float]) -> torch.Tensor:
+    """The multi-scale CAM: the per-scale CAMs added in the order `multiscale_cams` adds them."""
+    total = None
+    for s in scales:
+        total = per_scale[s] if total is None else total + per_scale[s]
+    return total
 
 
 def iter_cams(
@@ -266,17 +298,17 @@ def iter_single_scale_cams(
     flip: bool,
     batch_size: int = 4,
     amp: str = "off",
+    num_workers: int = 0,
     progress: bool = False,
-) -> Iterator[tuple[str, dict[float, tuple[np.ndarray, np.ndarray]]]]:
-    """Yield (id, {scale: (cams, keys)}): each scale tested on its own (with flip), one image at
-    a time in memory, so single-scale figures and their agreement need one pass over the list."""
-    for batch in same_size_batches(dataset, ids, batch_size, progress=progress, desc="scales"):
+    desc: str = "scales",
+) -> Iterator[tuple[str, np.ndarray, dict[float, torch.Tensor]]]:
+    """Yield (id, labels, {scale: summed CAMs (K, H, W)}), each scale tested on its own (with
+    flip), so single-scale figures and their agreement need one pass over the list."""
+    for batch in same_size_batches(dataset, ids, batch_size, num_workers, progress, desc):
         images = torch.stack([image for _, image, _ in batch])
-        per_scale = {s: memory_safe_cams(model, images, (s,), flip, amp) for s in scales}
+        per_scale = per_scale_cams(model, images, scales, flip, amp)
         for index, (image_id, _, labels) in enumerate(batch):
-            yield image_id, {
-                s: normalized_present_cams(summed[index], labels) for s, summed in per_scale.items()
-            }
+            yield image_id, labels, {s: maps[index] for s, maps in per_scale.items()}
 
 
 @torch.no_grad()
@@ -296,6 +328,9 @@ def classifier_scores(
     return np.concatenate(scores), np.stack(targets)
 
 
+SingleScaleSink = Callable[[str, dict[float, tuple[np.ndarray, np.ndarray]]], None]
+
+
 def infer_cams(
     cfg: Config,
     weights: str | Path,
@@ -303,11 +338,16 @@ def infer_cams(
     list_name: str | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    single_scales: Sequence[float] = (),
+    on_single_scales: SingleScaleSink | None = None,
 ) -> dict:
     """Write `cams/<id>.npz` and the alpha pseudo label `labels/<id>.png` for every image.
 
     Images whose two files exist are skipped, so a rerun finishes an interrupted one. With
     `shard=(k, n)` only every n-th image from the k-th is processed: shards are disjoint.
+    With `on_single_scales`, each computed image's normalised CAMs at every one of
+    `single_scales` alone, {scale: (cams, keys)}, are handed to it too, from the same forward
+    passes when those scales are among `cam.infer_scales` (the multi-scale CAMs are unchanged).
     """
     out_dir = Path(out_dir)
     dataset = open_split(cfg.data, list_name or cfg.data.infer_list)
@@ -322,19 +362,39 @@ def infer_cams(
     set_threads(cfg.run.threads)
     if todo:
         model = load_cam_model(cfg, weights, dataset.num_foreground).to(device)
-        for image_id, cams, keys in iter_cams(
-            model,
-            dataset,
-            todo,
-            cfg.cam.infer_scales,
-            cfg.cam.infer_flip,
-            cfg.cam.infer_batch,
-            cfg.run.amp,
-            cfg.run.num_workers,
-            progress,
-            desc="infer cam",
+        for image_id, cams, keys, singles in computed_cams(
+            cfg, model, dataset, todo, single_scales if on_single_scales else (), progress
         ):
             save_cams(cam_dir / f"{image_id}.npz", cams, keys)
             label = cams_to_label(cams, keys, cfg.cam.alpha)
             write_label_png(label_dir / f"{image_id}.png", label)
+            if on_single_scales is not None:
+                on_single_scales(image_id, singles)
     return {"images": len(ids), "computed": len(todo), "cam_dir": str(cam_dir)}
+
+
+def computed_cams(
+    cfg: Config,
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    single_scales: Sequence[float],
+    progress: bool,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict[float, tuple[np.ndarray, np.ndarray]]]]:
+    """(id, cams, keys, {scale: (cams, keys)}) per image; the last is empty without scales."""
+    cam = cfg.cam
+    if not single_scales:
+        for image_id, cams, keys in iter_cams(
+            model, dataset, ids, cam.infer_scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
+            cfg.run.num_workers, progress, desc="infer cam",
+        ):  # fmt: skip
+            yield image_id, cams, keys, {}
+        return
+    scales = (*cam.infer_scales, *single_scales)
+    for image_id, labels, per_scale in iter_single_scale_cams(
+        model, dataset, ids, scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
+        cfg.run.num_workers, progress, desc="infer cam",
+    ):  # fmt: skip
+        cams, keys = normalized_present_cams(sum_scales(per_scale, cam.infer_scales), labels)
+        singles = {s: normalized_present_cams(per_scale[s], labels) for s in single_scales}
+        yield image_id, cams, keys, singles

@@ -22,6 +22,7 @@ from ssenet.cam import (
     infer_cams,
     iter_single_scale_cams,
     load_cam_model,
+    normalized_present_cams,
     train_cam,
 )
 from ssenet.camfile import cams_to_label
@@ -92,18 +93,37 @@ def cam_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     run_dir = Path(run_dir)
     cam_dir = run_dir / "cam"
     trained = train_cam(cfg, cam_dir, progress=progress)
+    sweep = folded_scale_sweep(cfg, run_dir)
     for list_name in label_lists(cfg)["cam"]:
-        infer_cams(cfg, trained.weights, cam_dir, list_name, rank_shard(), progress=progress)
+        folded = sweep is not None and list_name == cfg.data.infer_list
+        infer_cams(
+            cfg, trained.weights, cam_dir, list_name, rank_shard(), progress=progress,
+            single_scales=sweep.scales if folded else (),
+            on_single_scales=sweep.update if folded else None,
+        )  # fmt: skip
     sync_ranks()
+    dataset = open_split(cfg.data, cfg.data.infer_list)
+    if sweep is not None and sweep.seen == set(dataset.ids):  # a resumed pass saw only part
+        sweep.write(run_dir)
     out = run_dir / "eval" / "cam.json"
     metrics = score_labels(cfg, cam_dir / "labels", cfg.data.infer_list, out)
-    dataset = open_split(cfg.data, cfg.data.infer_list)
     metrics["alpha"] = cfg.cam.alpha
     metrics["alpha_sweep"] = sweep_cam_thresholds(
         cam_dir / "cams", gt_dir(cfg), dataset.ids, dataset.num_classes, list(cfg.cam.alpha_sweep)
     )
     write_json(out, metrics)
     return metrics
+
+
+def folded_scale_sweep(cfg: Config, run_dir: Path) -> ScaleSweep | None:
+    """A sweep to fill during CAM inference, when it costs no extra forward pass: one process,
+    sweep scales among the inference scales, and no sweep written yet."""
+    scales = set(cfg.cam.scale_sweep)
+    if rank_shard()[1] > 1 or not scales or not scales <= set(cfg.cam.infer_scales):
+        return None
+    if scale_sweep_done(run_dir):
+        return None
+    return ScaleSweep(cfg, open_split(cfg.data, cfg.data.infer_list).num_classes)
 
 
 def crf_stage(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
@@ -183,38 +203,61 @@ def run_pipeline(
 CONSISTENCY_PAIRS = ((0.5, 2.0), (1.0, 0.5), (1.0, 2.0))
 
 
+class ScaleSweep:
+    """Single-scale CAM tests (the paper's Fig. 5) and the agreement between scales, image by
+    image: `update` with each image's {scale: (cams, keys)}, then `write` the two JSON files."""
+
+    def __init__(self, cfg: Config, num_classes: int) -> None:
+        self.cfg = cfg
+        self.scales = tuple(cfg.cam.scale_sweep)
+        self.pairs = [(a, b) for a, b in CONSISTENCY_PAIRS if a in self.scales and b in self.scales]
+        self.meters = {s: ConfusionMeter(num_classes) for s in self.scales}
+        self.agreement = {pair: ConfusionMeter(num_classes) for pair in self.pairs}
+        self.seen: set[str] = set()
+
+    def update(self, image_id: str, per_scale: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
+        gt = read_label_png(gt_dir(self.cfg) / f"{image_id}.png")
+        labels = {s: cams_to_label(*per_scale[s], self.cfg.cam.alpha) for s in self.scales}
+        for s in self.scales:
+            self.meters[s].update(labels[s], gt)
+        for a, b in self.pairs:  # the second scale's labels stand in for the ground truth
+            self.agreement[a, b].update(labels[a], labels[b])
+        self.seen.add(image_id)
+
+    def write(self, run_dir: Path) -> dict:
+        consistency = {f"{a}-{b}": self.agreement[a, b].metrics()["miou"] for a, b in self.pairs}
+        write_json(run_dir / "eval" / "scale_consistency.json", consistency)
+        result = {str(s): summary(self.meters[s].metrics()) for s in self.scales}
+        write_json(run_dir / "eval" / "scale_sweep.json", result)
+        return result
+
+
+def scale_sweep_done(run_dir: Path) -> bool:
+    return all((run_dir / "eval" / name).is_file()
+               for name in ("scale_sweep.json", "scale_consistency.json"))  # fmt: skip
+
+
 def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
     """Single-scale CAM tests (the paper's Fig. 5): mIoU, mFN and mFP per test scale at alpha.
 
-    The same pass writes `scale_consistency.json` (see `scale_consistency`).
+    The same pass writes `scale_consistency.json` (see `scale_consistency`). The CAM stage
+    writes both for free when the sweep's scales are among its inference scales and it computes
+    the whole scored list; otherwise this makes a pass of its own.
     """
     run_dir = Path(run_dir)
-    out = run_dir / "eval" / "scale_sweep.json"
-    consistency_out = run_dir / "eval" / "scale_consistency.json"
-    if out.is_file() and consistency_out.is_file():
-        return json.loads(out.read_text())
+    if scale_sweep_done(run_dir):
+        return json.loads((run_dir / "eval" / "scale_sweep.json").read_text())
     dataset = open_split(cfg.data, cfg.data.infer_list)
     model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
-    scales = tuple(cfg.cam.scale_sweep)
-    pairs = [(a, b) for a, b in CONSISTENCY_PAIRS if a in scales and b in scales]
-    meters = {s: ConfusionMeter(dataset.num_classes) for s in scales}
-    agreement = {pair: ConfusionMeter(dataset.num_classes) for pair in pairs}
-    for image_id, per_scale in iter_single_scale_cams(
-        model, dataset, dataset.ids, scales, cfg.cam.infer_flip, cfg.cam.infer_batch,
-        cfg.run.amp, progress,
+    sweep = ScaleSweep(cfg, dataset.num_classes)
+    for image_id, labels, per_scale in iter_single_scale_cams(
+        model, dataset, dataset.ids, sweep.scales, cfg.cam.infer_flip, cfg.cam.infer_batch,
+        cfg.run.amp, progress=progress,
     ):  # fmt: skip
-        gt = read_label_png(gt_dir(cfg) / f"{image_id}.png")
-        labels = {s: cams_to_label(*per_scale[s], cfg.cam.alpha) for s in scales}
-        for s in scales:
-            meters[s].update(labels[s], gt)
-        for a, b in pairs:  # the second scale's labels stand in for the ground truth
-            agreement[a, b].update(labels[a], labels[b])
-    consistency = {f"{a}-{b}": agreement[a, b].metrics()["miou"] for a, b in pairs}
-    write_json(consistency_out, consistency)
-    result = {str(s): summary(meters[s].metrics()) for s in scales}
-    write_json(out, result)
-    return result
+        singles = {s: normalized_present_cams(maps, labels) for s, maps in per_scale.items()}
+        sweep.update(image_id, singles)
+    return sweep.write(run_dir)
 
 
 def scale_consistency(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
