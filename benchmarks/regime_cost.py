@@ -7,6 +7,7 @@ of random crops for each (output stride, crop) case, and multi-scale + flip infe
 
     python benchmarks/regime_cost.py                       # the cases behind demo.yaml
     python benchmarks/regime_cost.py --cases 8:128 8:192 16:192 --image 160 --repeats 5
+    python benchmarks/regime_cost.py --cases 8:128 8:128:bf16   # run.amp=bf16 against float32
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from ssenet.cam import CamObjective, build_cam_from_config, multiscale_cams
 from ssenet.config import load_config
+from ssenet.runtime import autocast
 from ssenet.trainer import build_optimizer
 
 
@@ -29,7 +31,7 @@ def demo_config(stride: int):
         return load_config(path, ["cam.method=baseline", f"model.output_stride={stride}"])
 
 
-def step_seconds(stride: int, crop: int, batch: int, repeats: int) -> float:
+def step_seconds(stride: int, crop: int, amp: str, batch: int, repeats: int) -> float:
     """Median seconds of a forward + backward + optimizer step (first step not counted)."""
     cfg = demo_config(stride)
     model = build_cam_from_config(cfg, 8).to(memory_format=torch.channels_last).train()
@@ -42,7 +44,8 @@ def step_seconds(stride: int, crop: int, batch: int, repeats: int) -> float:
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        loss = objective(images, labels)["loss"]
+        with autocast(images.device, amp):
+            loss = objective(images, labels)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -50,7 +53,7 @@ def step_seconds(stride: int, crop: int, batch: int, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
-def inference_seconds(stride: int, size: int, repeats: int) -> float:
+def inference_seconds(stride: int, amp: str, size: int, repeats: int) -> float:
     """Median seconds per image of the 4-scale + flip CAM inference, 8 images per pass."""
     cfg = demo_config(stride)
     model = build_cam_from_config(cfg, 8).to(memory_format=torch.channels_last).eval()
@@ -58,36 +61,42 @@ def inference_seconds(stride: int, size: int, repeats: int) -> float:
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        multiscale_cams(model, images, (1.0, 0.5, 1.5, 2.0), True)
+        multiscale_cams(model, images, (1.0, 0.5, 1.5, 2.0), True, amp)
         times.append((time.perf_counter() - start) / len(images))
     return statistics.median(times[1:])
+
+
+def parse_case(text: str) -> tuple[int, int, str]:
+    stride, crop, *amp = text.split(":")
+    return int(stride), int(crop), amp[0] if amp else "off"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["8:128", "8:160", "8:192", "16:192"],
-                        help="output_stride:crop pairs; the first is the reference")  # fmt: skip
+        help="stride:crop[:amp], amp off or bf16; the first is the reference")  # fmt: skip
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--image", type=int, default=160, help="inference image side")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [tuple(int(v) for v in case.split(":")) for case in args.cases]
+    cases = [parse_case(case) for case in args.cases]
     first = None
     print(f"training step, batch {args.batch}, {args.threads} threads")
-    for stride, crop in cases:
-        seconds = step_seconds(stride, crop, args.batch, args.repeats)
+    for stride, crop, amp in cases:
+        seconds = step_seconds(stride, crop, amp, args.batch, args.repeats)
         first = first or seconds
         cells = -(-crop // stride)
-        print(f"  stride {stride:>2} crop {crop:>3} ({cells:>2} cells): {seconds:.3f} s "
-              f"({seconds / first:.2f}x)")  # fmt: skip
+        print(f"  stride {stride:>2} crop {crop:>3} ({cells:>2} cells) amp {amp:<4}: "
+              f"{seconds:.3f} s ({seconds / first:.2f}x)")  # fmt: skip
     print(f"inference, 4 scales + flip, {args.image}-px images")
     base = None
-    for stride in sorted({s for s, _ in cases}):
-        seconds = inference_seconds(stride, args.image, args.repeats)
+    for stride, amp in dict.fromkeys((s, a) for s, _, a in cases):
+        seconds = inference_seconds(stride, amp, args.image, args.repeats)
         base = base or seconds
-        print(f"  stride {stride:>2}: {seconds:.3f} s per image ({seconds / base:.2f}x)")
+        print(f"  stride {stride:>2} amp {amp:<4}: {seconds:.3f} s per image "
+              f"({seconds / base:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

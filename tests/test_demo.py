@@ -36,6 +36,9 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
         classifier = results[method]["classifier"]
         # Even the quick demo's classifier must learn: mAP at least twice a constant scorer's.
         assert 2 * classifier["prior_map"] <= classifier["map"] <= 1.0
+        timed = results["meta"]["stage_seconds"][method]
+        assert set(timed) == {*STAGES, "aff", "classifier and scale sweep"}
+        assert all(v >= 0 for v in timed.values())
         run_dir = out / method
         for path in ("cam/model.pth", "aff/model.pth", "seg/model.pth", "eval/results.json"):
             assert (run_dir / path).is_file(), path

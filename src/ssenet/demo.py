@@ -66,20 +66,25 @@ def run_demo(
     make_benchmark(bench_dir, seed=seed, progress=progress, **BENCHMARK[size])
     results: dict = {}
     runs = {}
+    stage_seconds: dict = {"benchmark": round(time.perf_counter() - start, 1)}
     for method in METHODS:
         cfg = demo_config(bench_dir, method, seed, quick)
         run_dir = out_dir / method
         runs[method] = (cfg, run_dir)
-        results[method] = run_pipeline(cfg, run_dir, progress=progress)
+        seconds = stage_seconds[method] = {}
+        results[method] = run_pipeline(cfg, run_dir, progress=progress, seconds=seconds)
         cam_eval = json.loads((run_dir / "eval" / "cam.json").read_text())
         results[method]["cam_alpha_sweep"] = cam_eval["alpha_sweep"]
+        extra = time.perf_counter()
         results[method]["classifier"] = classifier_stage(cfg, run_dir)
         results[method]["scale_sweep"] = scale_sweep(cfg, run_dir, progress=progress)
         results[method]["scale_consistency"] = scale_consistency(cfg, run_dir, progress=progress)
+        seconds["classifier and scale sweep"] = round(time.perf_counter() - extra, 1)
     results["meta"] = {
         "quick": quick,
         "seed": seed,
         "seconds": round(time.perf_counter() - start, 1),
+        "stage_seconds": stage_seconds,  # of this call: work found done counts near 0
     }
     write_text_atomic(out_dir / "results.json", json.dumps(results, indent=2))
     title = "ssenet demo" + (" (quick)" if quick else "")
@@ -115,6 +120,9 @@ def format_results(results: dict) -> str:
     lines.append("scale consistency (paper Fig. 2): mIoU between CAM labels at two test scales")
     lines += method_rows(results, "scale_consistency", 9, lambda v: f"{v:>9.4f}")
     lines.append(f"\n{results['meta']['seconds']:.0f} s")
+    for method in METHODS:
+        per_stage = results["meta"].get("stage_seconds", {}).get(method, {})
+        lines.append(f"  {method}: " + ", ".join(f"{k} {v:.0f} s" for k, v in per_stage.items()))
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ run_dir/eval/  one JSON per stage and results.json gathering them
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,17 +183,25 @@ def parse_stages(text: str | None) -> list[str]:
 
 
 def run_pipeline(
-    cfg: Config, run_dir: str | Path, stages: list[str] | None = None, progress: bool = True
+    cfg: Config,
+    run_dir: str | Path,
+    stages: list[str] | None = None,
+    progress: bool = True,
+    seconds: dict[str, float] | None = None,
 ) -> dict:
     """Run the stages in order into `run_dir`; finished work is skipped, so a rerun resumes.
 
-    Every scored stage's mIoU / mFN / mFP lands in `run_dir/eval/results.json`.
+    Every scored stage's mIoU / mFN / mFP lands in `run_dir/eval/results.json`. When given,
+    `seconds` receives each stage's wall time in this call (near 0 for work found done).
     """
     run_dir = Path(run_dir)
     results_path = run_dir / "eval" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in stages or list(STAGES):
+        start = time.perf_counter()
         metrics = STAGES[name](cfg, run_dir, progress=progress)
+        if seconds is not None:
+            seconds[name] = round(time.perf_counter() - start, 1)
         if "miou" in metrics:
             results[name] = summary(metrics)
             write_json(results_path, results)
