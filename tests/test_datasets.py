@@ -202,23 +202,28 @@ def test_voc_reads_deeplab_style_lists(voc: Path) -> None:
     assert open_voc(voc, "train_aug").ids == ("b", "a")
 
 
-def test_voc_label_cache_is_used_until_the_list_changes(voc: Path) -> None:
+def test_voc_label_cache_is_used_until_the_list_or_a_mask_changes(voc: Path, monkeypatch) -> None:
+    from ssenet.data import voc as voc_module
+
     first = open_voc(voc, "train")
     cache_files = list((voc / ".ssenet_cache").glob("labels-train-*.json"))
     assert len(cache_files) == 1
-    # Change one mask and delete another: the cache must answer without reading either.
+    read = voc_module.read_checked_mask
+    calls = []
+    monkeypatch.setattr(voc_module, "read_checked_mask", lambda *a: calls.append(a) or read(*a))
+    # Nothing changed: the cache answers and no mask is read.
+    np.testing.assert_array_equal(open_voc(voc, "train").labels("b"), first.labels("b"))
+    assert calls == []
+    # An edited mask (new size or mtime) invalidates the cache: its new classes are read.
     write_label_png(voc / "SegmentationClass" / "a.png", mask_with(2))
+    assert present(first, "a") == ["aeroplane"]
+    assert present(open_voc(voc, "train"), "a") == ["bicycle"] and calls
+    # A deleted mask is found, not answered from the cache.
     (voc / "SegmentationClass" / "b.png").unlink()
-    second = open_voc(voc, "train")
-    assert present(second, "a") == ["aeroplane"]
-    np.testing.assert_array_equal(second.labels("b"), first.labels("b"))
-    # Without the cache the masks are read again.
-    with pytest.raises(SsenetError, match=r"b\.png: mask not found"):
-        open_voc(voc, "train", label_cache=False)
-    # A changed list file (new size and mtime) invalidates the cache.
-    write_list(voc, "train", "a\nb\n\n")
     with pytest.raises(SsenetError, match=r"b\.png: mask not found"):
         open_voc(voc, "train")
+    # A changed list file (new size and mtime) invalidates the cache too.
+    write_list(voc, "train", "a\nb\n\n")
     write_label_png(voc / "SegmentationClass" / "b.png", mask_with(15))
     assert present(open_voc(voc, "train"), "a") == ["bicycle"]
 
@@ -246,7 +251,9 @@ def test_voc_label_cache_falls_back_to_the_user_cache_dir(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     open_voc(voc, "train")
     assert len(list((tmp_path / "xdg" / "ssenet").glob("labels-train-*.json"))) == 1
-    (voc / "SegmentationClass" / "b.png").unlink()
+    from ssenet.data import voc as voc_module
+
+    monkeypatch.setattr(voc_module, "read_checked_mask", None)  # answered from the cache alone
     assert present(open_voc(voc, "train"), "b") == ["bottle", "person"]
 
 

@@ -36,7 +36,7 @@ LIST_DIR = Path("ImageSets", "Segmentation")
 CLS_LABELS = "cls_labels.txt"
 CLASS_NAMES = "class_names.txt"
 CACHE_DIR = ".ssenet_cache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed by the masks' stamps too
 
 
 def open_voc(
@@ -166,13 +166,14 @@ def _labels(
             "cannot derive image-level labels"
         )
     key = _cache_key(root, list_path, mask_paths, len(names) - 1)
+    stamp = [*_list_stamp(list_path), _masks_stamp(mask_paths, lines)]
     if use_cache:
-        cached = _read_cache(root, key, list_path, lines, len(names) - 1)
+        cached = _read_cache(root, key, stamp, lines, len(names) - 1)
         if cached is not None:
             return cached
     labels = _labels_from_masks(lines, list_path, image_paths, mask_paths, len(names) - 1)
     if use_cache:
-        _write_cache(root, key, list_path, labels, len(names) - 1)
+        _write_cache(root, key, list_path, stamp, labels, len(names) - 1)
     return labels
 
 
@@ -249,10 +250,22 @@ def _list_stamp(list_path: Path) -> list[int]:
     return [stat.st_mtime_ns, stat.st_size]
 
 
+def _masks_stamp(mask_paths: dict[str, Path], lines: list[tuple[str, int]]) -> str:
+    """A hash of every listed mask's mtime and size: an edited or replaced mask changes it."""
+    sha = hashlib.sha1()
+    for image_id, _ in lines:
+        try:
+            stat = mask_paths[image_id].stat()
+            sha.update(f"{image_id} {stat.st_mtime_ns} {stat.st_size}\n".encode())
+        except OSError:
+            sha.update(f"{image_id} -\n".encode())
+    return sha.hexdigest()[:16]
+
+
 def _read_cache(
-    root: Path, key: str, list_path: Path, lines: list[tuple[str, int]], num_foreground: int
+    root: Path, key: str, stamp: list, lines: list[tuple[str, int]], num_foreground: int
 ) -> dict[str, tuple[int, ...]] | None:
-    """Cached labels when a cache file matches the list file's mtime and size, else None."""
+    """Cached labels when a cache file matches the list's and the masks' stamps, else None."""
     for directory in _cache_dirs(root):
         try:
             data = json.loads((directory / key).read_text())
@@ -261,7 +274,7 @@ def _read_cache(
         if (
             not isinstance(data, dict)
             or data.get("version") != _CACHE_VERSION
-            or data.get("list_stamp") != _list_stamp(list_path)
+            or data.get("stamp") != stamp
             or data.get("num_foreground") != num_foreground
         ):
             continue
@@ -276,6 +289,7 @@ def _write_cache(
     root: Path,
     key: str,
     list_path: Path,
+    stamp: list,
     labels: dict[str, tuple[int, ...]],
     num_foreground: int,
 ) -> None:
@@ -283,7 +297,7 @@ def _write_cache(
     data = {
         "version": _CACHE_VERSION,
         "list": str(list_path.resolve()),
-        "list_stamp": _list_stamp(list_path),
+        "stamp": stamp,
         "num_foreground": num_foreground,
         "labels": {image_id: list(classes) for image_id, classes in labels.items()},
     }
