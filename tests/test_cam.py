@@ -135,7 +135,9 @@ def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path)
     weights = tmp_path / "model.pth"
     torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
     whole = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
-    assert whole == {"images": 8, "computed": 8, "cam_dir": str(tmp_path / "whole" / "cams")}
+    assert whole == {
+        "images": 8, "computed": 8, "relabelled": 0, "cam_dir": str(tmp_path / "whole" / "cams")
+    }
     ids = (bench / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     assert len(set(ids)) == 8
     peaks = []
@@ -145,6 +147,14 @@ def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path)
         peaks.extend(cams.reshape(len(keys), -1).max(1))  # each map over its max + 1e-5
     assert max(peaks) <= 1 and max(peaks) > 0.99
     assert infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)["computed"] == 0
+    # A new background score remakes the labels from the saved CAMs; new scales remake both.
+    cfg.cam.alpha = 0.4
+    again = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    assert (again["computed"], again["relabelled"]) == (0, 8)
+    cfg.cam.infer_scales = (1.0,)
+    again = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    assert (again["computed"], again["relabelled"]) == (8, 0)
+    cfg.cam.alpha, cfg.cam.infer_scales = 0.2, (1.0, 0.5)
     for k in range(2):
         infer_cams(cfg, weights, tmp_path / "parts", "train", (k, 2), progress=False)
     for sub, suffix in (("cams", ".npz"), ("labels", ".png")):

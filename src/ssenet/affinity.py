@@ -30,6 +30,7 @@ from ssenet.data.transforms import (
 )
 from ssenet.errors import SsenetError
 from ssenet.models import build_affinity_model, load_weights
+from ssenet.provenance import read_stamp, stamp
 from ssenet.randomwalk import affinity_pairs
 from ssenet.runtime import (
     memory_format,
@@ -359,16 +360,18 @@ def train_affinity(
     """Train AffinityNet on `aff.train_list` (default `data.train_list`) with CRF scores.
 
     Writes out_dir/model.pth, train.json, checkpoints/ and tb/; resumable like every stage
-    (see `ssenet.trainer.fit`). Upstream sections are part of the digest because they decide
-    the CRF labels this network learns from.
+    (see `ssenet.trainer.fit`). The stamps of the CRF score files are part of the digest
+    because they decide the labels this network learns from.
     """
     out_dir, crf_dir = Path(out_dir), Path(crf_dir)
-    digest = cfg.digest("data", "model", "cam", "crf", "aff")
+    dataset = open_split(cfg.data, cfg.aff.train_list or cfg.data.train_list)
+    check_crf_files(crf_dir, dataset.ids)
+    # The CRF files' own stamps stand for everything upstream (CAM network, inference, CRF).
+    scores = stamp(*(read_stamp(crf_dir / f"{i}.npz") for i in dataset.ids))
+    digest = cfg.digest("data", "model", "aff") + "-" + scores[:12]
     done = finished(out_dir, digest)
     if done is not None:
         return done
-    dataset = open_split(cfg.data, cfg.aff.train_list or cfg.data.train_list)
-    check_crf_files(crf_dir, dataset.ids)
     device, info = prepare_training(cfg.run)
     model = build_affinity_from_config(cfg).to(device)
     model = memory_format(model, cfg.run.channels_last)

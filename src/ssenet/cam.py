@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ssenet.camfile import cams_to_label, save_cams
+from ssenet.camfile import cams_to_label, load_cams, save_cams
 from ssenet.config import CamConfig, Config
 from ssenet.data.datasets import CamTrainDataset, ImageListDataset, SegmentationDataset
 from ssenet.data.palette import write_label_png
@@ -23,6 +23,7 @@ from ssenet.data.transforms import CamTrainTransform
 from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.models import build_cam_model, load_weights
 from ssenet.multiscale import merge_flips, scaled_batches
+from ssenet.provenance import config_values, is_current, stamp, weights_stamp
 from ssenet.runtime import (
     autocast,
     inference_batch_size,
@@ -343,7 +344,9 @@ def infer_cams(
 ) -> dict:
     """Write `cams/<id>.npz` and the alpha pseudo label `labels/<id>.png` for every image.
 
-    Images whose two files exist are skipped, so a rerun finishes an interrupted one. With
+    Images whose two files exist with the stamp they would get now (`ssenet.provenance`) are
+    skipped, so a rerun finishes an interrupted one and a changed setting remakes what it
+    changes (a new `cam.alpha` only the labels, from the saved CAMs). With
     `shard=(k, n)` only every n-th image from the k-th is processed: shards are disjoint.
     With `on_single_scales`, each computed image's normalised CAMs at every one of
     `single_scales` alone, {scale: (cams, keys)}, are handed to it too, from the same forward
@@ -353,11 +356,17 @@ def infer_cams(
     dataset = open_split(cfg.data, list_name or cfg.data.infer_list)
     ids = list(dataset.ids)[shard[0] :: shard[1]]
     cam_dir, label_dir = out_dir / "cams", out_dir / "labels"
-    todo = [
-        i
-        for i in ids
-        if not ((cam_dir / f"{i}.npz").is_file() and (label_dir / f"{i}.png").is_file())
+    cams_stamp = cam_file_stamp(cfg, weights)
+    label_stamp = stamp("cam labels", cams_stamp, cfg.cam.alpha)
+    current = {i for i in ids if is_current(cam_dir / f"{i}.npz", cams_stamp)}
+    todo = [i for i in ids if i not in current]
+    relabel = [  # CAMs still current, labels not (cam.alpha changed): no forward pass needed
+        i for i in ids if i in current and not is_current(label_dir / f"{i}.png", label_stamp)
     ]
+    for image_id in relabel:
+        cams, keys = load_cams(cam_dir / f"{image_id}.npz")
+        write_label_png(label_dir / f"{image_id}.png", cams_to_label(cams, keys, cfg.cam.alpha),
+                        label_stamp)  # fmt: skip
     device = select_device(cfg.run.device)
     set_threads(cfg.run.threads)
     if todo:
@@ -365,12 +374,23 @@ def infer_cams(
         for image_id, cams, keys, singles in computed_cams(
             cfg, model, dataset, todo, single_scales if on_single_scales else (), progress
         ):
-            save_cams(cam_dir / f"{image_id}.npz", cams, keys)
+            save_cams(cam_dir / f"{image_id}.npz", cams, keys, cams_stamp)
             label = cams_to_label(cams, keys, cfg.cam.alpha)
-            write_label_png(label_dir / f"{image_id}.png", label)
+            write_label_png(label_dir / f"{image_id}.png", label, label_stamp)
             if on_single_scales is not None:
                 on_single_scales(image_id, singles)
-    return {"images": len(ids), "computed": len(todo), "cam_dir": str(cam_dir)}
+    return {
+        "images": len(ids),
+        "computed": len(todo),
+        "relabelled": len(relabel),
+        "cam_dir": str(cam_dir),
+    }
+
+
+def cam_file_stamp(cfg: Config, weights: str | Path) -> str:
+    """The `made_from` stamp of CAM files: the network and every setting that decides them."""
+    keys = "data.kind data.root cam.infer_scales cam.infer_flip run.amp"
+    return stamp("cams", weights_stamp(weights), config_values(cfg, keys))
 
 
 def computed_cams(

@@ -38,14 +38,20 @@ def _check(cams: np.ndarray, keys: np.ndarray, where: str) -> None:
         raise SsenetError(f"{where}: duplicate class ids in keys {keys.tolist()}")
 
 
-def save_cams(path: str | os.PathLike, cams: np.ndarray, keys: np.ndarray) -> None:
-    """Write (k, H, W) CAMs and their (k,) class ids to `path` (.npz), atomically, as float32."""
+def save_cams(
+    path: str | os.PathLike, cams: np.ndarray, keys: np.ndarray, made_from: str | None = None
+) -> None:
+    """Write (k, H, W) CAMs and their (k,) class ids to `path` (.npz), atomically, as float32,
+    with the `made_from` stamp of `ssenet.provenance` when given."""
     cams, keys = np.asarray(cams), np.asarray(keys)
     _check(cams, keys, str(path))
     if not np.issubdtype(cams.dtype, np.floating):
         raise SsenetError(f"{path}: cams must be floating point, got {cams.dtype}")
     with atomic_path(path) as tmp:
-        np.savez(tmp, cams=cams.astype(np.float32, copy=False), keys=keys.astype(np.int64))
+        extra = {} if made_from is None else {"made_from": np.array(made_from)}
+        np.savez(
+            tmp, cams=cams.astype(np.float32, copy=False), keys=keys.astype(np.int64), **extra
+        )
 
 
 def load_cams(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

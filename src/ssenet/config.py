@@ -167,11 +167,14 @@ class RunConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
 
 
-# Settings of evaluation alone: no training stage reads them.
-SCORING_ONLY_KEYS = {
-    "data": ("eval_guard", "mask_dir", "val_list"),
-    "cam": ("alpha_sweep", "scale_sweep"),
+# Settings no training reads (evaluation, inference): changing them never retrains a network.
+NOT_TRAINING_KEYS = {
+    "data": ("eval_guard", "mask_dir", "val_list", "infer_list"),
+    "cam": ("alpha_sweep", "scale_sweep", "infer_scales", "infer_flip", "infer_batch", "alpha"),
+    "seg": ("infer_scales", "infer_flip", "infer_batch", "crf"),
 }
+# Run settings that change what training computes (the rest decide where and how fast).
+TRAINING_RUN_KEYS = ("seed", "amp")
 
 
 @dataclass
@@ -189,13 +192,15 @@ class Config:
         return dataclasses.asdict(self)
 
     def digest(self, *sections: str) -> str:
-        """A short hash of the given sections, to tell whether a checkpoint belongs to them.
+        """A short hash of the given sections and the seed and precision, to tell whether a
+        trained network or checkpoint belongs to them.
 
-        Keys that only decide how results are scored are left out, so changing them never
-        retrains a finished stage.
+        Keys no training reads (`NOT_TRAINING_KEYS`) are left out, so changing them never
+        retrains or refuses a finished stage.
         """
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
-        for section, keys in SCORING_ONLY_KEYS.items():
+        payload["run"] = {key: getattr(self.run, key) for key in TRAINING_RUN_KEYS}
+        for section, keys in NOT_TRAINING_KEYS.items():
             for key in keys:
                 payload.get(section, {}).pop(key, None)
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -7,17 +7,17 @@ Per image, from the CAM stage's `cam_dir/<id>.npz`:
   AffinityNet training takes `out_dir/scores` as its CRF folder;
 - `out_dir/labels/<id>.png`: argmax of `la` mapped to [0, keys...] (the "CAM+CRF" label).
 
-Images whose two outputs exist are skipped, so a rerun finishes an interrupted one;
-`out_dir/crf.json` records the CRF settings and a rerun with other settings is refused rather
-than mixing outputs. Images are spread over `cfg.run.num_workers` DataLoader processes with one
-torch thread each (pydensecrf uses one core per CRF whatever the thread setting); a CUDA torch
-backend runs in the main process instead.
+Both outputs carry a stamp of the CRF settings and of the CAM file they came from
+(`ssenet.provenance`); images whose two outputs have the stamp they would get now are skipped,
+so a rerun finishes an interrupted one and changed settings or CAMs remake them. Images are
+spread over `cfg.run.num_workers` DataLoader processes with one torch thread each (pydensecrf
+uses one core per CRF whatever the thread setting); a CUDA torch backend runs in the main
+process instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,20 @@ from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.fileio import atomic_path, write_text_atomic
+from ssenet.fileio import atomic_path
+from ssenet.provenance import config_values, is_current, read_stamp, stamp
 from ssenet.runtime import select_device, set_threads
 from ssenet.runtime import shard as take_shard
 
-SETTINGS_FILE = "crf.json"
+# Settings that decide the CRF outputs (the backends agree to float precision).
+CRF_KEYS = "data.kind data.root " + " ".join(
+    f"crf.{f.name}" for f in dataclasses.fields(CrfConfig) if f.name != "backend"
+)
+
+
+def crf_file_stamp(cfg: Config, cams_stamp: str | None) -> str:
+    """The `made_from` stamp of one image's CRF outputs, from its CAM file's stamp."""
+    return stamp("crf", cams_stamp, config_values(cfg, CRF_KEYS))
 
 
 def crf_label(la: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -44,7 +53,9 @@ def crf_label(la: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return ids[np.asarray(la).argmax(axis=0)]
 
 
-def save_scores(path: Path, la: np.ndarray, ha: np.ndarray, keys: np.ndarray) -> None:
+def save_scores(
+    path: Path, la: np.ndarray, ha: np.ndarray, keys: np.ndarray, made_from: str | None = None
+) -> None:
     """Write one image's CRF scores as compressed float16, atomically.
 
     Measured on the VOC photo (5 x 375 x 500, la + ha): float32 7.3 MB, float16 3.7 MB,
@@ -56,7 +67,8 @@ def save_scores(path: Path, la: np.ndarray, ha: np.ndarray, keys: np.ndarray) ->
     half = {n: torch.from_numpy(np.ascontiguousarray(a, np.float32)).half().numpy()
             for n, a in (("la", la), ("ha", ha))}  # fmt: skip
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, keys=np.asarray(keys, dtype=np.int64), **half)
+        extra = {} if made_from is None else {"made_from": np.array(made_from)}
+        np.savez_compressed(tmp, keys=np.asarray(keys, dtype=np.int64), **half, **extra)
 
 
 def crf_image(
@@ -101,35 +113,17 @@ class _CrfJobs(Dataset):
                 f"{tuple(image.shape[:2])}"
             )
         la, ha = crf_image(image, cams, self.cfg.crf, self.backend, self.device)
-        save_scores(self.out_dir / "scores" / f"{image_id}.npz", la, ha, keys)
-        write_label_png(self.out_dir / "labels" / f"{image_id}.png", crf_label(la, keys))
+        made_from = crf_file_stamp(self.cfg, read_stamp(cam_path))
+        save_scores(self.out_dir / "scores" / f"{image_id}.npz", la, ha, keys, made_from)
+        write_label_png(self.out_dir / "labels" / f"{image_id}.png", crf_label(la, keys), made_from)
         return image_id
 
 
-def check_settings(out_dir: Path, params: CrfConfig) -> None:
-    """Record the CRF settings in `out_dir/crf.json`; refuse to resume under other settings."""
-    settings = {k: v for k, v in dataclasses.asdict(params).items() if k != "backend"}
-    path = out_dir / SETTINGS_FILE
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise SsenetError(f"{path}: cannot read the recorded CRF settings ({err})") from err
-        if previous != settings:
-            changed = sorted(k for k in settings.keys() | previous.keys()
-                             if previous.get(k) != settings.get(k))  # fmt: skip
-            raise SsenetError(
-                f"{path}: the outputs here were made with other CRF settings "
-                f"({', '.join(f'crf.{k}' for k in changed)}); use a new output folder"
-            )
-        return
-    write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
-
-
-def _done(out_dir: Path, image_id: str) -> bool:
-    return (out_dir / "scores" / f"{image_id}.npz").is_file() and (
-        out_dir / "labels" / f"{image_id}.png"
-    ).is_file()
+def _done(cfg: Config, cam_dir: Path, out_dir: Path, image_id: str) -> bool:
+    expected = crf_file_stamp(cfg, read_stamp(cam_dir / f"{image_id}.npz"))
+    return is_current(out_dir / "scores" / f"{image_id}.npz", expected) and is_current(
+        out_dir / "labels" / f"{image_id}.png", expected
+    )
 
 
 def crf_stage(
@@ -151,14 +145,13 @@ def crf_stage(
     list_name = list_name or cfg.data.infer_list
     dataset = open_split(cfg.data, list_name)
     ids = take_shard(list(dataset.ids), *shard)
-    todo = [i for i in ids if not _done(out_dir, i)]
+    todo = [i for i in ids if not _done(cfg, cam_dir, out_dir, i)]
     missing = [i for i in todo if not (cam_dir / f"{i}.npz").is_file()]
     if missing:
         raise SsenetError(
             f"{cam_dir}: no CAMs for {len(missing)} image(s) (e.g. {', '.join(missing[:5])}); "
             "run CAM inference on this list first"
         )
-    check_settings(out_dir, cfg.crf)
     if todo:
         _run(cfg, list_name, todo, cam_dir, out_dir, progress)
     return {

@@ -34,6 +34,7 @@ from ssenet.errors import SsenetError
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
 from ssenet.evaluation_guard import check_pseudo_label_eval
 from ssenet.multilabel import classification_report
+from ssenet.provenance import cached_json, config_values, stamp, weights_stamp, write_stamped_json
 from ssenet.runtime import rank_shard, select_device
 from ssenet.rw_stage import random_walk_stage
 from ssenet.segmentation import infer_seg, train_seg
@@ -122,7 +123,7 @@ def folded_scale_sweep(cfg: Config, run_dir: Path) -> ScaleSweep | None:
     scales = set(cfg.cam.scale_sweep)
     if rank_shard()[1] > 1 or not scales or not scales <= set(cfg.cam.infer_scales):
         return None
-    if scale_sweep_done(run_dir):
+    if scale_sweep_done(cfg, run_dir):
         return None
     return ScaleSweep(cfg, open_split(cfg.data, cfg.data.infer_list).num_classes)
 
@@ -234,15 +235,29 @@ class ScaleSweep:
         self.seen.add(image_id)
 
     def write(self, run_dir: Path) -> dict:
+        made_from = sweep_stamp(self.cfg, run_dir)
         consistency = {f"{a}-{b}": self.agreement[a, b].metrics()["miou"] for a, b in self.pairs}
-        write_json(run_dir / "eval" / "scale_consistency.json", consistency)
+        write_stamped_json(run_dir / "eval" / "scale_consistency.json", consistency, made_from)
         result = {str(s): summary(self.meters[s].metrics()) for s in self.scales}
-        write_json(run_dir / "eval" / "scale_sweep.json", result)
+        write_stamped_json(run_dir / "eval" / "scale_sweep.json", result, made_from)
         return result
 
 
-def scale_sweep_done(run_dir: Path) -> bool:
-    return all((run_dir / "eval" / name).is_file()
+SWEEP_KEYS = (
+    "data.kind data.root data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
+    "cam.alpha run.amp"
+)
+
+
+def sweep_stamp(cfg: Config, run_dir: Path) -> str:
+    """What the scale sweep's figures depend on: the CAM network and the sweep settings."""
+    weights = weights_stamp(run_dir / "cam" / "model.pth")
+    return stamp("scale sweep", weights, config_values(cfg, SWEEP_KEYS))
+
+
+def scale_sweep_done(cfg: Config, run_dir: Path) -> bool:
+    expected = sweep_stamp(cfg, run_dir)
+    return all(cached_json(run_dir / "eval" / name, expected) is not None
                for name in ("scale_sweep.json", "scale_consistency.json"))  # fmt: skip
 
 
@@ -254,7 +269,7 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
     the whole scored list; otherwise this makes a pass of its own.
     """
     run_dir = Path(run_dir)
-    if scale_sweep_done(run_dir):
+    if scale_sweep_done(cfg, run_dir):
         return json.loads((run_dir / "eval" / "scale_sweep.json").read_text())
     dataset = open_split(cfg.data, cfg.data.infer_list)
     model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
@@ -276,12 +291,18 @@ def scale_consistency(cfg: Config, run_dir: str | Path, progress: bool = True) -
     return json.loads((Path(run_dir) / "eval" / "scale_consistency.json").read_text())
 
 
+CLASSIFIER_KEYS = "data.kind data.root data.val_list cam.infer_batch"
+
+
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
     """mAP and F1 of the CAM network as an image classifier on the held-out list."""
     run_dir = Path(run_dir)
     out = run_dir / "eval" / "classifier.json"
-    if out.is_file():
-        return json.loads(out.read_text())
+    weights = run_dir / "cam" / "model.pth"
+    made_from = stamp("classifier", weights_stamp(weights), config_values(cfg, CLASSIFIER_KEYS))
+    cached = cached_json(out, made_from)
+    if cached is not None:
+        return cached
     dataset = open_split(cfg.data, cfg.data.val_list)
     model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
@@ -290,5 +311,5 @@ def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
     report = classification_report(scores, targets)
     report["images"] = int(len(targets))
     report["prior_map"] = float(np.mean(targets.mean(0)))  # AP of a constant scorer, for scale
-    write_json(out, report)
+    write_stamped_json(out, report, made_from)
     return report

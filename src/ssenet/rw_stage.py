@@ -21,6 +21,7 @@ from ssenet.config import Config
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
+from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
 from ssenet.randomwalk import random_walk
 from ssenet.runtime import autocast, select_device, set_threads
 from ssenet.runtime import shard as take_shard
@@ -118,6 +119,17 @@ def walk_label(
     return ids[walked.argmax(dim=0).cpu().numpy()]
 
 
+RW_KEYS = (
+    "data.kind data.root rw.beta rw.logt rw.radius rw.background rw.bg_power "
+    "rw.reference_border cam.alpha model.output_stride run.amp"
+)
+
+
+def rw_file_stamp(cfg: Config, aff_stamp: str, cams_stamp: str | None) -> str:
+    """The `made_from` stamp of one random-walk label: AffinityNet, the CAM file, the walk."""
+    return stamp("rw", aff_stamp, cams_stamp, config_values(cfg, RW_KEYS))
+
+
 def random_walk_stage(
     cfg: Config,
     aff_weights: str | Path,
@@ -129,15 +141,19 @@ def random_walk_stage(
 ) -> dict:
     """Write the random-walk pseudo label `out_dir/labels/<id>.png` of every image of the list.
 
-    `cam_dir` holds the CAM stage's `<id>.npz` files. Images whose PNG exists are skipped, so a
-    rerun finishes an interrupted one; `shard=(k, n)` takes every n-th image from the k-th.
+    `cam_dir` holds the CAM stage's `<id>.npz` files. Images whose PNG has the stamp it would
+    get now (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new
+    CAMs, weights or walk settings remake it; `shard=(k, n)` takes every n-th image from the
+    k-th.
     Features of several same-size images share one forward pass; the walk itself is sparse.
     """
     out_dir, cam_dir = Path(out_dir), Path(cam_dir)
     label_dir = out_dir / "labels"
     dataset = open_split(cfg.data, list_name or cfg.data.infer_list)
     ids = take_shard(list(dataset.ids), *shard)
-    todo = [i for i in ids if not (label_dir / f"{i}.png").is_file()]
+    aff_stamp = weights_stamp(aff_weights)
+    expected = {i: rw_file_stamp(cfg, aff_stamp, read_stamp(cam_dir / f"{i}.npz")) for i in ids}
+    todo = [i for i in ids if not is_current(label_dir / f"{i}.png", expected[i])]
     missing = [i for i in todo if not (cam_dir / f"{i}.npz").is_file()]
     if missing:
         raise SsenetError(
@@ -162,5 +178,5 @@ def random_walk_stage(
                         f"match the image's {tuple(image.shape[:2])}"
                     )
                 label = walk_label(cams, keys, feats, cfg, stride)
-                write_label_png(label_dir / f"{image_id}.png", label)
+                write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
     return {"images": len(ids), "computed": len(todo), "label_dir": str(label_dir)}

@@ -8,6 +8,7 @@ multi-scale + flip softmax averaging and an optional dense CRF.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
 from ssenet.models import build_backbone, load_weights
 from ssenet.multiscale import merge_flips, scaled_batches
+from ssenet.provenance import config_values, is_current, stamp, weights_stamp
 from ssenet.runtime import (
     autocast,
     memory_format,
@@ -341,15 +343,17 @@ def infer_seg(
     """Write the predicted label map `out_dir/labels/<id>.png` (VOC palette) for every image.
 
     The list defaults to `cfg.data.val_list`. Multi-scale (`seg.infer_scales`) + flip softmax
-    average, then the dense CRF when `seg.crf`. Existing labels are skipped, so a rerun finishes
-    an interrupted one; `shard=(k, n)` processes every n-th image from the k-th.
+    average, then the dense CRF when `seg.crf`. Labels with the stamp they would get now
+    (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new weights or
+    settings remake them; `shard=(k, n)` processes every n-th image from the k-th.
     """
     _check_infer_config(cfg)
     out_dir = Path(out_dir)
     dataset = open_split(cfg.data, list_name or cfg.data.val_list)
     ids = list(dataset.ids)[shard[0] :: shard[1]]
     label_dir = out_dir / "labels"
-    todo = [i for i in ids if not (label_dir / f"{i}.png").is_file()]
+    made_from = seg_label_stamp(cfg, weights)
+    todo = [i for i in ids if not is_current(label_dir / f"{i}.png", made_from)]
     if todo:
         set_threads(cfg.run.threads)
         device = select_device(cfg.run.device)
@@ -367,5 +371,12 @@ def infer_seg(
                 if refine is not None:
                     prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend)
                 label = np.asarray(prob).argmax(axis=0).astype(np.uint8)
-                write_label_png(label_dir / f"{image_id}.png", label)
+                write_label_png(label_dir / f"{image_id}.png", label, made_from)
     return {"images": len(ids), "computed": len(todo), "label_dir": str(label_dir)}
+
+
+def seg_label_stamp(cfg: Config, weights: str | Path) -> str:
+    """The `made_from` stamp of predicted labels: the network and the inference settings."""
+    keys = "data.kind data.root seg.infer_scales seg.infer_flip seg.crf run.amp"
+    crf = dataclasses.asdict(cfg.crf) if cfg.seg.crf else None
+    return stamp("seg", weights_stamp(weights), config_values(cfg, keys), crf)

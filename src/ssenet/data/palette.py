@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path
@@ -37,8 +37,11 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
 _PALETTE_BYTES = voc_palette().flatten().tolist()
 
 
-def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
-    """Write an (H, W) label map with values in 0..255 as a VOC palette PNG, atomically."""
+def write_label_png(
+    path: str | os.PathLike, label: np.ndarray, made_from: str | None = None
+) -> None:
+    """Write an (H, W) label map with values in 0..255 as a VOC palette PNG, atomically, with
+    the `made_from` stamp of `ssenet.provenance` as a text chunk when given."""
     label = np.asarray(label)
     if label.ndim != 2:
         raise SsenetError(f"{path}: a label map must be 2-D, got shape {label.shape}")
@@ -46,8 +49,12 @@ def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         raise SsenetError(f"{path}: label values must lie in 0..255")
     image = Image.fromarray(label.astype(np.uint8), mode="P")
     image.putpalette(_PALETTE_BYTES)
+    info = None
+    if made_from is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("made_from", made_from)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=info)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""What each output was made from, stamped into the output itself.
+
+Every per-image file a stage writes (CAMs, CRF scores, CAM / CRF / random-walk / segmentation
+labels) carries a short `made_from` stamp: a hash of the config values that decide it and of the
+stamps of what it was made from (the network's training digest, the image's CAM file). A stage
+counts a file as done only when its stamp is the one it would write now, so a changed setting
+remakes exactly the files it changes, a resumed run keeps the rest, shards of one list never
+need to coordinate, and an old output is never reported as a new one. Cached evaluation files
+(`eval/classifier.json`, the scale sweep) keep their stamps in `eval/stamps.json`.
+
+Training has its own guard (the digest in train.json and in every checkpoint, see
+`ssenet.trainer`): a changed setting is refused there, since a trained network is expensive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ssenet.config import Config
+from ssenet.fileio import write_text_atomic
+
+STAMP_KEY = "made_from"  # the npz array / PNG text chunk holding a file's stamp
+STAMPS_FILE = "stamps.json"  # beside cached JSON results: {file name: stamp}
+
+
+def stamp(*parts: Any) -> str:
+    """A short hash of JSON-able parts (config values, other stamps)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def config_values(cfg: Config, keys: str) -> dict[str, Any]:
+    """{"rw.beta": 8.0, ...} of space-separated dotted config keys."""
+    values = {}
+    for key in keys.split():
+        section, name = key.split(".")
+        values[key] = getattr(getattr(cfg, section), name)
+    return values
+
+
+def weights_stamp(path: str | os.PathLike) -> str:
+    """What identifies trained weights: the training digest in the train.json beside them (so
+    retraining under the same config keeps outputs valid), else the file's size and mtime."""
+    path = Path(path)
+    meta = path.parent / "train.json"
+    if path.name == "model.pth" and meta.is_file():
+        try:
+            digest = json.loads(meta.read_text()).get("digest")
+        except (OSError, ValueError):
+            digest = None
+        if digest:
+            return f"trained:{digest}"
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return f"file:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def read_stamp(path: str | os.PathLike) -> str | None:
+    """The stamp an .npz or .png output was written with; None when it is missing, unreadable
+    or has none (written by hand or by an older version): such a file is made again."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return str(data[STAMP_KEY]) if STAMP_KEY in data.files else None
+        with Image.open(path) as image:
+            return image.text.get(STAMP_KEY)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnidentifiedImageError):
+        return None
+
+
+def is_current(path: str | os.PathLike, expected: str) -> bool:
+    return read_stamp(path) == expected
+
+
+def cached_json(path: Path, expected: str) -> dict | None:
+    """A cached JSON result when it was written with the `expected` stamp, else None."""
+    if not path.is_file() or read_json_stamps(path.parent).get(path.name) != expected:
+        return None
+    return json.loads(path.read_text())
+
+
+def write_stamped_json(path: Path, data: dict, made_from: str) -> None:
+    """Write a JSON result and record its stamp in the folder's stamps file."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    stamps = read_json_stamps(path.parent) | {path.name: made_from}
+    write_text_atomic(path.parent / STAMPS_FILE, json.dumps(stamps, indent=2) + "\n")
+
+
+def read_json_stamps(folder: Path) -> dict[str, str]:
+    try:
+        stamps = json.loads((folder / STAMPS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
