@@ -85,3 +85,31 @@ def test_only_rank_zero_prints(tmp_path):
                            capture_output=True, text=True, env=env)
     assert quiet.returncode == 0 and quiet.stdout == ""
     assert "branch_rate" in run_cli("config", "show").stdout
+
+
+def test_file_system_faults_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    from ssenet import fileio
+    from ssenet.data.palette import write_label_png
+
+    for folder in ("pred", "gt"):
+        write_label_png(tmp_path / folder / "a.png", np.ones((4, 4), np.uint8))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    argv = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    assert main([*argv, "--json", str(blocker / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssenet: error: ") and "blocker" in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "m.json"))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", full_disk)
+    assert main([*argv, "--json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ssenet: error: {tmp_path / 'm.json'}: No space left on device\n"
+    assert not (tmp_path / "m.json").exists()

@@ -115,6 +115,13 @@ def test_unfit_or_pickled_files_are_refused(tmp_path):
     torch.save({"x": Payload()}, tmp_path / "evil.pth")
     with pytest.raises(SsenetError, match="refused"):
         load_weights(model, tmp_path / "evil.pth")
+    from ssenet.checkpoint import load_checkpoint
+
+    with pytest.raises(SsenetError) as caught:  # a resumed stage: one line, no advice to unpickle
+        load_checkpoint(tmp_path / "evil.pth")
+    message = str(caught.value)
+    assert "evil.pth: refused" in message and "\n" not in message
+    assert "weights_only" not in message
     with pytest.raises(SsenetError, match="not found"):
         load_weights(model, tmp_path / "missing.pth")
 

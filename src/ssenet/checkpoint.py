@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise SsenetError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError...
+    except pickle.UnpicklingError as err:  # what weights_only raises for pickled objects
         raise SsenetError(
-            f"{path}: not a loadable checkpoint ({type(err).__name__}: {err})"
+            f"{path}: refused, the file holds pickled Python objects, not only tensors "
+            "(it is never executed); delete it to start this stage over"
+        ) from err
+    except Exception as err:  # torch raises RuntimeError, EOFError... on a damaged file
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SsenetError(
+            f"{path}: not a loadable checkpoint ({type(err).__name__}: {first_line})"
         ) from err
 
 

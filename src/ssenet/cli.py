@@ -332,6 +332,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def os_error_message(err: OSError) -> str:
+    """One line naming the file and the fault, e.g. "runs/x/cam: Read-only file system"."""
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    what = err.strerror or str(err)
+    return f"{where}: {what}" if where else what
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if int(os.environ.get("RANK", 0)) != 0:
@@ -340,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SsenetError as err:
         print(f"ssenet: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system's faults: read-only, full disk, a file for a folder
+        print(f"ssenet: error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssenet: interrupted; rerun the same command to resume", file=sys.stderr)

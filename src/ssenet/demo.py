@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ssenet.config import Config, load_config
 from ssenet.data.benchmark import make_benchmark
-from ssenet.fileio import write_text_atomic
+from ssenet.fileio import remove_stale_temporaries, write_text_atomic
 from ssenet.pipeline import classifier_stage, run_pipeline, scale_consistency, scale_sweep
 from ssenet.report import write_report
 
@@ -63,6 +63,8 @@ def run_demo(
     out_dir = Path(out_dir)
     size = "quick" if quick else "default"
     bench_dir = out_dir / "benchmark"
+    if out_dir.is_dir():
+        remove_stale_temporaries(out_dir)  # left by a killed demo (report figures, benchmark)
     make_benchmark(bench_dir, seed=seed, progress=progress, **BENCHMARK[size])
     results: dict = {}
     runs = {}

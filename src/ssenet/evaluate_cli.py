@@ -32,7 +32,8 @@ def _class_names(path: str | None) -> list[str]:
 def _ids(args: argparse.Namespace, directory: Path, suffix: str) -> list[str]:
     if args.list:
         return read_id_list(args.list)
-    ids = sorted(p.stem for p in directory.glob(f"*{suffix}"))
+    # Hidden names are never images: the temporary files of an interrupted write start with ".".
+    ids = sorted(p.stem for p in directory.glob(f"*{suffix}") if not p.name.startswith("."))
     if not ids:
         raise SsenetError(f"{directory}: no {suffix} files to evaluate")
     return ids

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+TMP_MARK = ".tmp"
+# Temporary names carry the writer's host and pid, so a later run can tell the leftovers of a
+# killed writer from the files a live one (another shard, another rank) is still writing.
+_HOST = socket.gethostname().replace(".", "_")
+_TMP_NAME = re.compile(r"^\..*\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp(\.[^.]*)?$")
 
 
 @contextlib.contextmanager
@@ -18,9 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
-    )
+    prefix = f".{path.stem}.{_HOST}-{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=f"{TMP_MARK}{path.suffix}")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -34,3 +41,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete, under `folder`, the temporary files of writers of this host that are no longer
+    running (a killed run leaves them behind); returns how many were removed."""
+    removed = 0
+    for path in Path(folder).rglob(f".*{TMP_MARK}*"):
+        match = _TMP_NAME.match(path.name)
+        if not match or match["host"] != _HOST or _alive(int(match["pid"])):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
