@@ -113,3 +113,29 @@ def test_file_system_faults_are_one_line_naming_the_file(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err == f"ssenet: error: {tmp_path / 'm.json'}: No space left on device\n"
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        ("train_000000\n../escape\n", "escape"),
+        ("\n", "has no images|empty"),
+        ("train_000000\ntrain_000000\n", "duplicate"),
+        ("train_000000\nnot_an_image\n", "not_an_image"),
+    ],
+)
+def test_run_checks_every_list_before_training(tmp_path, capsys, ids, message):
+    from ssenet.data.benchmark import make_benchmark
+
+    make_benchmark(tmp_path / "bench", size=32, num_train=4, num_train_eval=2, num_val=2,
+                   num_workers=1, progress=False)  # fmt: skip
+    (tmp_path / "bench" / "ImageSets" / "Segmentation" / "scored.txt").write_text(ids)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  root: {tmp_path / 'bench'}\n  infer_list: scored\n"
+                      f"run:\n  out_dir: {tmp_path / 'run'}\n")  # fmt: skip
+    argv = ["run", "--config", str(config), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssenet: error: ") and err.count("\n") == 1, err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -156,7 +156,7 @@ def cmd_infer_seg(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssenet.pipeline import check_pseudo_label_scoring, parse_stages, run_pipeline
+    from ssenet.pipeline import parse_stages, preflight, run_pipeline
     from ssenet.report import write_report
 
     cfg = _load(args)
@@ -167,8 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = dry_run(cfg, stages, args.world_size, config_name=args.config)
         print(format_report(report))
         return 0 if report.ok else 2
-    if set(stages) & {"cam", "crf", "rw"}:
-        check_pseudo_label_scoring(cfg)  # before hours of training, not after
+    preflight(cfg, stages)  # every list, image id and scored mask: before hours of training
     run_dir = _run_dir(cfg, args)
     results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports

@@ -80,6 +80,47 @@ def check_pseudo_label_scoring(cfg: Config) -> None:
     check_pseudo_label_eval(cfg.data, gt_dir(cfg), cfg.data.infer_list)
 
 
+def stage_lists(cfg: Config, stages: list[str]) -> dict[str, list[str]]:
+    """{list name: the stages that read it}, for the given stages."""
+    lists = label_lists(cfg)
+    reads = {
+        "cam": [cfg.data.train_list, *lists["cam"]],
+        "crf": lists["crf"],
+        "aff": [cfg.aff.train_list or cfg.data.train_list],
+        "rw": lists["rw"],
+        "seg": [cfg.seg.train_list or cfg.data.train_list, cfg.data.val_list],
+    }
+    found: dict[str, list[str]] = {}
+    for stage in stages:
+        for name in reads[stage]:
+            found.setdefault(name, []).append(stage)
+    return found
+
+
+def preflight(cfg: Config, stages: list[str]) -> None:
+    """Open every list the stages will read and find the ground truth of the scored ones, so a
+    bad list, image or mask stops the run before training, not hours into it."""
+    if set(stages) & {"cam", "crf", "rw"}:
+        check_pseudo_label_scoring(cfg)
+    scored = {cfg.data.infer_list} if set(stages) & {"cam", "crf", "rw"} else set()
+    if "seg" in stages:
+        scored.add(cfg.data.val_list)
+    for list_name, readers in stage_lists(cfg, stages).items():
+        try:
+            dataset = open_split(cfg.data, list_name)
+        except SsenetError as err:
+            raise SsenetError(f"{err} (list {list_name!r}, read by {', '.join(readers)})") from err
+        if not dataset.ids:
+            raise SsenetError(f"list {list_name!r} (read by {', '.join(readers)}) has no images")
+        if list_name in scored:
+            missing = [i for i in dataset.ids if not (gt_dir(cfg) / f"{i}.png").is_file()]
+            if missing:
+                raise SsenetError(
+                    f"{gt_dir(cfg)}: no ground truth for {len(missing)} image(s) of the scored "
+                    f"list {list_name!r} (e.g. {', '.join(missing[:3])})"
+                )
+
+
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
     """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`."""
     if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
