@@ -13,6 +13,7 @@ from ssenet.cam import CamObjective, infer_cams, multiscale_cams, train_cam
 from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.benchmark import make_benchmark
+from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
 
 
@@ -111,6 +112,29 @@ def test_training_resumes_after_a_kill(bench, tmp_path, monkeypatch):
     calls["n"] = 0
     assert train_cam(cfg, out, progress=False).weights == result.weights
     assert calls["n"] == 0
+
+
+def test_a_non_finite_loss_stops_training_before_it_reaches_the_weights(
+    bench, tmp_path, monkeypatch
+):
+    cfg = tiny_config(bench)
+    forward = CamObjective.forward
+    calls = {"n": 0}
+
+    def diverging_forward(self, images, labels):
+        calls["n"] += 1
+        losses = forward(self, images, labels)
+        if calls["n"] == 3:  # the first step of the second epoch
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(CamObjective, "forward", diverging_forward)
+    with pytest.raises(SsenetError, match=r"loss is nan at step 3 \(epoch 2\); .*last.pth keeps"):
+        train_cam(cfg, tmp_path / "cam", progress=False)
+    assert not (tmp_path / "cam" / "model.pth").exists()
+    state = torch.load(tmp_path / "cam" / "checkpoints" / "last.pth", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_batched_inference_equals_one_image_at_a_time():

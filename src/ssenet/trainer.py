@@ -184,6 +184,7 @@ def fit(
                 inputs[0] = inputs[0].contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
                 losses = objective(*inputs)
+            check_finite(losses["loss"], name, step + 1, epoch + 1, ckpt_path)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             scaler.step(optimizer)
@@ -211,6 +212,17 @@ def fit(
         write_text_atomic(out_dir / "train.json", json.dumps(meta, indent=2))
     barrier(info)
     return FitResult(final, meta)
+
+
+def check_finite(loss: torch.Tensor, name: str, step: int, epoch: int, ckpt: Path) -> None:
+    """Stop at the first non-finite loss, before it reaches the weights: a diverged run must
+    not train on, or save, NaN weights."""
+    if not torch.isfinite(loss.detach()).all():
+        kept = f"{ckpt} keeps the last finished epoch" if ckpt.is_file() else "nothing was saved"
+        raise SsenetError(
+            f"{name} training: the loss is {float(loss.detach())} at step {step} (epoch {epoch}); "
+            f"{kept}. Lower the learning rate or check the inputs, then rerun to resume"
+        )
 
 
 def _resume(ckpt_path: Path, digest: str, parts: dict) -> tuple[int, int, list[dict]]:
