@@ -43,3 +43,24 @@ def test_eval_without_a_list_never_takes_a_temporary_for_an_image(tmp_path, caps
     (tmp_path / "pred" / f".b.{_HOST}-1.abcdefgh.tmp.png").write_bytes(b"half a png")
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 0
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_a_run_folder_is_refused_to_a_second_process_until_the_first_dies(tmp_path):
+    from ssenet.errors import SsenetError
+    from ssenet.fileio import run_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ssenet.fileio import run_lock\n"
+         f"with run_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SsenetError, match=rf"in use by pid {holder.pid} on"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs, the system drops the lock
+        holder.wait()
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} ")

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ssenet.errors import SsenetError
+
 TMP_MARK = ".tmp"
 # Temporary names carry the writer's host and pid, so a later run can tell the leftovers of a
 # killed writer from the files a live one (another shard, another rank) is still writing.
@@ -64,3 +66,38 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold `folder/.lock` while working in the folder; a second process is refused at once.
+
+    An advisory `flock`: the system drops it when the holder dies, so a killed run never
+    leaves the folder locked. Where flock does not exist (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SsenetError(
+                f"{folder}: in use by {holder}; wait for it to finish or use another folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()

@@ -10,6 +10,7 @@ run_dir/eval/  one JSON per stage and results.json gathering them
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
 from ssenet.evaluation_guard import check_pseudo_label_eval
-from ssenet.fileio import remove_stale_temporaries
+from ssenet.fileio import remove_stale_temporaries, run_lock
 from ssenet.multilabel import classification_report
 from ssenet.provenance import cached_json, config_values, stamp, weights_stamp, write_stamped_json
 from ssenet.runtime import rank_shard, select_device
@@ -238,8 +239,20 @@ def run_pipeline(
     `seconds` receives each stage's wall time in this call (near 0 for work found done).
     """
     run_dir = Path(run_dir)
-    if run_dir.is_dir():
-        remove_stale_temporaries(run_dir)  # left by a killed run; never taken for outputs
+    # Ranks of one torchrun job share the folder; only separate jobs must not.
+    lock = run_lock(run_dir) if rank_shard()[1] == 1 else contextlib.nullcontext()
+    with lock:
+        return _run_stages(cfg, run_dir, stages, progress, seconds)
+
+
+def _run_stages(
+    cfg: Config,
+    run_dir: Path,
+    stages: list[str] | None,
+    progress: bool,
+    seconds: dict[str, float] | None,
+) -> dict:
+    remove_stale_temporaries(run_dir)  # left by a killed run; never taken for outputs
     results_path = run_dir / "eval" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in stages or list(STAGES):
