@@ -81,11 +81,14 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--sweep", action="store_true", help="also the scale-consistency figure")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                        help="e.g. ssenet alone for a setting the baseline never reads "
+                        "(cam.branch_rate, cam.transform)")  # fmt: skip
     args = parser.parse_args()
     for setting in args.settings:
         rows = {m: {f: [] for f in FIGURES} for m in METHODS}
         for seed in args.seeds:
-            for method in METHODS:
+            for method in args.methods:
                 start = time.perf_counter()
                 run_dir = args.out / setting / f"seed{seed}" / method
                 figures = run_one(args.bench, run_dir, setting, method, seed, args.sweep)
@@ -96,10 +99,10 @@ def main() -> None:
                 took = time.perf_counter() - start
                 print(f"{setting} seed {seed} {method}: {shown} ({took:.0f} s)", flush=True)
         print(f"\n{setting} ({len(args.seeds)} seeds: {args.seeds})")
-        for method in METHODS:
+        for method in args.methods:
             cells = [f"{k} {mean_std(v)}" for k, v in rows[method].items() if v]
             print(f"  {method:<9}" + " | ".join(cells))
-        for key in ("miou", "mfp", "best_miou"):
+        for key in ("miou", "mfp", "best_miou") if len(args.methods) == 2 else ():
             diff = [s - b for s, b in zip(rows["ssenet"][key], rows["baseline"][key], strict=True)]
             print(f"  ssenet - baseline {key}: {mean_std(diff)}")
         print(flush=True)
