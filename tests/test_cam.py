@@ -187,6 +187,50 @@ def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path)
         assert len(names) == 8 and all(n.endswith(suffix) for n in names)
 
 
+def test_inference_killed_midway_resumes_to_the_same_bytes(bench, tmp_path, monkeypatch):
+    # On one CPU thread this network's forward pass does not depend on its batch companions, so
+    # this checks the files and their stamps; the test above checks the companions themselves.
+    cfg = tiny_config(bench)  # infer_batch 3: batches of 3, 3 and 2 images
+    torch.manual_seed(0)
+    weights = tmp_path / "model.pth"
+    torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
+               weights)  # fmt: skip
+    infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    real, saved = cam_module.save_cams, []
+
+    def killed_after_four(path, *args, **kwargs):
+        if len(saved) == 4:  # inside the second batch
+            raise Interrupt
+        saved.append(path)
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cam_module, "save_cams", killed_after_four)
+    with pytest.raises(Interrupt):
+        infer_cams(cfg, weights, tmp_path / "killed", "train", progress=False)
+    monkeypatch.setattr(cam_module, "save_cams", real)
+    resumed = infer_cams(cfg, weights, tmp_path / "killed", "train", progress=False)
+    assert resumed["computed"] == 4
+    for path in sorted((tmp_path / "whole").rglob("*.*")):
+        again = tmp_path / "killed" / path.relative_to(tmp_path / "whole")
+        assert again.read_bytes() == path.read_bytes(), again.name
+
+
+def test_resumed_batches_are_those_of_an_uninterrupted_pass(bench):
+    from ssenet.cam import resumable_batches
+    from ssenet.data.source import open_split
+
+    dataset = open_split(tiny_config(bench).data, "train")
+    ids = list(dataset.ids)
+
+    def batches(todo):
+        return [[i for i, _, _ in b] for b in resumable_batches(dataset, ids, todo, 3)]
+
+    assert batches(ids) == [ids[0:3], ids[3:6], ids[6:8]]
+    # Images 0-3 done: the batch of images 3-5 is made again whole, not regrouped as 4-6.
+    assert batches(ids[4:]) == [ids[3:6], ids[6:8]]
+    assert batches([ids[0], ids[7]]) == [ids[0:3], ids[6:8]]
+
+
 def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
     cfg = tiny_config(bench)
     weights = tmp_path / "model.pth"

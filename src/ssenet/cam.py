@@ -16,7 +16,12 @@ from tqdm import tqdm
 
 from ssenet.camfile import cams_to_label, load_cams, save_cams
 from ssenet.config import CamConfig, Config
-from ssenet.data.datasets import CamTrainDataset, ImageListDataset, SegmentationDataset
+from ssenet.data.datasets import (
+    CamTrainDataset,
+    ImageListDataset,
+    SegmentationDataset,
+    image_size,
+)
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
@@ -211,8 +216,10 @@ def same_size_batches(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "images",
+    groups: Sequence[int] | None = None,
 ) -> Iterator[list[tuple[str, torch.Tensor, np.ndarray]]]:
-    """Group consecutive images of equal size into batches of (id, uint8 image, labels)."""
+    """Group consecutive images of equal size into batches of (id, uint8 image, labels); with
+    `groups` (one number per id), never across a change of group either."""
     subset = dataset.subset(list(ids))
     loader = DataLoader(
         ImageListDataset(subset),
@@ -221,13 +228,51 @@ def same_size_batches(
         collate_fn=first_item,
     )
     pending: list[tuple[str, torch.Tensor, np.ndarray]] = []
+    group = None
     for image, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape):
+        new_group = groups[index] if groups is not None else None
+        if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape
+                        or new_group != group):  # fmt: skip
             yield pending
             pending = []
+        group = new_group
         pending.append((subset.ids[index], image, np.asarray(labels)))
     if pending:
         yield pending
+
+
+def resumable_batches(
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    todo: Sequence[str],
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "images",
+) -> Iterator[list[tuple[str, torch.Tensor, np.ndarray]]]:
+    """The batches `same_size_batches` makes of all of `ids` that hold an image of `todo`.
+
+    A resumed run then gives every image the same forward-pass companions as an uninterrupted
+    one (results depend on them by about 1e-6), so its outputs are bit-identical; the done
+    images of such a batch are computed again and rewritten with the same bytes. Image sizes
+    come from the file headers.
+    """
+    wanted = set(todo)
+    if len(wanted) == len(ids):
+        yield from same_size_batches(dataset, ids, batch_size, num_workers, progress, desc)
+        return
+    batches: list[list[str]] = []
+    last_size = None
+    for image_id in ids:
+        size = image_size(dataset.image_path(image_id))
+        if not batches or len(batches[-1]) == batch_size or size != last_size:
+            batches.append([])
+        batches[-1].append(image_id)
+        last_size = size
+    chosen = [b for b in batches if wanted.intersection(b)]
+    flat = [image_id for b in chosen for image_id in b]
+    groups = [n for n, b in enumerate(chosen) for _ in b]
+    yield from same_size_batches(dataset, flat, batch_size, num_workers, progress, desc, groups)
 
 
 def memory_safe_cams(
@@ -281,9 +326,12 @@ def iter_cams(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "cam",
+    todo: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass."""
-    for batch in same_size_batches(dataset, ids, batch_size, num_workers, progress, desc):
+    """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass;
+    with `todo`, only the batches holding one of those (see `resumable_batches`)."""
+    batches = resumable_batches(dataset, ids, todo or ids, batch_size, num_workers, progress, desc)
+    for batch in batches:
         images = torch.stack([image for _, image, _ in batch])
         summed = memory_safe_cams(model, images, scales, flip, amp)
         for (image_id, _, labels), maps in zip(batch, summed, strict=True):
@@ -302,10 +350,12 @@ def iter_single_scale_cams(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "scales",
+    todo: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray, dict[float, torch.Tensor]]]:
     """Yield (id, labels, {scale: summed CAMs (K, H, W)}), each scale tested on its own (with
     flip), so single-scale figures and their agreement need one pass over the list."""
-    for batch in same_size_batches(dataset, ids, batch_size, num_workers, progress, desc):
+    batches = resumable_batches(dataset, ids, todo or ids, batch_size, num_workers, progress, desc)
+    for batch in batches:
         images = torch.stack([image for _, image, _ in batch])
         per_scale = per_scale_cams(model, images, scales, flip, amp)
         for index, (image_id, _, labels) in enumerate(batch):
@@ -372,7 +422,7 @@ def infer_cams(
     if todo:
         model = load_cam_model(cfg, weights, dataset.num_foreground).to(device)
         for image_id, cams, keys, singles in computed_cams(
-            cfg, model, dataset, todo, single_scales if on_single_scales else (), progress
+            cfg, model, dataset, ids, todo, single_scales if on_single_scales else (), progress
         ):
             save_cams(cam_dir / f"{image_id}.npz", cams, keys, cams_stamp)
             label = cams_to_label(cams, keys, cfg.cam.alpha)
@@ -398,22 +448,24 @@ def computed_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
     ids: Sequence[str],
+    todo: Sequence[str],
     single_scales: Sequence[float],
     progress: bool,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict[float, tuple[np.ndarray, np.ndarray]]]]:
-    """(id, cams, keys, {scale: (cams, keys)}) per image; the last is empty without scales."""
+    """(id, cams, keys, {scale: (cams, keys)}) per image of the batches of `ids` holding one of
+    `todo`; the last is empty without scales."""
     cam = cfg.cam
     if not single_scales:
         for image_id, cams, keys in iter_cams(
             model, dataset, ids, cam.infer_scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
-            cfg.run.num_workers, progress, desc="infer cam",
+            cfg.run.num_workers, progress, desc="infer cam", todo=todo,
         ):  # fmt: skip
             yield image_id, cams, keys, {}
         return
     scales = (*cam.infer_scales, *single_scales)
     for image_id, labels, per_scale in iter_single_scale_cams(
         model, dataset, ids, scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
-        cfg.run.num_workers, progress, desc="infer cam",
+        cfg.run.num_workers, progress, desc="infer cam", todo=todo,
     ):  # fmt: skip
         cams, keys = normalized_present_cams(sum_scales(per_scale, cam.infer_scales), labels)
         singles = {s: normalized_present_cams(per_scale[s], labels) for s in single_scales}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssenet.affinity import load_affinity_model
-from ssenet.cam import same_size_batches
+from ssenet.cam import resumable_batches
 from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.palette import write_label_png
@@ -165,8 +165,8 @@ def random_walk_stage(
         device = select_device(cfg.run.device)
         model = load_affinity_model(cfg, aff_weights).to(device)
         stride = cfg.model.output_stride
-        for batch in same_size_batches(
-            dataset, todo, cfg.cam.infer_batch, cfg.run.num_workers, progress, "random walk"
+        for batch in resumable_batches(
+            dataset, ids, todo, cfg.cam.infer_batch, cfg.run.num_workers, progress, "random walk"
         ):
             images = torch.stack([image for _, image, _ in batch])
             features = affinity_features(model, images, stride, cfg.run.amp)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssenet.cam import same_size_batches
+from ssenet.cam import resumable_batches
 from ssenet.config import Config, ModelConfig
 from ssenet.data.datasets import SeededAugmentation, SegmentationDataset, mask_classes
 from ssenet.data.palette import IGNORE_INDEX, read_label_png, write_label_png
@@ -359,8 +359,8 @@ def infer_seg(
         device = select_device(cfg.run.device)
         model = load_seg_model(cfg, weights, dataset.num_classes).to(device)
         refine = _crf_function() if cfg.seg.crf else None
-        batches = same_size_batches(
-            dataset, todo, cfg.seg.infer_batch, cfg.run.num_workers, progress, desc="infer seg"
+        batches = resumable_batches(
+            dataset, ids, todo, cfg.seg.infer_batch, cfg.run.num_workers, progress, "infer seg"
         )
         for batch in batches:
             images = torch.stack([image for _, image, _ in batch])
