@@ -1,5 +1,5 @@
-"""A changed setting never leaves old outputs in place: stamps remake what it changes, training
-refuses, and an unchanged rerun computes nothing, on a tiny five-stage run."""
+"""A changed setting never leaves old outputs in place: a rerun remakes the stage it changes and
+everything downstream, nothing else, and an unchanged rerun computes nothing (a tiny run)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from ssenet.config import Config
+from ssenet.config import Config, _apply, parse_overrides
 from ssenet.data.benchmark import make_benchmark
-from ssenet.errors import SsenetError
 from ssenet.pipeline import run_pipeline
 from ssenet.provenance import read_stamp, stamp
 
@@ -41,57 +40,71 @@ def tiny_config(root) -> Config:
     return cfg
 
 
-def label_files(run_dir, stage):
-    return {p.name: p.read_bytes() for p in sorted((run_dir / stage / "labels").glob("*.png"))}
+# The outputs of each stage, as groups of files whose modification times tell what was remade.
+GROUPS = {
+    "cam model": "cam/model.pth", "cams": "cam/cams/*.npz", "cam labels": "cam/labels/*.png",
+    "crf": "crf/*/*.*", "aff model": "aff/model.pth", "rw": "rw/labels/*.png",
+    "seg model": "seg/model.pth", "seg labels": "seg/labels/*.png",
+}  # fmt: skip
+DOWNSTREAM_OF_CAM = {"cams", "cam labels", "crf", "aff model", "rw", "seg model", "seg labels"}
 
 
-def mtimes(run_dir, pattern):
-    return {p.relative_to(run_dir): p.stat().st_mtime_ns for p in sorted(run_dir.glob(pattern))}
+def snapshot(run_dir):
+    return {g: {p: p.stat().st_mtime_ns for p in run_dir.glob(pat)} for g, pat in GROUPS.items()}
 
 
-def test_stamps_remake_what_a_setting_changes_and_nothing_else(bench, tmp_path):
+def remade(before, after):
+    return {g for g in GROUPS if before[g] != after[g]}
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("cam.alpha=0.35", {"cam labels", "rw", "seg model", "seg labels"}),  # rw's background
+        ("crf.la=3", {"crf", "aff model", "rw", "seg model", "seg labels"}),
+        ("rw.beta=1", {"rw", "seg model", "seg labels"}),
+        ("rw.background=power", {"rw", "seg model", "seg labels"}),
+        ("seg.epochs=2", {"seg model", "seg labels"}),
+        ("cam.lr=0.002", {"cam model"} | DOWNSTREAM_OF_CAM),  # a changed upstream network
+        ("run.seed=1", {"cam model"} | DOWNSTREAM_OF_CAM),
+        ("cam.alpha_sweep=[0.1, 0.3]", set()),  # scoring only
+    ],
+)
+def test_a_changed_setting_remakes_its_stage_and_everything_downstream_only(
+    bench, finished_run, tmp_path, override, expected
+):
+    import shutil
+
+    cfg, source = tiny_config(bench), finished_run
     run_dir = tmp_path / "run"
-    cfg = tiny_config(bench)
-    first = run_pipeline(cfg, run_dir, progress=False)
+    shutil.copytree(source, run_dir)
+    _apply(cfg, parse_overrides([override]), "test")
+    before = snapshot(run_dir)
+    run_pipeline(cfg, run_dir, progress=False)
+    assert remade(before, snapshot(run_dir)) == expected
+    after = snapshot(run_dir)
+    run_pipeline(cfg, run_dir, progress=False)  # and then it is current: nothing more to do
+    assert remade(after, snapshot(run_dir)) == set()
+
+
+@pytest.fixture(scope="module")
+def finished_run(bench, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    first = run_pipeline(tiny_config(bench), run_dir, progress=False)
     assert set(first) == {"cam", "crf", "rw", "seg"}
-    # Every per-image output carries its stamp; the CRF's is made from its CAM file's.
+    return run_dir
+
+
+def test_every_output_is_stamped_and_an_unchanged_rerun_touches_nothing(bench, finished_run):
+    cfg, run_dir = tiny_config(bench), finished_run
     first_id = (bench / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
-    cam_file = run_dir / "cam" / "cams" / f"{first_id}.npz"
-    crf_file = run_dir / "crf" / "scores" / f"{first_id}.npz"
-    assert read_stamp(cam_file) and read_stamp(crf_file)
-    assert read_stamp(run_dir / "rw" / "labels" / f"{first_id}.png")
+    for path in ("cam/cams/{}.npz", "cam/labels/{}.png", "crf/scores/{}.npz", "rw/labels/{}.png"):
+        assert read_stamp(run_dir / path.format(first_id)), path
     assert read_stamp(run_dir / "cam" / "cams" / "nowhere.npz") is None
-
-    # An unchanged rerun touches no output.
-    before = mtimes(run_dir, "*/*/*.*")
-    assert run_pipeline(cfg, run_dir, progress=False) == first
-    assert mtimes(run_dir, "*/*/*.*") == before
-
-    # A new random-walk setting remakes every random-walk label (they differ) and nothing
-    # upstream; DeepLab, trained on the old labels, is refused rather than reused.
-    rw_before = label_files(run_dir, "rw")
-    cfg.rw.beta = 1.0
-    run_pipeline(cfg, run_dir, stages=["rw"], progress=False)
-    rw_after = label_files(run_dir, "rw")
-    assert rw_after.keys() == rw_before.keys()
-    assert all(rw_after[k] != rw_before[k] for k in rw_after)  # new stamps at least
-    assert mtimes(run_dir, "c*/*/*.*") == {k: v for k, v in before.items() if str(k)[0] == "c"}
-    with pytest.raises(SsenetError, match="different config"):
-        run_pipeline(cfg, run_dir, stages=["seg"], progress=False)
-
-    # A new background score keeps the CAM network and CAMs, remakes the CAM labels only.
-    cams_before = mtimes(run_dir, "cam/cams/*.npz")
-    cfg.cam.alpha = 0.35
-    run_pipeline(cfg, run_dir, stages=["cam", "crf"], progress=False)
-    assert mtimes(run_dir, "cam/cams/*.npz") == cams_before
-    assert mtimes(run_dir, "crf/*/*.*") == {k: v for k, v in before.items() if str(k)[:3] == "crf"}
-    cam_eval = json.loads((run_dir / "eval" / "cam.json").read_text())
-    assert cam_eval["alpha"] == 0.35
-
-    # Another seed is another network: refused, never answered with the seed-0 results.
-    cfg.run.seed = 1
-    with pytest.raises(SsenetError, match="different config"):
-        run_pipeline(cfg, run_dir, stages=["cam"], progress=False)
+    before = snapshot(run_dir)
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert run_pipeline(cfg, run_dir, progress=False) == results
+    assert snapshot(run_dir) == before
 
 
 def test_affinity_digest_follows_its_crf_scores(bench, tmp_path):
@@ -109,5 +122,5 @@ def test_affinity_digest_follows_its_crf_scores(bench, tmp_path):
     assert train_affinity(cfg, crf_dir, tmp_path / "aff", progress=False).meta == first.meta
     la = rng.random((2, 48, 48)).astype(np.float32)
     save_scores(crf_dir / f"{ids[0]}.npz", la, la, np.array([1]), made_from=stamp("b"))
-    with pytest.raises(SsenetError, match="different config"):
-        train_affinity(cfg, crf_dir, tmp_path / "aff", progress=False)
+    again = train_affinity(cfg, crf_dir, tmp_path / "aff", progress=False)
+    assert again.meta["digest"] != first.meta["digest"]  # trained again on the new scores

@@ -260,11 +260,11 @@ def test_training_writes_weights_and_resumes_from_the_checkpoint(tmp_path, monke
     assert train_seg(cfg, label_dir, out, progress=False).meta["digest"] == meta["digest"]
     assert calls["n"] == 0
 
-    # Other pseudo labels are another run: the old checkpoint is not continued on them.
+    # Other pseudo labels are another run: the old network is discarded, never continued.
     write_label_png(label_dir / "im0.png", np.zeros((40, 48), np.uint8))
-    with pytest.raises(SsenetError, match="different config"):
-        train_seg(cfg, label_dir, out, progress=False)
-    assert calls["n"] == 0
+    again = train_seg(cfg, label_dir, out, progress=False)
+    assert calls["n"] == 4 and again.meta["digest"] != meta["digest"]
+    assert [h["epoch"] for h in again.meta["history"]] == [1, 2]
 
 
 def test_training_names_missing_labels(tmp_path):

@@ -2,12 +2,15 @@
 
 A stage builds its model, its loss module (one forward returns a dict of losses with "loss") and
 its data loader, then calls `fit`. A killed run continues from its last epoch checkpoint when the
-same command runs again; a finished one returns at once.
+same command runs again; a finished one returns at once; a network trained under other settings
+(another digest) is deleted and trained again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +168,10 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     ckpt_path = out_dir / "checkpoints" / "last.pth"
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    if info.is_main and discard_stale_training(out_dir, digest):
+        print(f"ssenet: {out_dir} was trained under other settings; training {name} again",
+              file=sys.stderr)  # fmt: skip
+    barrier(info)
     start_epoch, step, history = _resume(ckpt_path, digest, parts)
 
     writer = open_writer(out_dir / "tb", enabled=info.is_main)
@@ -225,16 +232,34 @@ def check_finite(loss: torch.Tensor, name: str, step: int, epoch: int, ckpt: Pat
         )
 
 
+def discard_stale_training(out_dir: Path, digest: str) -> bool:
+    """Delete a trained network, its checkpoint and its TensorBoard log when they were made
+    under other settings (another digest), so the stage trains again and nothing stale is left
+    to be used or reported; True when something was deleted."""
+    recorded = []
+    meta_path, ckpt_path = out_dir / "train.json", out_dir / "checkpoints" / "last.pth"
+    if meta_path.is_file():
+        try:
+            recorded.append(json.loads(meta_path.read_text()).get("digest"))
+        except ValueError:
+            recorded.append(None)
+    if ckpt_path.is_file():
+        recorded.append(load_checkpoint(ckpt_path).get("digest"))
+    if all(found == digest for found in recorded):
+        return False
+    for path in (ckpt_path, out_dir / "model.pth", meta_path):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "tb", ignore_errors=True)
+    return True
+
+
 def _resume(ckpt_path: Path, digest: str, parts: dict) -> tuple[int, int, list[dict]]:
     """Load the last epoch checkpoint into `parts`: (epoch, step, history) to continue from."""
     if not ckpt_path.is_file():
         return 0, 0, []
     state = load_checkpoint(ckpt_path)
-    if state.get("digest") != digest:
-        raise SsenetError(
-            f"{ckpt_path}: this checkpoint was written with a different config; "
-            "use another run directory or delete it to start over"
-        )
+    if state.get("digest") != digest:  # another rank's view raced the clean-up: never continue
+        raise SsenetError(f"{ckpt_path}: written under other settings; delete it to start over")
     for key, part in parts.items():
         part.load_state_dict(state[key])
     restore_rng_state(state["rng"])
