@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from ssenet.config import Config
+
 
 @pytest.fixture
 def one_thread():
@@ -11,3 +13,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def tiny_config(root) -> Config:
+    cfg = Config()
+    cfg.data.root = str(root)
+    cfg.model.width, cfg.model.pretrained = 0.125, False
+    cfg.cam.epochs, cfg.cam.batch_size, cfg.cam.optimizer, cfg.cam.lr = 1, 6, "adamw", 1e-3
+    cfg.cam.resize_long, cfg.cam.crop_size, cfg.cam.infer_scales = (40, 56), 40, (1.0, 0.5)
+    cfg.cam.scale_sweep = (0.5, 1.0)
+    cfg.aff.epochs, cfg.aff.batch_size, cfg.aff.crop_size, cfg.aff.radius = 1, 6, 48, 2
+    cfg.aff.train_list = cfg.seg.train_list = "train"
+    cfg.rw.radius, cfg.rw.logt = 2, 3
+    cfg.seg.epochs, cfg.seg.batch_size, cfg.seg.crop_size, cfg.seg.infer_scales = 1, 6, 40, (1.0,)
+    cfg.seg.optimizer = "adamw"
+    cfg.run.device, cfg.run.num_workers = "cpu", 0
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config():
+    """`tiny_config(root)`: a five-stage config that runs in seconds on a 48-px benchmark."""
+    return tiny_config

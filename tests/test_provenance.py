@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ssenet.config import Config, _apply, parse_overrides
+from ssenet.config import _apply, parse_overrides
 from ssenet.data.benchmark import make_benchmark
 from ssenet.pipeline import run_pipeline
 from ssenet.provenance import read_stamp, stamp
@@ -22,22 +22,6 @@ def bench(tmp_path_factory):
     make_benchmark(root, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
                    progress=False)  # fmt: skip
     return root
-
-
-def tiny_config(root) -> Config:
-    cfg = Config()
-    cfg.data.root = str(root)
-    cfg.model.width, cfg.model.pretrained = 0.125, False
-    cfg.cam.epochs, cfg.cam.batch_size, cfg.cam.optimizer, cfg.cam.lr = 1, 6, "adamw", 1e-3
-    cfg.cam.resize_long, cfg.cam.crop_size, cfg.cam.infer_scales = (40, 56), 40, (1.0, 0.5)
-    cfg.cam.scale_sweep = (0.5, 1.0)
-    cfg.aff.epochs, cfg.aff.batch_size, cfg.aff.crop_size, cfg.aff.radius = 1, 6, 48, 2
-    cfg.aff.train_list = cfg.seg.train_list = "train"
-    cfg.rw.radius, cfg.rw.logt = 2, 3
-    cfg.seg.epochs, cfg.seg.batch_size, cfg.seg.crop_size, cfg.seg.infer_scales = 1, 6, 40, (1.0,)
-    cfg.seg.optimizer = "adamw"
-    cfg.run.device, cfg.run.num_workers = "cpu", 0
-    return cfg
 
 
 # The outputs of each stage, as groups of files whose modification times tell what was remade.
@@ -71,11 +55,11 @@ def remade(before, after):
     ],
 )
 def test_a_changed_setting_remakes_its_stage_and_everything_downstream_only(
-    bench, finished_run, tmp_path, override, expected
+    bench, finished_run, tiny_run_config, tmp_path, override, expected
 ):
     import shutil
 
-    cfg, source = tiny_config(bench), finished_run
+    cfg, source = tiny_run_config(bench), finished_run
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
     _apply(cfg, parse_overrides([override]), "test")
@@ -88,15 +72,17 @@ def test_a_changed_setting_remakes_its_stage_and_everything_downstream_only(
 
 
 @pytest.fixture(scope="module")
-def finished_run(bench, tmp_path_factory):
+def finished_run(bench, tiny_run_config, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    first = run_pipeline(tiny_config(bench), run_dir, progress=False)
+    first = run_pipeline(tiny_run_config(bench), run_dir, progress=False)
     assert set(first) == {"cam", "crf", "rw", "seg"}
     return run_dir
 
 
-def test_every_output_is_stamped_and_an_unchanged_rerun_touches_nothing(bench, finished_run):
-    cfg, run_dir = tiny_config(bench), finished_run
+def test_every_output_is_stamped_and_an_unchanged_rerun_touches_nothing(
+    bench, finished_run, tiny_run_config
+):
+    cfg, run_dir = tiny_run_config(bench), finished_run
     first_id = (bench / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
     for path in ("cam/cams/{}.npz", "cam/labels/{}.png", "crf/scores/{}.npz", "rw/labels/{}.png"):
         assert read_stamp(run_dir / path.format(first_id)), path
@@ -107,11 +93,11 @@ def test_every_output_is_stamped_and_an_unchanged_rerun_touches_nothing(bench, f
     assert snapshot(run_dir) == before
 
 
-def test_affinity_digest_follows_its_crf_scores(bench, tmp_path):
+def test_affinity_digest_follows_its_crf_scores(bench, tiny_run_config, tmp_path):
     from ssenet.affinity import train_affinity
     from ssenet.crf_stage import save_scores
 
-    cfg = tiny_config(bench)
+    cfg = tiny_run_config(bench)
     crf_dir = tmp_path / "crf"
     rng = np.random.default_rng(0)
     ids = (bench / "ImageSets" / "Segmentation" / "train.txt").read_text().split()

@@ -6,6 +6,7 @@ run_dir/aff/   model.pth, checkpoints/, tb/ (AffinityNet)
 run_dir/rw/    labels/<id>.png (CAM + random walk: the pseudo labels)
 run_dir/seg/   model.pth, checkpoints/, tb/, labels/<id>.png (DeepLab on the held-out list)
 run_dir/eval/  one JSON per stage and results.json gathering them
+run_dir/config.yaml, classes.txt: the resolved config and the class names (for `ssenet.api`)
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from ssenet.cam import (
     train_cam,
 )
 from ssenet.camfile import cams_to_label
-from ssenet.config import Config
+from ssenet.config import Config, dump_config
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thresholds, write_json
 from ssenet.evaluation_guard import check_pseudo_label_eval
-from ssenet.fileio import remove_stale_temporaries, run_lock
+from ssenet.fileio import remove_stale_temporaries, run_lock, write_text_atomic
 from ssenet.multilabel import classification_report
 from ssenet.provenance import cached_json, config_values, stamp, weights_stamp, write_stamped_json
 from ssenet.runtime import rank_shard, select_device
@@ -226,6 +227,14 @@ def parse_stages(text: str | None) -> list[str]:
     return [s for s in STAGES if s in wanted]
 
 
+def record_run(cfg: Config, run_dir: Path) -> None:
+    """Keep the resolved config and the class names in the run folder, so its networks can be
+    loaded from the folder alone (`ssenet.api`)."""
+    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    names = open_split(cfg.data, cfg.data.train_list).class_names
+    write_text_atomic(run_dir / "classes.txt", "\n".join(names) + "\n")
+
+
 def run_pipeline(
     cfg: Config,
     run_dir: str | Path,
@@ -253,6 +262,7 @@ def _run_stages(
     seconds: dict[str, float] | None,
 ) -> dict:
     remove_stale_temporaries(run_dir)  # left by a killed run; never taken for outputs
+    record_run(cfg, run_dir)
     results_path = run_dir / "eval" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in stages or list(STAGES):

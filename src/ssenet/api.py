@@ -1,0 +1,249 @@
+"""The Python API, for notebooks: CAMs, pseudo labels and segmentations of any image.
+
+    from ssenet.api import CamModel, overlay, pseudo_label
+    model = CamModel.from_run("runs/voc12")           # or CamModel.from_weights("psa.pth")
+    result = model("dog.jpg")                         # the classes the classifier predicts
+    label = pseudo_label(result, alpha=0.2)           # (H, W) uint8: 0 background, else 1..K
+    picture = overlay("dog.jpg", label, names=model.class_names)
+
+Images may be a path, a PIL image, an (H, W, 3) uint8 array or a (3, H, W) uint8 tensor, or a
+list of those (the result is then a list). CAMs are numpy arrays in [0, 1] at the image's size,
+each class's map divided by its maximum, as the pipeline stores them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ssenet.cam import load_cam_model, multiscale_cams, normalized_present_cams, upsampled_cam
+from ssenet.camfile import background_power, cams_to_label
+from ssenet.config import Config, load_config
+from ssenet.data.palette import VOC_CLASSES, read_rgb, voc_palette
+from ssenet.errors import SsenetError
+from ssenet.runtime import select_device
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+RUN_CONFIG, RUN_CLASSES = "config.yaml", "classes.txt"  # what `ssenet run` keeps in a run folder
+
+
+@dataclass
+class CamResult:
+    """The CAMs of one image: `cams` (k, H, W) in [0, 1] for `classes` (k,) in 1..K."""
+
+    image: np.ndarray  # (H, W, 3) uint8, as read
+    cams: np.ndarray
+    classes: np.ndarray
+    names: list[str]
+    scores: np.ndarray  # (K,) the classifier's probability of every foreground class
+
+
+def as_rgb(image: ImageLike) -> np.ndarray:
+    """Any supported image as an (H, W, 3) uint8 array."""
+    if isinstance(image, str | os.PathLike):
+        return read_rgb(image)
+    if isinstance(image, Image.Image):
+        return np.array(image.convert("RGB"))
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)  # (3, H, W), the torchvision layout
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise SsenetError(
+            f"an image must be (H, W, 3) or (3, H, W) uint8, got {array.shape} {array.dtype}"
+        )
+    return np.require(array, requirements=["C", "W"])  # torch wants writable memory
+
+
+def _run_config(run_dir: Path, config: Config | str | os.PathLike | None) -> Config:
+    if isinstance(config, Config):
+        return config
+    path = Path(config) if config is not None else run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise SsenetError(f"{path}: no config for this run folder; pass config= (a YAML file)")
+    return load_config(path)
+
+
+def _run_classes(run_dir: Path, names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        return list(names)
+    path = run_dir / RUN_CLASSES
+    if not path.is_file():
+        raise SsenetError(f"{path}: no class names for this run folder; pass class_names=")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class CamModel:
+    """A trained CAM network and its class names (background first), ready for images."""
+
+    def __init__(self, network: torch.nn.Module, class_names: Sequence[str], config: Config):
+        self.network, self.class_names, self.config = network.eval(), list(class_names), config
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike,
+        config: Config | str | os.PathLike | None = None,
+        class_names: Sequence[str] | None = None,
+        device: str = "auto",
+    ) -> CamModel:
+        """The CAM network of a run folder (its `config.yaml` and `classes.txt` unless given)."""
+        run_dir = Path(run_dir)
+        cfg = _run_config(run_dir, config)
+        names = _run_classes(run_dir, class_names)
+        network = load_cam_model(cfg, run_dir / "cam" / "model.pth", len(names) - 1)
+        return cls(network.to(select_device(device)), names, cfg)
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: str | os.PathLike,
+        config: Config | str | os.PathLike | None = None,
+        class_names: Sequence[str] = VOC_CLASSES,
+        device: str = "auto",
+    ) -> CamModel:
+        """A CAM state dict, e.g. a released psa / SSENet / SEAM ResNet-38 `.pth` (the default
+        config is the reference's: ResNet-38 at stride 8, the 20 VOC classes)."""
+        cfg = config if isinstance(config, Config) else load_config(config)
+        network = load_cam_model(cfg, weights, len(class_names) - 1)
+        return cls(network.to(select_device(device)), class_names, cfg)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        classes: Sequence[int | str] | None = None,
+        scales: Sequence[float] | None = None,
+        flip: bool | None = None,
+        threshold: float = 0.5,
+    ) -> CamResult | list[CamResult]:
+        """CAMs of one image or a list, multi-scale + flip (the config's) by default, for the
+        given classes (indices 1..K or names) or for those scored above `threshold`."""
+        many = isinstance(images, list | tuple)
+        results = [self._one(as_rgb(image), classes, scales, flip, threshold)
+                   for image in (images if many else [images])]  # fmt: skip
+        return results if many else results[0]
+
+    def _one(self, rgb, classes, scales, flip, threshold) -> CamResult:
+        cam_cfg = self.config.cam
+        batch = torch.from_numpy(rgb)[None]
+        scores = self.classify(rgb)
+        wanted = np.zeros(len(self.class_names) - 1, np.float32)
+        if classes is None:
+            wanted[scores > threshold] = 1
+        else:
+            for c in classes:
+                wanted[self._index(c) - 1] = 1
+        summed = multiscale_cams(self.network, batch, scales or cam_cfg.infer_scales,
+                                 cam_cfg.infer_flip if flip is None else flip)  # fmt: skip
+        cams, keys = normalized_present_cams(summed[0], wanted)
+        return CamResult(rgb, cams, keys, [self.class_names[k] for k in keys], scores)
+
+    def _index(self, c: int | str) -> int:
+        if isinstance(c, str):
+            if c not in self.class_names[1:]:
+                raise SsenetError(f"class {c!r} is not one of {self.class_names[1:]}")
+            return self.class_names.index(c)
+        if not 1 <= int(c) < len(self.class_names):
+            raise SsenetError(f"class index {c} is not in 1..{len(self.class_names) - 1}")
+        return int(c)
+
+    @torch.no_grad()
+    def classify(self, image: ImageLike) -> np.ndarray:
+        """(K,) probabilities of the foreground classes: sigmoid of the CAM's mean (training)."""
+        rgb = as_rgb(image)
+        device = next(self.network.parameters()).device
+        mean = torch.tensor(self.network.backbone.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.network.backbone.std, device=device).view(1, 3, 1, 1)
+        pixels = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float() / 255.0
+        logits = upsampled_cam(self.network, (pixels - mean) / std).mean(dim=(2, 3))
+        return torch.sigmoid(logits)[0].cpu().numpy()
+
+
+class Segmenter:
+    """A trained segmentation network (DeepLab) and its class names, ready for images."""
+
+    def __init__(self, network: torch.nn.Module, class_names: Sequence[str], config: Config):
+        self.network, self.class_names, self.config = network.eval(), list(class_names), config
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike,
+        config: Config | str | os.PathLike | None = None,
+        class_names: Sequence[str] | None = None,
+        device: str = "auto",
+    ) -> Segmenter:
+        """The segmentation network of a run folder (its `config.yaml` and `classes.txt`)."""
+        from ssenet.segmentation import load_seg_model
+
+        run_dir = Path(run_dir)
+        cfg = _run_config(run_dir, config)
+        names = _run_classes(run_dir, class_names)
+        network = load_seg_model(cfg, run_dir / "seg" / "model.pth", len(names))
+        return cls(network.to(select_device(device)), names, cfg)
+
+    @torch.no_grad()
+    def __call__(
+        self, images: ImageLike | Sequence[ImageLike], probabilities: bool = False
+    ) -> np.ndarray | list[np.ndarray]:
+        """The label map (H, W) uint8 of one image or a list, with the config's test scales
+        and flip; `probabilities` gives the (C, H, W) class probabilities instead."""
+        from ssenet.segmentation import multiscale_probs
+
+        many = isinstance(images, list | tuple)
+        seg = self.config.seg
+        out = []
+        for image in images if many else [images]:
+            batch = torch.from_numpy(as_rgb(image))[None]
+            probs = multiscale_probs(self.network, batch, seg.infer_scales, seg.infer_flip)[0]
+            probs = probs.cpu().numpy()
+            out.append(probs if probabilities else probs.argmax(axis=0).astype(np.uint8))
+        return out if many else out[0]
+
+
+def pseudo_label(result: CamResult, alpha: float = 0.2, crf: bool = False) -> np.ndarray:
+    """The pseudo label (H, W) uint8 of one image's CAMs: the fixed background score `alpha`
+    (the paper's 0.2), or with `crf` the dense CRF of `(1 - max cam) ** 4` (the la setting)."""
+    if not crf:
+        return cams_to_label(result.cams, result.classes, alpha)
+    from ssenet.crf import dense_crf
+
+    scores = dense_crf(result.image, background_power(result.cams, 4.0))
+    ids = np.concatenate([[0], result.classes]).astype(np.uint8)
+    return ids[scores.argmax(axis=0)]
+
+
+def overlay(
+    image: ImageLike,
+    cams_or_label: CamResult | np.ndarray,
+    names: Sequence[str] | None = None,
+    opacity: float = 0.5,
+) -> np.ndarray:
+    """An (H, W, 3) uint8 picture: the image under a CAM heat map (the strongest class at each
+    pixel, for a CamResult) or under a label map in the VOC palette, with a legend of the
+    classes present when `names` (background first) are given."""
+    rgb = as_rgb(image).astype(np.float32)
+    if isinstance(cams_or_label, CamResult):
+        import matplotlib
+
+        cams = cams_or_label.cams
+        heat = cams.max(axis=0) if len(cams) else np.zeros(rgb.shape[:2], np.float32)
+        colour = matplotlib.colormaps["jet"](heat)[..., :3] * 255
+        return (rgb * (1 - opacity) + colour * opacity).astype(np.uint8)
+    label = np.asarray(cams_or_label, dtype=np.uint8)
+    colour = voc_palette()[label].astype(np.float32)
+    shown = np.where((label > 0)[..., None], rgb * (1 - opacity) + colour * opacity, rgb)
+    picture = Image.fromarray(shown.astype(np.uint8))
+    if names is not None:
+        draw = ImageDraw.Draw(picture)
+        for row, k in enumerate(k for k in np.unique(label) if 0 < k < len(names)):
+            y = 4 + 14 * row
+            draw.rectangle((4, y, 14, y + 10), fill=tuple(int(v) for v in voc_palette()[k]))
+            draw.text((18, y - 1), names[k], fill=(255, 255, 255))
+    return np.asarray(picture)

@@ -1,0 +1,80 @@
+"""The Python API on a tiny finished run: the README's example, every image kind, the errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssenet.api import CamModel, CamResult, Segmenter, overlay, pseudo_label
+from ssenet.errors import SsenetError
+from ssenet.pipeline import run_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run_config, tmp_path_factory):
+    from ssenet.data.benchmark import make_benchmark
+
+    root = tmp_path_factory.mktemp("api")
+    make_benchmark(root / "bench", size=48, num_train=12, num_train_eval=6, num_val=6,
+                   num_workers=1, progress=False)  # fmt: skip
+    run_pipeline(tiny_run_config(root / "bench"), root / "run", progress=False)
+    image = next((root / "bench" / "JPEGImages").glob("*.jpg"))
+    return root / "run", image
+
+
+def test_the_readme_example_runs(run):
+    run_dir, image = run
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = re.search(r"```python\n(# the Python API.*?)```", readme, re.S).group(1)
+    for placeholder, real in (('"runs/voc12"', run_dir), ('"dog.jpg"', image)):
+        example = example.replace(placeholder, repr(str(real)))
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["picture"].shape == (48, 48, 3) and scope["picture"].dtype == np.uint8
+    assert scope["label"].shape == (48, 48)
+
+
+def test_cams_of_every_image_kind_agree_and_follow_the_classes_asked(run):
+    run_dir, image = run
+    model = CamModel.from_run(run_dir, device="cpu")
+    assert model.class_names[0] == "background" and len(model.class_names) == 9
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    kinds = [str(image), Image.open(image), rgb, torch.from_numpy(rgb.copy()).permute(2, 0, 1)]
+    results = model(kinds, classes=[1, model.class_names[3]])
+    assert all(isinstance(r, CamResult) for r in results)
+    for r in results:
+        np.testing.assert_array_equal(r.cams, results[0].cams)
+        assert r.cams.shape == (2, 48, 48) and list(r.classes) == [1, 3]
+        assert r.names == [model.class_names[1], model.class_names[3]]
+        assert 0 <= r.cams.min() and r.cams.max() <= 1 and np.isclose(r.cams.max(), 1, atol=1e-3)
+    predicted = model(rgb, threshold=0.0)  # every class scores above 0
+    assert len(predicted.classes) == 8 and predicted.scores.shape == (8,)
+    label = pseudo_label(results[0], alpha=0.2)
+    assert set(np.unique(label)) <= {0, 1, 3}
+    assert set(np.unique(pseudo_label(results[0], crf=True))) <= {0, 1, 3}
+    heat = overlay(rgb, results[0])
+    assert heat.shape == (48, 48, 3) and not np.array_equal(heat, rgb)
+    with pytest.raises(SsenetError, match="class 'nope' is not one of"):
+        model(rgb, classes=["nope"])
+    with pytest.raises(SsenetError, match=r"must be \(H, W, 3\) or \(3, H, W\) uint8"):
+        model(np.zeros((4, 4), np.float32))
+
+
+def test_segmenter_and_label_overlay(run):
+    run_dir, image = run
+    segmenter = Segmenter.from_run(run_dir, device="cpu")
+    label = segmenter(str(image))
+    assert label.shape == (48, 48) and label.dtype == np.uint8 and label.max() < 9
+    probs = segmenter([str(image)], probabilities=True)[0]
+    assert probs.shape == (9, 48, 48) and np.allclose(probs.sum(0), 1, atol=1e-4)
+    shown = overlay(str(image), np.full((48, 48), 2, np.uint8), names=segmenter.class_names)
+    assert shown.shape == (48, 48, 3)
+    with pytest.raises(SsenetError, match="no config for this run folder"):
+        Segmenter.from_run(run_dir / "cam")
