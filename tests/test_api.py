@@ -54,6 +54,9 @@ def test_cams_of_every_image_kind_agree_and_follow_the_classes_asked(run):
         assert r.cams.shape == (2, 48, 48) and list(r.classes) == [1, 3]
         assert r.names == [model.class_names[1], model.class_names[3]]
         assert 0 <= r.cams.min() and r.cams.max() <= 1 and np.isclose(r.cams.max(), 1, atol=1e-3)
+    released = CamModel.from_weights(run_dir / "cam" / "model.pth", run_dir / "config.yaml",
+                                     model.class_names, device="cpu")  # fmt: skip
+    np.testing.assert_array_equal(released(rgb, classes=[1, 3]).cams, results[0].cams)
     predicted = model(rgb, threshold=0.0)  # every class scores above 0
     assert len(predicted.classes) == 8 and predicted.scores.shape == (8,)
     label = pseudo_label(results[0], alpha=0.2)

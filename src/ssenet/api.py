@@ -78,8 +78,10 @@ def _run_classes(run_dir: Path, names: Sequence[str] | None) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-class CamModel:
-    """A trained CAM network and its class names (background first), ready for images."""
+class TrainedNetwork:
+    """A trained network with its class names (background first) and its config."""
+
+    stage = ""  # the run folder's subfolder holding model.pth
 
     def __init__(self, network: torch.nn.Module, class_names: Sequence[str], config: Config):
         self.network, self.class_names, self.config = network.eval(), list(class_names), config
@@ -91,13 +93,27 @@ class CamModel:
         config: Config | str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         device: str = "auto",
-    ) -> CamModel:
-        """The CAM network of a run folder (its `config.yaml` and `classes.txt` unless given)."""
+    ):
+        """The network of a run folder (its `config.yaml` and `classes.txt` unless given)."""
         run_dir = Path(run_dir)
         cfg = _run_config(run_dir, config)
         names = _run_classes(run_dir, class_names)
-        network = load_cam_model(cfg, run_dir / "cam" / "model.pth", len(names) - 1)
+        network = cls.load(cfg, run_dir / cls.stage / "model.pth", names)
         return cls(network.to(select_device(device)), names, cfg)
+
+    @staticmethod
+    def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
+        raise NotImplementedError
+
+
+class CamModel(TrainedNetwork):
+    """A trained CAM network, ready for images: `model(images)` gives their CAMs."""
+
+    stage = "cam"
+
+    @staticmethod
+    def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
+        return load_cam_model(cfg, weights, len(names) - 1)
 
     @classmethod
     def from_weights(
@@ -110,7 +126,7 @@ class CamModel:
         """A CAM state dict, e.g. a released psa / SSENet / SEAM ResNet-38 `.pth` (the default
         config is the reference's: ResNet-38 at stride 8, the 20 VOC classes)."""
         cfg = config if isinstance(config, Config) else load_config(config)
-        network = load_cam_model(cfg, weights, len(class_names) - 1)
+        network = cls.load(cfg, Path(weights), class_names)
         return cls(network.to(select_device(device)), class_names, cfg)
 
     @torch.no_grad()
@@ -165,28 +181,16 @@ class CamModel:
         return torch.sigmoid(logits)[0].cpu().numpy()
 
 
-class Segmenter:
-    """A trained segmentation network (DeepLab) and its class names, ready for images."""
+class Segmenter(TrainedNetwork):
+    """A trained segmentation network (DeepLab), ready for images: `segmenter(images)`."""
 
-    def __init__(self, network: torch.nn.Module, class_names: Sequence[str], config: Config):
-        self.network, self.class_names, self.config = network.eval(), list(class_names), config
+    stage = "seg"
 
-    @classmethod
-    def from_run(
-        cls,
-        run_dir: str | os.PathLike,
-        config: Config | str | os.PathLike | None = None,
-        class_names: Sequence[str] | None = None,
-        device: str = "auto",
-    ) -> Segmenter:
-        """The segmentation network of a run folder (its `config.yaml` and `classes.txt`)."""
+    @staticmethod
+    def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
         from ssenet.segmentation import load_seg_model
 
-        run_dir = Path(run_dir)
-        cfg = _run_config(run_dir, config)
-        names = _run_classes(run_dir, class_names)
-        network = load_seg_model(cfg, run_dir / "seg" / "model.pth", len(names))
-        return cls(network.to(select_device(device)), names, cfg)
+        return load_seg_model(cfg, weights, len(names))
 
     @torch.no_grad()
     def __call__(
