@@ -307,3 +307,20 @@ def test_sweep_folded_into_inference_changes_no_cam_and_equals_its_own_pass(benc
     assert own == folded_agreement and set(own) == {"1.0-0.5"} and 0 <= own["1.0-0.5"] <= 1
     cfg.cam.scale_sweep = (0.5, 3.0)  # a scale inference does not compute: no free fold
     assert folded_scale_sweep(cfg, tmp_path / "other") is None
+
+
+def test_inference_loading_works_with_spawned_workers(bench):
+    # macOS and Windows start data-loader workers with spawn: what they get must pickle.
+    from torch.utils.data import DataLoader
+
+    from ssenet.cam import first_item
+    from ssenet.data.datasets import ImageListDataset
+    from ssenet.data.source import open_split
+
+    dataset = open_split(tiny_config(bench).data, "train")
+    images = ImageListDataset(dataset.subset(dataset.ids[:2]))
+    loader = DataLoader(images, batch_size=1, num_workers=1, collate_fn=first_item,
+                        multiprocessing_context="spawn")  # fmt: skip
+    items = list(loader)
+    assert [index for _, _, index in items] == [0, 1]
+    assert items[0][0].shape == (48, 48, 3) and items[0][0].dtype == torch.uint8
