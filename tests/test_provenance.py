@@ -110,3 +110,24 @@ def test_affinity_digest_follows_its_crf_scores(bench, tiny_run_config, tmp_path
     save_scores(crf_dir / f"{ids[0]}.npz", la, la, np.array([1]), made_from=stamp("b"))
     again = train_affinity(cfg, crf_dir, tmp_path / "aff", progress=False)
     assert again.meta["digest"] != first.meta["digest"]  # trained again on the new scores
+
+
+def test_an_edited_mask_is_other_training_data(bench, finished_run, tiny_run_config, tmp_path):
+    import shutil
+
+    from ssenet.data.palette import read_label_png, write_label_png
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    image_id = (bench / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split()[-1]
+    mask_path = bench / "SegmentationClass" / f"{image_id}.png"
+    original = read_label_png(mask_path)
+    present = set(np.unique(original)) - {0, 255}
+    edited = np.where(np.isin(original, list(present)), 1 + max(present) % 8, original)
+    before = snapshot(run_dir)
+    try:
+        write_label_png(mask_path, edited.astype(np.uint8))
+        run_pipeline(tiny_run_config(bench), run_dir, progress=False)
+    finally:
+        write_label_png(mask_path, original)
+    assert remade(before, snapshot(run_dir)) == {"cam model"} | DOWNSTREAM_OF_CAM

@@ -123,11 +123,13 @@ def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitRes
     Resumable: see `ssenet.trainer.fit`.
     """
     out_dir = Path(out_dir)
-    digest = cfg.digest("data", "model", "cam")
+    dataset = open_split(cfg.data, cfg.data.train_list)
+    # The image-level labels are part of the digest: an edited mask is other training data.
+    labels = stamp(*((i, dataset.labels(i).tolist()) for i in dataset.ids))
+    digest = cfg.digest("data", "model", "cam") + "-" + labels[:12]
     done = finished(out_dir, digest)
     if done is not None:
         return done
-    dataset = open_split(cfg.data, cfg.data.train_list)
     device, info = prepare_training(cfg.run)
     model = build_cam_from_config(cfg, dataset.num_foreground).to(device)
     model = memory_format(model, cfg.run.channels_last)
@@ -406,17 +408,18 @@ def infer_cams(
     dataset = open_split(cfg.data, list_name or cfg.data.infer_list)
     ids = list(dataset.ids)[shard[0] :: shard[1]]
     cam_dir, label_dir = out_dir / "cams", out_dir / "labels"
-    cams_stamp = cam_file_stamp(cfg, weights)
-    label_stamp = stamp("cam labels", cams_stamp, cfg.cam.alpha)
-    current = {i for i in ids if is_current(cam_dir / f"{i}.npz", cams_stamp)}
+    base = cam_file_stamp(cfg, weights)  # per image, with its classes: an edited mask counts
+    cams_stamp = {i: stamp(base, dataset.labels(i).tolist()) for i in ids}
+    label_stamp = {i: stamp("cam labels", cams_stamp[i], cfg.cam.alpha) for i in ids}
+    current = {i for i in ids if is_current(cam_dir / f"{i}.npz", cams_stamp[i])}
     todo = [i for i in ids if i not in current]
     relabel = [  # CAMs still current, labels not (cam.alpha changed): no forward pass needed
-        i for i in ids if i in current and not is_current(label_dir / f"{i}.png", label_stamp)
+        i for i in ids if i in current and not is_current(label_dir / f"{i}.png", label_stamp[i])
     ]
     for image_id in relabel:
         cams, keys = load_cams(cam_dir / f"{image_id}.npz")
         write_label_png(label_dir / f"{image_id}.png", cams_to_label(cams, keys, cfg.cam.alpha),
-                        label_stamp)  # fmt: skip
+                        label_stamp[image_id])  # fmt: skip
     device = select_device(cfg.run.device)
     set_threads(cfg.run.threads)
     if todo:
@@ -424,9 +427,9 @@ def infer_cams(
         for image_id, cams, keys, singles in computed_cams(
             cfg, model, dataset, ids, todo, single_scales if on_single_scales else (), progress
         ):
-            save_cams(cam_dir / f"{image_id}.npz", cams, keys, cams_stamp)
+            save_cams(cam_dir / f"{image_id}.npz", cams, keys, cams_stamp[image_id])
             label = cams_to_label(cams, keys, cfg.cam.alpha)
-            write_label_png(label_dir / f"{image_id}.png", label, label_stamp)
+            write_label_png(label_dir / f"{image_id}.png", label, label_stamp[image_id])
             if on_single_scales is not None:
                 on_single_scales(image_id, singles)
     return {
