@@ -56,3 +56,23 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
     for method in ("baseline", "ssenet"):
         for stage in STAGES:
             assert again[method][stage] == results[method][stage]
+
+
+def test_the_table_says_when_a_classifier_has_not_learned():
+    from ssenet.demo import format_results
+
+    metrics = {"miou": 0.3, "mfn": 0.5, "mfp": 0.5}
+    method = {k: metrics for k in ("cam", "crf", "rw", "seg")} | {
+        "cam_alpha_sweep": {"best_alpha": 0.2, "best_miou": 0.3},
+        "scale_sweep": {"1.0": metrics}, "scale_consistency": {"0.5-2.0": 0.2},
+    }  # fmt: skip
+    results = {
+        "baseline": method | {"classifier": {"map": 0.9, "prior_map": 0.2}},
+        "ssenet": method | {"classifier": {"map": 0.25, "prior_map": 0.2}},
+        "meta": {"seconds": 1.0},
+    }
+    lines = [line for line in format_results(results).splitlines() if "WARNING" in line]
+    assert lines == [
+        "WARNING ssenet: the classifier has not learned (val mAP 0.250, a constant scorer gets "
+        "0.200): its pseudo-label figures mean nothing"
+    ]

@@ -15,7 +15,13 @@ from pathlib import Path
 from ssenet.config import Config, load_config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.fileio import remove_stale_temporaries, write_text_atomic
-from ssenet.pipeline import classifier_stage, run_pipeline, scale_consistency, scale_sweep
+from ssenet.pipeline import (
+    classifier_stage,
+    run_pipeline,
+    scale_consistency,
+    scale_sweep,
+    unlearned_warning,
+)
 from ssenet.report import write_report
 
 METHODS = ("baseline", "ssenet")
@@ -110,6 +116,7 @@ def format_results(results: dict) -> str:
             for key, _ in COLUMNS
         )
         lines.append(f"{method:<10}{cells}{r['classifier']['map']:>11.4f}")
+    lines += [w for m in METHODS if (w := unlearned_warning(results[m]["classifier"], m))]
     lines.append("")
     lines.append("CAM background alpha: best alpha -> mIoU (paper Fig. 4)")
     for method in METHODS:

@@ -358,6 +358,18 @@ def scale_consistency(cfg: Config, run_dir: str | Path, progress: bool = True) -
     return json.loads((Path(run_dir) / "eval" / "scale_consistency.json").read_text())
 
 
+def unlearned_warning(report: dict, method: str = "") -> str | None:
+    """A warning when the classifier has not learned (val mAP under 1.5x a constant scorer's):
+    its CAMs, and every pseudo label made from them, then mean nothing."""
+    if report["map"] >= 1.5 * report["prior_map"]:
+        return None
+    who = f"{method}: " if method else ""
+    return (
+        f"WARNING {who}the classifier has not learned (val mAP {report['map']:.3f}, a constant "
+        f"scorer gets {report['prior_map']:.3f}): its pseudo-label figures mean nothing"
+    )
+
+
 CLASSIFIER_KEYS = "data.kind data.root data.val_list cam.infer_batch"
 
 
