@@ -60,7 +60,10 @@ def load_cams(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise SsenetError(f"{path}: CAM file not found")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a lone .npy array under the name
+            raise SsenetError(f"{path}: not a CAM file, a single array instead of an .npz archive")
+        with data:
             missing = {"cams", "keys"} - set(data.files)
             if missing:
                 raise SsenetError(f"{path}: not a CAM file, missing array(s) {sorted(missing)}")

@@ -15,7 +15,13 @@ from ssenet.fileio import atomic_path
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # how torch reports a failed write, e.g. on a full disk
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise SsenetError(
+                f"{path}: cannot write the file ({first_line}); is the disk full?"
+            ) from err
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

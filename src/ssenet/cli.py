@@ -335,7 +335,19 @@ def os_error_message(err: OSError) -> str:
     """One line naming the file and the fault, e.g. "runs/x/cam: Read-only file system"."""
     where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
     what = err.strerror or str(err)
+    if isinstance(err, FileExistsError) and err.filename and not Path(err.filename).is_dir():
+        what = "a file where a folder should be"  # what mkdir(exist_ok=True) calls File exists
     return f"{where}: {what}" if where else what
+
+
+def worker_error_message(text: str) -> str:
+    """A DataLoader worker's error is raised again with the worker's whole traceback as its
+    message ("Caught SsenetError in DataLoader worker process 0. Original Traceback ..."); the
+    traceback's last line holds the original message."""
+    if " in DataLoader worker process " not in text or "\nOriginal Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]  # "ssenet.errors.SsenetError: <message>"
+    return last.split(": ", 1)[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SsenetError as err:
-        print(f"ssenet: error: {err}", file=sys.stderr)
+        print(f"ssenet: error: {worker_error_message(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:  # the file system's faults: read-only, full disk, a file for a folder
-        print(f"ssenet: error: {os_error_message(err)}", file=sys.stderr)
+        print(f"ssenet: error: {worker_error_message(os_error_message(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssenet: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -264,6 +264,15 @@ def _apply(config: Config, data: dict[str, Any], source: str) -> None:
             setattr(section, key, _coerce(value, hints[key], f"{section_name}.{key}"))
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line from a YAML error, e.g. "line 2, column 1: found character '\\t' that cannot
+    start any token" (PyYAML's own message spans several lines and quotes the source)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).strip() or type(err).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """Turn `section.key=value` strings into a nested mapping; values are parsed as YAML."""
     nested: dict[str, dict[str, Any]] = {}
@@ -275,7 +284,9 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
-            raise SsenetError(f"override {item!r}: cannot parse the value ({err})") from err
+            raise SsenetError(
+                f"override {item!r}: cannot parse the value ({yaml_problem(err)})"
+            ) from err
         nested.setdefault(section, {})[key] = value
     return nested
 
@@ -290,9 +301,11 @@ def load_config(
         if not path.is_file():
             raise SsenetError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise SsenetError(f"{path}: cannot read the config file ({err})") from err
         except yaml.YAMLError as err:
-            raise SsenetError(f"{path}: invalid YAML ({err})") from err
+            raise SsenetError(f"{path}: invalid YAML ({yaml_problem(err)})") from err
         _apply(config, data, str(path))
     if overrides:
         _apply(config, parse_overrides(overrides), "override")

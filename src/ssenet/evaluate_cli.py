@@ -23,7 +23,11 @@ def _class_names(path: str | None) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise SsenetError(f"{file}: class names file not found")
-    names = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SsenetError(f"{file}: cannot read class names file ({err})") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) < 2:
         raise SsenetError(f"{file}: needs background and at least one class, one per line")
     return names

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssenet.camfile import load_cams
+from ssenet.data.datasets import check_id
 from ssenet.data.palette import IGNORE_INDEX, read_label_png
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
@@ -228,7 +229,8 @@ def sweep_cam_thresholds(
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
-    """Image ids, one per line; blank lines are skipped, spaces inside a line or repeats refused."""
+    """Image ids, one per line; blank lines are skipped; spaces inside a line, repeats and ids
+    that are not plain file names (`../x`) are refused."""
     path = Path(path)
     if not path.is_file():
         raise SsenetError(f"{path}: id list not found")
@@ -244,6 +246,7 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
             continue
         if len(image_id.split()) > 1:
             raise SsenetError(f"{path}:{number}: expected one image id per line, got {line!r}")
+        check_id(image_id, path, number)  # ids name files inside the folders: no "../"
         if image_id in seen:
             raise SsenetError(f"{path}:{number}: image id {image_id!r} is listed twice")
         seen.add(image_id)

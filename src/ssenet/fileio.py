@@ -35,6 +35,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.filename is None:  # a failed write() (a full disk) names no file: name it
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

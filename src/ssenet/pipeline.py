@@ -94,7 +94,7 @@ def stage_lists(cfg: Config, stages: list[str]) -> dict[str, list[str]]:
     }
     found: dict[str, list[str]] = {}
     for stage in stages:
-        for name in reads[stage]:
+        for name in dict.fromkeys(reads[stage]):
             found.setdefault(name, []).append(stage)
     return found
 

@@ -75,8 +75,9 @@ def read_stamp(path: str | os.PathLike) -> str | None:
                 return str(data[STAMP_KEY]) if STAMP_KEY in data.files else None
         with Image.open(path) as image:
             return image.text.get(STAMP_KEY)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnidentifiedImageError):
-        return None
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
+            zipfile.BadZipFile, UnidentifiedImageError):  # fmt: skip
+        return None  # e.g. a single .npy array saved under an .npz name: not ours, made again
 
 
 def is_current(path: str | os.PathLike, expected: str) -> bool:

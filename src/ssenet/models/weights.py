@@ -135,7 +135,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError on a damaged file, OSError
+            raise SsenetError(f"{path}: cannot read weights ({_first_line(err)})") from err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -143,14 +146,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: refused, the file holds pickled objects other than tensors "
             "(only weights are loaded, never code)"
         ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise SsenetError(f"{path}: cannot read weights ({err})") from err
+    except Exception as err:  # RuntimeError, EOFError, KeyError... on a damaged file
+        raise SsenetError(f"{path}: cannot read weights ({_first_line(err)})") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
         raise SsenetError(f"{path}: expected a state dict of tensors")
     # Checkpoints saved from DataParallel / DDP prefix every key with "module.".
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _first_line(err: Exception) -> str:
+    """`Type: first line of the message`: torch's messages run over several lines."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
