@@ -304,3 +304,14 @@ def test_resnet50_config_differs_only_in_the_backbone():
     assert {k for k in r38["model"] if r38["model"][k] != r50["model"][k]} == {
         "backbone", "weights"}
     assert r38["run"]["out_dir"] != r50["run"]["out_dir"]
+
+
+def test_check_images_decodes_every_image_of_every_list(bench, tmp_path, capsys):
+    config = write_config(tmp_path, bench)
+    code, out = dry(capsys, config, "--check-images")
+    assert code == 0 and "image sample: 24 of 24 decoded" in out
+    last_val = (bench / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[-1]
+    victim = bench / "JPEGImages" / f"{last_val}.jpg"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # a half-copied file
+    code, out = dry(capsys, config, "--check-images")
+    assert code == 2 and f"{victim.name}: cannot read image" in out

@@ -162,9 +162,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     stages = parse_stages(args.stages)
     if args.dry_run:
-        from ssenet.dryrun import dry_run, format_report
+        from ssenet.dryrun import SAMPLE_IMAGES, dry_run, format_report
 
-        report = dry_run(cfg, stages, args.world_size, config_name=args.config)
+        sample = sys.maxsize if args.check_images else SAMPLE_IMAGES
+        report = dry_run(cfg, stages, args.world_size, sample, config_name=args.config)
         print(format_report(report))
         return 0 if report.ok else 2
     preflight(cfg, stages)  # every list, image id and scored mask: before hours of training
@@ -277,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--world-size", type=int, help="GPUs to plan steps for (default: $WORLD_SIZE or 1)"
     )
+    run.add_argument(
+        "--check-images", action="store_true",
+        help="with --dry-run: decode every image of every list, not a sample (reads every file)",
+    )  # fmt: skip
 
     for verb, func in ((crf, cmd_crf), (aff, cmd_train_aff), (walk, cmd_random_walk),
                        (train_seg, cmd_train_seg), (infer_seg, cmd_infer_seg), (run, cmd_run)):

@@ -373,7 +373,8 @@ def check_root(cfg: Config, report: DryRunReport) -> bool:
 def sample_images(
     datasets: dict[str, SegmentationDataset], count: int, report: DryRunReport
 ) -> list[tuple[int, int]]:
-    """Decode `count` images spread evenly over all lists (the first always among them)."""
+    """Decode `count` images spread evenly over all lists (the first always among them); all of
+    them when `count` is at least their number (`ssenet run --dry-run --check-images`)."""
     owner = {i: d for d in datasets.values() for i in d.ids}
     ids = list(owner)
     if not ids or count < 1:
