@@ -1,0 +1,122 @@
+"""SIGKILL a tiny five-stage run at points inside every stage, rerun the same command after each
+kill, and check the finished run equals an uninterrupted one with the same seed.
+
+Each kill runs the pipeline in a child process that patches one function of the package to kill
+its own process (no clean-up runs, as with a pre-empted job) at the n-th call: during a training
+step, half-way through writing a checkpoint or a PNG (a temporary file is left behind), at the
+n-th image of an inference stage. The kills are chained: every rerun resumes and goes on to the
+next kill point, so one uninterrupted run and one killed run cover every point.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ssenet.camfile import load_cams
+from ssenet.config import dump_config
+from ssenet.data.benchmark import make_benchmark
+from ssenet.pipeline import run_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# (module, attribute, n, how): kill at the n-th call in that child, "before" it runs or "half"
+# way through a file write. In pipeline order; each child first resumes what the last one left.
+# Two epochs per network: the CAM network has 2 steps an epoch, AffinityNet and DeepLab 1.
+KILL_POINTS = [
+    ("ssenet.cam", "CamObjective.forward", 3, "before"),  # CAM training, epoch 2, step 1
+    ("ssenet.cam", "save_cams", 4, "before"),  # CAM inference, the 4th image
+    ("ssenet.crf_stage", "write_label_png", 2, "half"),  # a CRF label PNG half written
+    ("ssenet.affinity", "AffinityObjective.forward", 2, "before"),  # AffinityNet, epoch 2
+    ("ssenet.trainer", "save_checkpoint", 1, "half"),  # AffinityNet's epoch-2 checkpoint
+    ("ssenet.rw_stage", "write_label_png", 3, "before"),  # random walk, the 3rd image
+    ("ssenet.segmentation", "SegObjective.forward", 2, "before"),  # DeepLab training, epoch 2
+    ("ssenet.segmentation", "write_label_png", 2, "before"),  # DeepLab inference, 2nd image
+]
+
+CHILD = r"""
+import importlib, json, os, signal, sys
+import torch
+from ssenet.config import load_config
+from ssenet.fileio import atomic_path
+from ssenet.pipeline import run_pipeline
+
+torch.set_num_threads(1)
+config, run_dir, module_name, attribute, n, how = sys.argv[1:]
+module = importlib.import_module(module_name)
+owner, _, name = attribute.rpartition(".")
+target = getattr(module, owner) if owner else module
+real = getattr(target, name)
+calls = [0]
+
+def die(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == int(n):
+        if how == "half":  # the path is the first argument after self, if any
+            path = next(a for a in args if isinstance(a, (str, os.PathLike)))
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(b"half a file")
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+setattr(target, name, die)
+run_pipeline(load_config(config), run_dir, progress=False)
+"""
+
+
+def kill_config(bench, tiny_run_config):
+    cfg = tiny_run_config(bench)
+    cfg.cam.epochs = cfg.aff.epochs = cfg.seg.epochs = 2
+    return cfg
+
+
+def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
+    tiny_run_config, tmp_path
+):
+    bench = tmp_path / "bench"
+    make_benchmark(bench, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
+                   progress=False)  # fmt: skip
+    cfg = kill_config(bench, tiny_run_config)
+    whole = tmp_path / "whole"
+    run_pipeline(cfg, whole, progress=False)
+
+    config = tmp_path / "kill.yaml"
+    config.write_text(dump_config(cfg))
+    killed = tmp_path / "killed"
+    for module, attribute, n, how in KILL_POINTS:
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, str(config), str(killed), module, attribute, str(n), how],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert child.returncode == -signal.SIGKILL, (attribute, child.stderr[-2000:])
+        if how == "half":  # the dead writer's temporary file is there, until the next run
+            assert list(killed.rglob(".*.tmp*")), attribute
+    run_pipeline(cfg, killed, progress=False)  # the same command, once more: it completes
+
+    assert not list(killed.rglob(".*.tmp*"))  # a dead writer's temporaries are gone
+    results = json.loads((killed / "eval" / "results.json").read_text())
+    assert results == json.loads((whole / "eval" / "results.json").read_text())
+    for stage in ("cam", "aff", "seg"):
+        ours = torch.load(killed / stage / "model.pth", weights_only=True)
+        theirs = torch.load(whole / stage / "model.pth", weights_only=True)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    labels = sorted(whole.glob("*/labels/*.png"))
+    assert len(labels) == 4 * 6  # cam, crf and rw labels of train, DeepLab's of val
+    for path in labels:
+        assert (killed / path.relative_to(whole)).read_bytes() == path.read_bytes(), path
+    for path in sorted(whole.glob("*/*/*.npz")):  # CAMs and CRF scores: arrays (zip has clocks)
+        if path.parent.name == "cams":
+            pairs = zip(load_cams(killed / path.relative_to(whole)), load_cams(path), strict=True)
+        else:
+            with np.load(killed / path.relative_to(whole)) as a, np.load(path) as b:
+                pairs = [(a[k], b[k]) for k in b.files]
+        for ours, theirs in pairs:
+            np.testing.assert_array_equal(ours, theirs)
