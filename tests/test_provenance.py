@@ -157,3 +157,24 @@ def test_a_second_run_with_workers_gives_the_same_outputs(
         for ours, theirs in zip(load_cams(run_dir / path.relative_to(finished_run)),
                                 load_cams(path), strict=True):  # fmt: skip
             np.testing.assert_array_equal(ours, theirs)
+
+
+def test_ssenet_run_prints_the_classifier_and_warns_when_it_has_not_learned(
+    bench, finished_run, tiny_run_config, tmp_path, capsys
+):
+    import shutil
+
+    from ssenet.cli import main
+    from ssenet.config import dump_config
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(dump_config(tiny_run_config(bench)))
+    assert main(["run", "--config", str(config), f"run.out_dir={run_dir}", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    classifier = json.loads((run_dir / "eval" / "classifier.json").read_text())
+    assert f"classifier mAP {classifier['map']:.4f} on val" in out
+    # One epoch on 12 images: this tiny classifier is near the prior, and the run says so.
+    learned = classifier["map"] >= 1.5 * classifier["prior_map"]
+    assert ("WARNING the classifier has not learned" in out) == (not learned)

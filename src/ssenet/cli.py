@@ -178,6 +178,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for stage, metrics in results.items():
         print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
               f"mFP {metrics['mfp']:.3f}")
+    if (run_dir / "cam" / "model.pth").is_file():  # the figures above mean something only if
+        from ssenet.pipeline import classifier_stage, unlearned_warning  # the classifier learned
+
+        classifier = classifier_stage(cfg, run_dir)
+        print(f"classifier mAP {classifier['map']:.4f} on {cfg.data.val_list} "
+              f"(a constant scorer: {classifier['prior_map']:.4f})")  # fmt: skip
+        warning = unlearned_warning(classifier)
+        if warning:
+            print(warning)
     print(f"results: {run_dir / 'eval' / 'results.json'}; report: {report}")
     return 0
 
