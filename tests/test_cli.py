@@ -108,6 +108,13 @@ def test_file_system_faults_are_one_line_naming_the_file(tmp_path, capsys, monke
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "m.json"))
 
+    def read_only(*args, dir=None, **kwargs):  # as root, chmod cannot make a folder read-only
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
+    assert main([*argv, "--json", str(tmp_path / "ro" / "m.json")]) == 2
+    assert capsys.readouterr().err == f"ssenet: error: {tmp_path / 'ro'}: Read-only file system\n"
+
     monkeypatch.setattr(fileio.tempfile, "mkstemp", full_disk)
     assert main([*argv, "--json", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
