@@ -1,5 +1,5 @@
-"""SIGKILL a tiny five-stage run at points inside every stage, rerun the same command after each
-kill, and check the finished run equals an uninterrupted one with the same seed.
+"""SIGKILL a tiny five-stage run at several points inside every stage, rerun the same command
+after each kill, and check the finished run equals an uninterrupted one with the same seed.
 
 Each kill runs the pipeline in a child process that patches one function of the package to kill
 its own process (no clean-up runs, as with a pre-empted job) at the n-th call: during a training
@@ -18,8 +18,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ssenet.camfile import load_cams
+from ssenet.checkpoint import load_checkpoint
 from ssenet.config import dump_config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.pipeline import run_pipeline
@@ -32,10 +34,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 KILL_POINTS = [
     ("ssenet.cam", "CamObjective.forward", 3, "before"),  # CAM training, epoch 2, step 1
     ("ssenet.cam", "save_cams", 4, "before"),  # CAM inference, the 4th image
+    ("ssenet.cam", "save_cams", 2, "half"),  # a CAM .npz half written
     ("ssenet.crf_stage", "write_label_png", 2, "half"),  # a CRF label PNG half written
+    ("ssenet.crf_stage", "save_scores", 4, "half"),  # a CRF score .npz half written
     ("ssenet.affinity", "AffinityObjective.forward", 2, "before"),  # AffinityNet, epoch 2
     ("ssenet.trainer", "save_checkpoint", 1, "half"),  # AffinityNet's epoch-2 checkpoint
     ("ssenet.rw_stage", "write_label_png", 3, "before"),  # random walk, the 3rd image
+    ("ssenet.rw_stage", "write_label_png", 2, "half"),  # a random-walk PNG half written
     ("ssenet.segmentation", "SegObjective.forward", 2, "before"),  # DeepLab training, epoch 2
     ("ssenet.segmentation", "write_label_png", 2, "before"),  # DeepLab inference, 2nd image
 ]
@@ -101,6 +106,16 @@ def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
     run_pipeline(cfg, killed, progress=False)  # the same command, once more: it completes
 
     assert not list(killed.rglob(".*.tmp*"))  # a dead writer's temporaries are gone
+    for path in killed.rglob("*.*"):  # every file of the run folder loads
+        if path.suffix == ".pth":
+            load_checkpoint(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".png":
+            Image.open(path).load()
+        elif path.suffix == ".npz":
+            with np.load(path) as data:
+                [data[k] for k in data.files]
     results = json.loads((killed / "eval" / "results.json").read_text())
     assert results == json.loads((whole / "eval" / "results.json").read_text())
     for stage in ("cam", "aff", "seg"):
