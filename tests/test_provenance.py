@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from ssenet.config import _apply, parse_overrides
 from ssenet.data.benchmark import make_benchmark
@@ -74,7 +75,12 @@ def test_a_changed_setting_remakes_its_stage_and_everything_downstream_only(
 @pytest.fixture(scope="module")
 def finished_run(bench, tiny_run_config, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    first = run_pipeline(tiny_run_config(bench), run_dir, progress=False)
+    previous = torch.get_num_threads()  # a module fixture is set up before `one_thread`
+    torch.set_num_threads(1)
+    try:
+        first = run_pipeline(tiny_run_config(bench), run_dir, progress=False)
+    finally:
+        torch.set_num_threads(previous)
     assert set(first) == {"cam", "crf", "rw", "seg"}
     return run_dir
 
