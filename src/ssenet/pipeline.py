@@ -37,7 +37,7 @@ from ssenet.evaluation import ConfusionMeter, evaluate_label_dirs, sweep_cam_thr
 from ssenet.evaluation_guard import check_pseudo_label_eval
 from ssenet.fileio import remove_stale_temporaries, run_lock, write_text_atomic
 from ssenet.multilabel import classification_report
-from ssenet.provenance import cached_json, config_values, stamp, weights_stamp, write_stamped_json
+from ssenet.provenance import cached_json, config_values, record_json_stamp, stamp, weights_stamp
 from ssenet.runtime import rank_shard, select_device
 from ssenet.rw_stage import random_walk_stage
 from ssenet.segmentation import infer_seg, train_seg
@@ -304,9 +304,10 @@ class ScaleSweep:
     def write(self, run_dir: Path) -> dict:
         made_from = sweep_stamp(self.cfg, run_dir)
         consistency = {f"{a}-{b}": self.agreement[a, b].metrics()["miou"] for a, b in self.pairs}
-        write_stamped_json(run_dir / "eval" / "scale_consistency.json", consistency, made_from)
         result = {str(s): summary(self.meters[s].metrics()) for s in self.scales}
-        write_stamped_json(run_dir / "eval" / "scale_sweep.json", result, made_from)
+        for name, data in (("scale_consistency.json", consistency), ("scale_sweep.json", result)):
+            write_json(run_dir / "eval" / name, data)
+            record_json_stamp(run_dir / "eval" / name, made_from)
         return result
 
 
@@ -383,12 +384,13 @@ def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
     if cached is not None:
         return cached
     dataset = open_split(cfg.data, cfg.data.val_list)
-    model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
+    model = load_cam_model(cfg, weights, dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
     with torch.no_grad():
         scores, targets = classifier_scores(model, dataset, dataset.ids, cfg.cam.infer_batch)
     report = classification_report(scores, targets)
     report["images"] = int(len(targets))
     report["prior_map"] = float(np.mean(targets.mean(0)))  # AP of a constant scorer, for scale
-    write_stamped_json(out, report, made_from)
+    write_json(out, report)
+    record_json_stamp(out, made_from)
     return report

@@ -91,9 +91,9 @@ def cached_json(path: Path, expected: str) -> dict | None:
     return json.loads(path.read_text())
 
 
-def write_stamped_json(path: Path, data: dict, made_from: str) -> None:
-    """Write a JSON result and record its stamp in the folder's stamps file."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+def record_json_stamp(path: Path, made_from: str) -> None:
+    """Record the stamp of a JSON result just written, in its folder's stamps file (written
+    after the result, so a kill between the two leaves the result counted as stale)."""
     stamps = read_json_stamps(path.parent) | {path.name: made_from}
     write_text_atomic(path.parent / STAMPS_FILE, json.dumps(stamps, indent=2) + "\n")
 
