@@ -168,11 +168,15 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     ckpt_path = out_dir / "checkpoints" / "last.pth"
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    if info.is_main and discard_stale_training(out_dir, digest):
-        print(f"ssenet: {out_dir} was trained under other settings; training {name} again",
-              file=sys.stderr)  # fmt: skip
+    state = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None  # read once
+    if trained_under_other_settings(out_dir, digest, state):
+        state = None  # every rank starts over; the main one deletes the stale files
+        if info.is_main:
+            discard_training(out_dir)
+            print(f"ssenet: {out_dir} was trained under other settings; training {name} again",
+                  file=sys.stderr)  # fmt: skip
     barrier(info)
-    start_epoch, step, history = _resume(ckpt_path, digest, parts)
+    start_epoch, step, history = _resume(state, parts)
 
     writer = open_writer(out_dir / "tb", enabled=info.is_main)
     for epoch in range(start_epoch, epochs):
@@ -232,34 +236,33 @@ def check_finite(loss: torch.Tensor, name: str, step: int, epoch: int, ckpt: Pat
         )
 
 
-def discard_stale_training(out_dir: Path, digest: str) -> bool:
-    """Delete a trained network, its checkpoint and its TensorBoard log when they were made
-    under other settings (another digest), so the stage trains again and nothing stale is left
-    to be used or reported; True when something was deleted."""
-    recorded = []
-    meta_path, ckpt_path = out_dir / "train.json", out_dir / "checkpoints" / "last.pth"
+def trained_under_other_settings(out_dir: Path, digest: str, state: dict | None) -> bool:
+    """Whether the network in `out_dir` (train.json) or its checkpoint `state` was made under
+    another digest than `digest`."""
+    recorded = [] if state is None else [state.get("digest")]
+    meta_path = out_dir / "train.json"
     if meta_path.is_file():
         try:
             recorded.append(json.loads(meta_path.read_text()).get("digest"))
         except ValueError:
             recorded.append(None)
-    if ckpt_path.is_file():
-        recorded.append(load_checkpoint(ckpt_path).get("digest"))
-    if all(found == digest for found in recorded):
-        return False
-    for path in (ckpt_path, out_dir / "model.pth", meta_path):
+    return any(found != digest for found in recorded)
+
+
+def discard_training(out_dir: Path) -> None:
+    """Delete a trained network, its checkpoint and its TensorBoard log, so the stage trains
+    again and nothing stale is left to be used or reported."""
+    for path in (out_dir / "checkpoints" / "last.pth", out_dir / "model.pth",
+                 out_dir / "train.json"):  # fmt: skip
         path.unlink(missing_ok=True)
     shutil.rmtree(out_dir / "tb", ignore_errors=True)
-    return True
 
 
-def _resume(ckpt_path: Path, digest: str, parts: dict) -> tuple[int, int, list[dict]]:
-    """Load the last epoch checkpoint into `parts`: (epoch, step, history) to continue from."""
-    if not ckpt_path.is_file():
+def _resume(state: dict | None, parts: dict) -> tuple[int, int, list[dict]]:
+    """Load a checkpoint of these settings into `parts`: (epoch, step, history) to continue
+    from; (0, 0, []) without one."""
+    if state is None:
         return 0, 0, []
-    state = load_checkpoint(ckpt_path)
-    if state.get("digest") != digest:  # another rank's view raced the clean-up: never continue
-        raise SsenetError(f"{ckpt_path}: written under other settings; delete it to start over")
     for key, part in parts.items():
         part.load_state_dict(state[key])
     restore_rng_state(state["rng"])
