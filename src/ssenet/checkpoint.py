@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ssenet.errors import SsenetError
+from ssenet.errors import SsenetError, first_line, summary
 from ssenet.fileio import atomic_path
 
 
@@ -18,9 +18,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         try:
             torch.save(state, tmp)
         except RuntimeError as err:  # how torch reports a failed write, e.g. on a full disk
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise SsenetError(
-                f"{path}: cannot write the file ({first_line}); is the disk full?"
+                f"{path}: cannot write the file ({first_line(err)}); is the disk full?"
             ) from err
 
 
@@ -37,10 +36,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "(it is never executed); delete it to start this stage over"
         ) from err
     except Exception as err:  # torch raises RuntimeError, EOFError... on a damaged file
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise SsenetError(
-            f"{path}: not a loadable checkpoint ({type(err).__name__}: {first_line})"
-        ) from err
+        raise SsenetError(f"{path}: not a loadable checkpoint ({summary(err)})") from err
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ssenet.errors import SsenetError
+from ssenet.errors import summary as error_summary
 
 # Classifier layers of ImageNet or CAM checkpoints, dropped when loading a backbone.
 CLASSIFIER_PREFIXES = ("fc.", "fc8.", "fc7.", "classifier.", "linear1000")
@@ -138,7 +139,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as err:  # SafetensorError on a damaged file, OSError
-            raise SsenetError(f"{path}: cannot read weights ({_first_line(err)})") from err
+            raise SsenetError(f"{path}: cannot read weights ({error_summary(err)})") from err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -147,7 +148,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "(only weights are loaded, never code)"
         ) from err
     except Exception as err:  # RuntimeError, EOFError, KeyError... on a damaged file
-        raise SsenetError(f"{path}: cannot read weights ({_first_line(err)})") from err
+        raise SsenetError(f"{path}: cannot read weights ({error_summary(err)})") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(
@@ -156,12 +157,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise SsenetError(f"{path}: expected a state dict of tensors")
     # Checkpoints saved from DataParallel / DDP prefix every key with "module.".
     return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _first_line(err: Exception) -> str:
-    """`Type: first line of the message`: torch's messages run over several lines."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
