@@ -28,7 +28,13 @@ from ssenet.data.source import open_split
 from ssenet.data.voc import IMAGE_DIR, LIST_DIR
 from ssenet.data.voc import read_id_list as read_voc_list
 from ssenet.errors import SsenetError
-from ssenet.pipeline import STAGES, check_pseudo_label_scoring, gt_dir, label_lists
+from ssenet.pipeline import (
+    STAGES,
+    check_pseudo_label_scoring,
+    gt_dir,
+    missing_ground_truth,
+    stage_lists,
+)
 
 SAMPLE_IMAGES = 20
 GIB = 2**30
@@ -299,24 +305,6 @@ def seg_infer_memory(cfg: Config, num_classes: int, size: tuple[int, int]) -> Me
 # ---------------------------------------------------------------------------------------------
 
 
-def stage_lists(cfg: Config, stages: Sequence[str]) -> dict[str, dict[str, list[str]]]:
-    """Per stage: the lists it trains on, makes labels for, and scores (as `run` uses them)."""
-    made = label_lists(cfg)
-    scored = [cfg.data.infer_list]
-    plan = {
-        "cam": {"train": [cfg.data.train_list], "infer": made["cam"], "score": scored},
-        "crf": {"infer": made["crf"], "score": scored},
-        "aff": {"train": [cfg.aff.train_list or cfg.data.train_list]},
-        "rw": {"infer": made["rw"], "score": scored},
-        "seg": {
-            "train": [cfg.seg.train_list or cfg.data.train_list],
-            "infer": [cfg.data.val_list],
-            "score": [cfg.data.val_list],
-        },
-    }
-    return {name: plan[name] for name in stages}
-
-
 def _examples(items: Sequence[str], limit: int = 5) -> str:
     more = f", ... ({len(items)} in all)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
@@ -409,12 +397,11 @@ def check_ground_truth(
         report.errors.append(f"ground truth {gt}: directory not found (needed to score "
                              f"{', '.join(scored)}; see data.mask_dir)")
         return
-    present = set(os.listdir(gt))
     for name in scored:
         if name not in datasets:
             continue
         ids = datasets[name].ids
-        missing = [i for i in ids if f"{i}.png" not in present]
+        missing = missing_ground_truth(cfg, ids)
         if missing:
             report.errors.append(f"ground truth {gt}: no mask for {len(missing)} of {len(ids)} "
                                  f"images of {name} (e.g. {_examples(missing)})")

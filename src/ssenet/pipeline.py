@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,21 +84,29 @@ def check_pseudo_label_scoring(cfg: Config) -> None:
     check_pseudo_label_eval(cfg.data, gt_dir(cfg), cfg.data.infer_list)
 
 
-def stage_lists(cfg: Config, stages: list[str]) -> dict[str, list[str]]:
-    """{list name: the stages that read it}, for the given stages."""
-    lists = label_lists(cfg)
-    reads = {
-        "cam": [cfg.data.train_list, *lists["cam"]],
-        "crf": lists["crf"],
-        "aff": [cfg.aff.train_list or cfg.data.train_list],
-        "rw": lists["rw"],
-        "seg": [cfg.seg.train_list or cfg.data.train_list, cfg.data.val_list],
+def stage_lists(cfg: Config, stages: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+    """Per stage: the lists it trains on, makes labels for, and scores (as `run` uses them)."""
+    made = label_lists(cfg)
+    scored = [cfg.data.infer_list]
+    plan = {
+        "cam": {"train": [cfg.data.train_list], "infer": made["cam"], "score": scored},
+        "crf": {"infer": made["crf"], "score": scored},
+        "aff": {"train": [cfg.aff.train_list or cfg.data.train_list]},
+        "rw": {"infer": made["rw"], "score": scored},
+        "seg": {
+            "train": [cfg.seg.train_list or cfg.data.train_list],
+            "infer": [cfg.data.val_list],
+            "score": [cfg.data.val_list],
+        },
     }
-    found: dict[str, list[str]] = {}
-    for stage in stages:
-        for name in dict.fromkeys(reads[stage]):
-            found.setdefault(name, []).append(stage)
-    return found
+    return {name: plan[name] for name in stages}
+
+
+def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
+    """The ids without a mask in the folder scoring reads (all of them when it does not exist)."""
+    gt = gt_dir(cfg)
+    present = set(os.listdir(gt)) if gt.is_dir() else set()
+    return [i for i in ids if f"{i}.png" not in present]
 
 
 def preflight(cfg: Config, stages: list[str]) -> None:
@@ -104,23 +114,26 @@ def preflight(cfg: Config, stages: list[str]) -> None:
     bad list, image or mask stops the run before training, not hours into it."""
     if set(stages) & {"cam", "crf", "rw"}:
         check_pseudo_label_scoring(cfg)
-    scored = {cfg.data.infer_list} if set(stages) & {"cam", "crf", "rw"} else set()
-    if "seg" in stages:
-        scored.add(cfg.data.val_list)
-    for list_name, readers in stage_lists(cfg, stages).items():
+    readers: dict[str, list[str]] = {}  # list name -> the stages that read it
+    scored: set[str] = set()
+    for stage, spec in stage_lists(cfg, stages).items():
+        for name in dict.fromkeys(n for group in spec.values() for n in group):
+            readers.setdefault(name, []).append(stage)
+        scored.update(spec.get("score", []))
+    for list_name, stages_reading in readers.items():
+        by = ", ".join(stages_reading)
         try:
             dataset = open_split(cfg.data, list_name)
         except SsenetError as err:
-            raise SsenetError(f"{err} (list {list_name!r}, read by {', '.join(readers)})") from err
+            raise SsenetError(f"{err} (list {list_name!r}, read by {by})") from err
         if not dataset.ids:
-            raise SsenetError(f"list {list_name!r} (read by {', '.join(readers)}) has no images")
-        if list_name in scored:
-            missing = [i for i in dataset.ids if not (gt_dir(cfg) / f"{i}.png").is_file()]
-            if missing:
-                raise SsenetError(
-                    f"{gt_dir(cfg)}: no ground truth for {len(missing)} image(s) of the scored "
-                    f"list {list_name!r} (e.g. {', '.join(missing[:3])})"
-                )
+            raise SsenetError(f"list {list_name!r} (read by {by}) has no images")
+        missing = missing_ground_truth(cfg, dataset.ids) if list_name in scored else []
+        if missing:
+            raise SsenetError(
+                f"{gt_dir(cfg)}: no ground truth for {len(missing)} image(s) of the scored "
+                f"list {list_name!r} (e.g. {', '.join(missing[:3])})"
+            )
 
 
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
