@@ -347,28 +347,19 @@ def _(ctx):
                 [ctx.out])  # fmt: skip
 
 
-@case("YAML that is a list, not a mapping")
-def _(ctx):
-    path = config_text(ctx, "- data\n- cam\n")
-    return Case(["run", "--config", path], [path, "must be a mapping of sections"], [ctx.out])
+BAD_CONFIG_FILES = {  # case: (the file's text, what the message must say)
+    "YAML that is a list, not a mapping": ("- data\n- cam\n", "must be a mapping of sections"),
+    "YAML that is a scalar": ("just a sentence\n", "must be a mapping of sections"),
+    "config section that is not a mapping": ("cam: 3\n", "section 'cam' must be a mapping"),
+    "YAML syntax error": ("cam:\n\t- eta: [\n", "invalid YAML (line 2, column 1"),
+}
+for _name, (_text, _words) in BAD_CONFIG_FILES.items():
 
+    def _bad_file(ctx, text=_text, words=_words):
+        path = config_text(ctx, text)
+        return Case(["run", "--config", path], [path, words], [ctx.out])
 
-@case("YAML that is a scalar")
-def _(ctx):
-    path = config_text(ctx, "just a sentence\n")
-    return Case(["run", "--config", path], [path, "must be a mapping of sections"], [ctx.out])
-
-
-@case("config section that is not a mapping")
-def _(ctx):
-    path = config_text(ctx, "cam: 3\n")
-    return Case(["run", "--config", path], [path, "section 'cam' must be a mapping"], [ctx.out])
-
-
-@case("YAML syntax error")
-def _(ctx):
-    path = config_text(ctx, "cam:\n\t- eta: [\n")
-    return Case(["run", "--config", path], [path, "invalid YAML (line 2, column 1"], [ctx.out])
+    case(_name)(_bad_file)
 
 
 @case("YAML with a Python object tag")
