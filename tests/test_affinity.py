@@ -16,16 +16,18 @@ from ssenet.affinity import (
     AffinityTrainTransform,
     affinity_label,
     affinity_loss,
-    load_crf_scores,
     pair_affinities,
     pair_labels,
-    train_affinity,
 )
 from ssenet.config import Config
+from ssenet.crffile import load_crf_scores
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.rw_stage import random_walk_stage, score_stack, walk_scores
+from ssenet.models import build_affinity_model
+from ssenet.randomwalk import score_stack, walk_scores
+from ssenet.stages.s3_affinity import train_affinity
+from ssenet.stages.s4_random_walk import walk_labels
 
 # ---------------------------------------------------------------------------------------------
 # Affinity labels
@@ -391,7 +393,7 @@ def test_random_walk_stage_writes_labels(tmp_path):
     cfg = tiny_config(tmp_path, image_dir)
     cfg.rw.radius, cfg.rw.logt = 3, 4
     torch.manual_seed(0)
-    model = aff.build_affinity_model("resnet38", width=0.125, pretrained=False)
+    model = build_affinity_model("resnet38", width=0.125, pretrained=False)
     torch.save(model.state_dict(), tmp_path / "aff.pth")
     cam_dir = tmp_path / "cams"
     rng = np.random.default_rng(0)
@@ -401,16 +403,16 @@ def test_random_walk_stage_writes_labels(tmp_path):
     for background in ("constant", "power"):
         cfg.rw.background = background
         out = tmp_path / background
-        result = random_walk_stage(cfg, tmp_path / "aff.pth", cam_dir, out, progress=False)
+        result = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, out, progress=False)
         assert result["images"] == 2 and result["computed"] == 2
         for image_id, k in keys.items():
             label = read_label_png(out / "labels" / f"{image_id}.png")
             assert label.shape == (36, 44)
             assert set(np.unique(label)) <= {0, *k.tolist()}
-        again = random_walk_stage(cfg, tmp_path / "aff.pth", cam_dir, out, progress=False)
+        again = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, out, progress=False)
         assert again["computed"] == 0
     # Sharding splits the list.
-    half = random_walk_stage(
+    half = walk_labels(
         cfg, tmp_path / "aff.pth", cam_dir, tmp_path / "sharded", shard=(1, 2), progress=False
     )
     assert half["images"] == 1
@@ -418,7 +420,7 @@ def test_random_walk_stage_writes_labels(tmp_path):
     # CAMs that do not fit their image are named.
     save_cams(tmp_path / "bad" / "im0.npz", np.zeros((1, 36, 40), np.float32), np.array([1]))
     with pytest.raises(SsenetError, match="do not match"):
-        random_walk_stage(
+        walk_labels(
             cfg, tmp_path / "aff.pth", tmp_path / "bad", tmp_path / "rw_bad", shard=(0, 2)
         )
 
@@ -427,4 +429,4 @@ def test_random_walk_stage_names_missing_cams(tmp_path):
     image_dir, _ = make_data(tmp_path, count=2)
     cfg = tiny_config(tmp_path, image_dir)
     with pytest.raises(SsenetError, match="no CAMs"):
-        random_walk_stage(cfg, tmp_path / "aff.pth", tmp_path / "cams", tmp_path / "rw")
+        walk_labels(cfg, tmp_path / "aff.pth", tmp_path / "cams", tmp_path / "rw")

@@ -48,8 +48,8 @@ def bench(tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights(bench):
     """Untrained weights of the tiny CAM network for the benchmark's 8 classes."""
-    from ssenet.cam import configured_cam_model
     from ssenet.config import load_config
+    from ssenet.models.configured import configured_cam_model
 
     path = bench.parent / "cam.pth"
     cfg = load_config(write_config(bench.parent / "tiny.yaml", bench, bench.parent / "unused"))

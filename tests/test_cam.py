@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from ssenet import cam as cam_module
-from ssenet.cam import CamObjective, infer_cams, multiscale_cams, train_cam
+from ssenet.cam import CamObjective, multiscale_cams
 from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
+from ssenet.stages import s1_cam
+from ssenet.stages.s1_cam import infer_cams, train_cam
 
 
 class Interrupt(Exception):
@@ -196,7 +198,7 @@ def test_inference_killed_midway_resumes_to_the_same_bytes(bench, tmp_path, monk
     torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
                weights)  # fmt: skip
     infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
-    real, saved = cam_module.save_cams, []
+    real, saved = s1_cam.save_cams, []
 
     def killed_after_four(path, *args, **kwargs):
         if len(saved) == 4:  # inside the second batch
@@ -204,10 +206,10 @@ def test_inference_killed_midway_resumes_to_the_same_bytes(bench, tmp_path, monk
         saved.append(path)
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(cam_module, "save_cams", killed_after_four)
+    monkeypatch.setattr(s1_cam, "save_cams", killed_after_four)
     with pytest.raises(Interrupt):
         infer_cams(cfg, weights, tmp_path / "killed", "train", progress=False)
-    monkeypatch.setattr(cam_module, "save_cams", real)
+    monkeypatch.setattr(s1_cam, "save_cams", real)
     resumed = infer_cams(cfg, weights, tmp_path / "killed", "train", progress=False)
     assert resumed["computed"] == 4
     for path in sorted((tmp_path / "whole").rglob("*.*")):
@@ -216,8 +218,8 @@ def test_inference_killed_midway_resumes_to_the_same_bytes(bench, tmp_path, monk
 
 
 def test_resumed_batches_are_those_of_an_uninterrupted_pass(bench):
-    from ssenet.cam import resumable_batches
     from ssenet.data.source import open_split
+    from ssenet.inference import resumable_batches
 
     dataset = open_split(tiny_config(bench).data, "train")
     ids = list(dataset.ids)
@@ -268,7 +270,9 @@ def test_small_branch_leaves_batchnorm_running_statistics_alone():
 
 
 def test_sweep_folded_into_inference_changes_no_cam_and_equals_its_own_pass(bench, tmp_path):
-    from ssenet.pipeline import ScaleSweep, folded_scale_sweep, scale_sweep
+    from ssenet.stages import RunLayout
+    from ssenet.stages.s1_cam import folded_scale_sweep
+    from ssenet.stages.s1_cam_figures import ScaleSweep, scale_sweep
 
     cfg = tiny_config(bench)
     cfg.data.infer_list = "train"
@@ -278,7 +282,7 @@ def test_sweep_folded_into_inference_changes_no_cam_and_equals_its_own_pass(benc
     weights.parent.mkdir(parents=True)
     torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
     infer_cams(cfg, weights, tmp_path / "plain", "train", progress=False)
-    sweep = folded_scale_sweep(cfg, tmp_path / "run")
+    sweep = folded_scale_sweep(cfg, RunLayout(tmp_path / "run"))
     assert isinstance(sweep, ScaleSweep)
     infer_cams(
         cfg,
@@ -299,23 +303,24 @@ def test_sweep_folded_into_inference_changes_no_cam_and_equals_its_own_pass(benc
     folded_agreement = json.loads(
         (tmp_path / "run" / "eval" / "scale_consistency.json").read_text()
     )
-    assert folded_scale_sweep(cfg, tmp_path / "run") is None  # written: nothing left to fold
+    # written: nothing left to fold
+    assert folded_scale_sweep(cfg, RunLayout(tmp_path / "run")) is None
     for name in ("scale_sweep.json", "scale_consistency.json"):
         (tmp_path / "run" / "eval" / name).unlink()
     assert scale_sweep(cfg, tmp_path / "run", progress=False) == folded
     own = json.loads((tmp_path / "run" / "eval" / "scale_consistency.json").read_text())
     assert own == folded_agreement and set(own) == {"1.0-0.5"} and 0 <= own["1.0-0.5"] <= 1
     cfg.cam.scale_sweep = (0.5, 3.0)  # a scale inference does not compute: no free fold
-    assert folded_scale_sweep(cfg, tmp_path / "other") is None
+    assert folded_scale_sweep(cfg, RunLayout(tmp_path / "other")) is None
 
 
 def test_inference_loading_works_with_spawned_workers(bench):
     # macOS and Windows start data-loader workers with spawn: what they get must pickle.
     from torch.utils.data import DataLoader
 
-    from ssenet.cam import first_item
     from ssenet.data.datasets import ImageListDataset
     from ssenet.data.source import open_split
+    from ssenet.inference import first_item
 
     dataset = open_split(tiny_config(bench).data, "train")
     images = ImageListDataset(dataset.subset(dataset.ids[:2]))

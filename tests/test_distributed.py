@@ -23,10 +23,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
-from ssenet.cam import CamObjective, infer_cams, multiscale_cams
+from ssenet.cam import CamObjective, multiscale_cams
 from ssenet.checkpoint import load_checkpoint, save_checkpoint
 from ssenet.config import CamConfig, Config
-from ssenet.crf_stage import crf_stage
 from ssenet.data.benchmark import make_benchmark
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
@@ -39,7 +38,9 @@ from ssenet.runtime import (
     rank_shard,
     sync_batchnorm,
 )
-from ssenet.rw_stage import random_walk_stage
+from ssenet.stages.s1_cam import infer_cams
+from ssenet.stages.s2_crf import crf_labels
+from ssenet.stages.s4_random_walk import walk_labels
 from ssenet.trainer import fit, make_loader
 
 torch.set_num_threads(1)
@@ -278,8 +279,8 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 def run_stages(cfg: Config, root: Path, out: Path, shard: tuple[int, int]) -> None:
     infer_cams(cfg, root / "cam.pth", out / "cam", shard=shard, progress=False)
-    crf_stage(cfg, out / "cam" / "cams", out / "crf", shard=shard, progress=False)
-    random_walk_stage(cfg, root / "aff.pth", out / "cam" / "cams", out / "rw", shard=shard,
+    crf_labels(cfg, out / "cam" / "cams", out / "crf", shard=shard, progress=False)
+    walk_labels(cfg, root / "aff.pth", out / "cam" / "cams", out / "rw", shard=shard,
                       progress=False)  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from ssenet.dryrun import (
 from ssenet.errors import SsenetError
 from ssenet.evaluation_guard import check_eval_gt_dir, pseudo_label_eval_problem
 from ssenet.models import build_backbone, build_cam_model
-from ssenet.pipeline import score_labels
+from ssenet.stages.common import score_labels
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -33,16 +33,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Two epochs per network: the CAM network has 2 steps an epoch, AffinityNet and DeepLab 1.
 KILL_POINTS = [
     ("ssenet.cam", "CamObjective.forward", 3, "before"),  # CAM training, epoch 2, step 1
-    ("ssenet.cam", "save_cams", 4, "before"),  # CAM inference, the 4th image
-    ("ssenet.cam", "save_cams", 2, "half"),  # a CAM .npz half written
-    ("ssenet.crf_stage", "write_label_png", 2, "half"),  # a CRF label PNG half written
-    ("ssenet.crf_stage", "save_scores", 4, "half"),  # a CRF score .npz half written
+    ("ssenet.stages.s1_cam", "save_cams", 4, "before"),  # CAM inference, the 4th image
+    ("ssenet.stages.s1_cam", "save_cams", 2, "half"),  # a CAM .npz half written
+    ("ssenet.stages.s2_crf", "write_label_png", 2, "half"),  # a CRF label PNG half written
+    ("ssenet.stages.s2_crf", "save_scores", 4, "half"),  # a CRF score .npz half written
     ("ssenet.affinity", "AffinityObjective.forward", 2, "before"),  # AffinityNet, epoch 2
     ("ssenet.trainer", "save_checkpoint", 1, "half"),  # AffinityNet's epoch-2 checkpoint
-    ("ssenet.rw_stage", "write_label_png", 3, "before"),  # random walk, the 3rd image
-    ("ssenet.rw_stage", "write_label_png", 2, "half"),  # a random-walk PNG half written
+    ("ssenet.stages.s4_random_walk", "write_label_png", 3, "before"),  # random walk, 3rd image
+    ("ssenet.stages.s4_random_walk", "write_label_png", 2, "half"),  # an rw PNG half written
     ("ssenet.segmentation", "SegObjective.forward", 2, "before"),  # DeepLab training, epoch 2
-    ("ssenet.segmentation", "write_label_png", 2, "before"),  # DeepLab inference, 2nd image
+    ("ssenet.stages.s5_segmentation", "write_label_png", 2, "before"),  # DeepLab inference
 ]
 
 CHILD = r"""

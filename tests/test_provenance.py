@@ -100,8 +100,8 @@ def test_every_output_is_stamped_and_an_unchanged_rerun_touches_nothing(
 
 
 def test_affinity_digest_follows_its_crf_scores(bench, tiny_run_config, tmp_path):
-    from ssenet.affinity import train_affinity
-    from ssenet.crf_stage import save_scores
+    from ssenet.crffile import save_scores
+    from ssenet.stages.s3_affinity import train_affinity
 
     cfg = tiny_run_config(bench)
     crf_dir = tmp_path / "crf"

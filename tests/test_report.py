@@ -17,6 +17,7 @@ from ssenet.data.benchmark import class_names, make_benchmark
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
+from ssenet.models.deeplab import build_seg_model
 from ssenet.report import (
     cam_max,
     common_ids,
@@ -26,7 +27,6 @@ from ssenet.report import (
     regime_rows,
     write_report,
 )
-from ssenet.segmentation import build_seg_model
 
 NUM_CLASSES = 9  # the benchmark: background + 8 classes
 FILES = "report_files"

@@ -17,10 +17,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ssenet.config import Config
+from ssenet.crffile import load_crf_scores
 from ssenet.data.datasets import SeededAugmentation, SegmentationDataset
 from ssenet.data.palette import IGNORE_INDEX
-from ssenet.data.source import open_split
 from ssenet.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -29,13 +28,7 @@ from ssenet.data.transforms import (
     seeded,
 )
 from ssenet.errors import SsenetError
-from ssenet.models import build_affinity_model, load_weights
-from ssenet.provenance import read_stamp, stamp
 from ssenet.randomwalk import affinity_pairs
-from ssenet.runtime import (
-    memory_format,
-)
-from ssenet.trainer import FitResult, finished, fit, make_loader, prepare_training
 
 # The reference's epsilons inside the logarithms of the affinity loss.
 LOG_EPS = 1e-5
@@ -205,26 +198,6 @@ class AffinityObjective(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def load_crf_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a CRF stage file: (la (k+1, H, W) float32, ha (k+1, H, W) float32, keys (k,) int)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SsenetError(f"{path}: CRF score file not found (run the CRF stage first)")
-    try:
-        with np.load(path) as data:
-            la, ha, keys = data["la"], data["ha"], data["keys"]
-    except KeyError as err:
-        raise SsenetError(f"{path}: a CRF score file needs arrays la, ha and keys ({err})") from err
-    except (OSError, ValueError) as err:
-        raise SsenetError(f"{path}: cannot read CRF scores ({err})") from err
-    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
-    if la.ndim != 3 or la.shape != ha.shape or la.shape[0] != len(keys) + 1:
-        raise SsenetError(
-            f"{path}: la {la.shape} and ha {ha.shape} must both be (k+1, H, W) for {len(keys)} keys"
-        )
-    return la.astype(np.float32), ha.astype(np.float32), keys
-
-
 class ScoreStack(tv_tensors.Mask):
     """Per-pixel class scores: cropped, padded and flipped like a mask, resized bilinearly."""
 
@@ -330,90 +303,3 @@ class AffinityTrainDataset(SeededAugmentation):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_affinity_from_config(cfg: Config) -> nn.Module:
-    """The configured AffinityNet with ImageNet (or the given) backbone weights, as psa starts."""
-    model = build_affinity_model(
-        backbone=cfg.model.backbone,
-        width=cfg.model.width,
-        output_stride=cfg.model.output_stride,
-        pretrained=cfg.model.pretrained and cfg.model.weights is None,
-        freeze_bn=cfg.model.freeze_bn,
-    )
-    if cfg.model.weights:
-        load_weights(model.backbone, cfg.model.weights)
-    return model
-
-
-def check_crf_files(crf_dir: Path, ids: Sequence[str]) -> None:
-    """Fail early, naming a few, when images of the training list have no CRF score file."""
-    missing = [i for i in ids if not (crf_dir / f"{i}.npz").is_file()]
-    if missing:
-        raise SsenetError(
-            f"{crf_dir}: {len(missing)} of {len(ids)} training images have no CRF scores "
-            f"(e.g. {', '.join(missing[:5])}); run the CRF stage on the training list first"
-        )
-
-
-def train_affinity(
-    cfg: Config, crf_dir: str | Path, out_dir: str | Path, progress: bool = True
-) -> FitResult:
-    """Train AffinityNet on `aff.train_list` (default `data.train_list`) with CRF scores.
-
-    Writes out_dir/model.pth, train.json, checkpoints/ and tb/; resumable like every stage
-    (see `ssenet.trainer.fit`). The stamps of the CRF score files are part of the digest
-    because they decide the labels this network learns from.
-    """
-    out_dir, crf_dir = Path(out_dir), Path(crf_dir)
-    dataset = open_split(cfg.data, cfg.aff.train_list or cfg.data.train_list)
-    check_crf_files(crf_dir, dataset.ids)
-    # The CRF files' own stamps stand for everything upstream (CAM network, inference, CRF).
-    scores = stamp(*(read_stamp(crf_dir / f"{i}.npz") for i in dataset.ids))
-    digest = cfg.digest("data", "model", "aff") + "-" + scores[:12]
-    done = finished(out_dir, digest)
-    if done is not None:
-        return done
-    device, info = prepare_training(cfg.run)
-    model = build_affinity_from_config(cfg).to(device)
-    model = memory_format(model, cfg.run.channels_last)
-    aff = cfg.aff
-    transform = AffinityTrainTransform(
-        resize_long=aff.resize_long,
-        crop_size=aff.crop_size,
-        hflip=aff.hflip,
-        color_jitter=aff.color_jitter,
-        mean=model.backbone.mean,
-        std=model.backbone.std,
-    )
-    train_set = AffinityTrainDataset(
-        dataset, crf_dir, transform, stride=cfg.model.output_stride, seed=cfg.run.seed
-    )
-    loader = make_loader(train_set, aff.batch_size, cfg.run.num_workers, info, cfg.run.seed)
-    return fit(
-        name="affinity",
-        model=model,
-        objective=AffinityObjective(model, aff.radius),
-        loader=loader,
-        optim_cfg=aff,
-        epochs=aff.epochs,
-        out_dir=out_dir,
-        digest=digest,
-        device=device,
-        info=info,
-        amp=cfg.run.amp,
-        channels_last=cfg.run.channels_last,
-        seed=cfg.run.seed,
-        progress=progress,
-    )
-
-
-def load_affinity_model(cfg: Config, weights: str | Path) -> nn.Module:
-    """The configured AffinityNet with trained weights (strict), in eval mode."""
-    model = build_affinity_model(
-        backbone=cfg.model.backbone,
-        width=cfg.model.width,
-        output_stride=cfg.model.output_stride,
-        pretrained=False,
-        freeze_bn=cfg.model.freeze_bn,
-    )
-    load_weights(model, weights)
-    return memory_format(model, cfg.run.channels_last).eval()

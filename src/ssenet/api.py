@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ssenet.cam import load_cam_model, multiscale_cams, normalized_present_cams, upsampled_cam
+from ssenet.cam import multiscale_cams, normalized_present_cams, upsampled_cam
 from ssenet.camfile import background_power, cams_to_label
 from ssenet.config import Config, load_config
 from ssenet.data.palette import VOC_CLASSES, read_rgb, voc_palette
 from ssenet.errors import SsenetError
+from ssenet.models.configured import load_cam_model
 from ssenet.runtime import select_device
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -188,7 +189,7 @@ class Segmenter(TrainedNetwork):
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
-        from ssenet.segmentation import load_seg_model
+        from ssenet.models.configured import load_seg_model
 
         return load_seg_model(cfg, weights, len(names))
 

@@ -56,20 +56,20 @@ def cmd_make_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_train_cam(args: argparse.Namespace) -> int:
-    from ssenet.cam import train_cam
+    from ssenet.stages.s1_cam import train_cam
 
     cfg = _load(args)
-    out = Path(args.out or Path(cfg.run.out_dir) / "cam")
+    out = Path(args.out or _layout(cfg, args).stage("cam"))
     trained = train_cam(cfg, out, progress=not args.no_progress)
     print(f"CAM weights: {trained.weights}")
     return 0
 
 
 def cmd_infer_cam(args: argparse.Namespace) -> int:
-    from ssenet.cam import infer_cams
+    from ssenet.stages.s1_cam import infer_cams
 
     cfg = _load(args)
-    out = Path(args.out or Path(cfg.run.out_dir) / "cam")
+    out = Path(args.out or _layout(cfg, args).stage("cam"))
     weights = args.weights or out / "model.pth"
     result = infer_cams(
         cfg, weights, out, args.list, _shard(args), progress=not args.no_progress
@@ -90,39 +90,49 @@ def _run_dir(cfg, args: argparse.Namespace) -> Path:
     return Path(getattr(args, "run_dir", None) or cfg.run.out_dir)
 
 
+def _layout(cfg, args: argparse.Namespace):
+    """The run directory's layout: where each verb finds its inputs by default."""
+    from ssenet.stages.layout import RunLayout
+
+    return RunLayout(_run_dir(cfg, args))
+
+
 def cmd_crf(args: argparse.Namespace) -> int:
-    from ssenet.crf_stage import crf_stage
+
+    from ssenet.stages.s2_crf import crf_labels
 
     cfg = _load(args)
-    run_dir = _run_dir(cfg, args)
-    cams = Path(args.cams or run_dir / "cam" / "cams")
-    out = Path(args.out or run_dir / "crf")
-    result = crf_stage(cfg, cams, out, args.list, _shard(args), not args.no_progress)
+    layout = _layout(cfg, args)
+    cams = Path(args.cams or layout.cams)
+    out = Path(args.out or layout.stage("crf"))
+    result = crf_labels(cfg, cams, out, args.list, _shard(args), not args.no_progress)
     print(f"CRF scores and labels in {out}: {result}")
     return 0
 
 
 def cmd_train_aff(args: argparse.Namespace) -> int:
-    from ssenet.affinity import train_affinity
+    from ssenet.stages.s3_affinity import train_affinity
 
     cfg = _load(args)
-    run_dir = _run_dir(cfg, args)
-    crf = Path(args.crf or run_dir / "crf" / "scores")
-    trained = train_affinity(cfg, crf, Path(args.out or run_dir / "aff"), not args.no_progress)
+    layout = _layout(cfg, args)
+    crf = Path(args.crf or layout.crf_scores)
+    out = Path(args.out or layout.stage("aff"))
+    trained = train_affinity(cfg, crf, out, not args.no_progress)
     print(f"AffinityNet weights: {trained.weights}")
     return 0
 
 
 def cmd_random_walk(args: argparse.Namespace) -> int:
-    from ssenet.rw_stage import random_walk_stage
+
+    from ssenet.stages.s4_random_walk import walk_labels
 
     cfg = _load(args)
-    run_dir = _run_dir(cfg, args)
-    result = random_walk_stage(
+    layout = _layout(cfg, args)
+    result = walk_labels(
         cfg,
-        args.weights or run_dir / "aff" / "model.pth",
-        args.cams or run_dir / "cam" / "cams",
-        args.out or run_dir / "rw",
+        args.weights or layout.weights("aff"),
+        args.cams or layout.cams,
+        args.out or layout.stage("rw"),
         args.list,
         _shard(args),
         not args.no_progress,
@@ -132,21 +142,21 @@ def cmd_random_walk(args: argparse.Namespace) -> int:
 
 
 def cmd_train_seg(args: argparse.Namespace) -> int:
-    from ssenet.segmentation import train_seg
+    from ssenet.stages.s5_segmentation import train_seg
 
     cfg = _load(args)
-    run_dir = _run_dir(cfg, args)
-    labels = Path(args.labels or run_dir / "rw" / "labels")
-    trained = train_seg(cfg, labels, Path(args.out or run_dir / "seg"), not args.no_progress)
+    layout = _layout(cfg, args)
+    labels = Path(args.labels or layout.labels("rw"))
+    trained = train_seg(cfg, labels, Path(args.out or layout.stage("seg")), not args.no_progress)
     print(f"segmentation weights: {trained.weights}")
     return 0
 
 
 def cmd_infer_seg(args: argparse.Namespace) -> int:
-    from ssenet.segmentation import infer_seg
+    from ssenet.stages.s5_segmentation import infer_seg
 
     cfg = _load(args)
-    out = Path(args.out or _run_dir(cfg, args) / "seg")
+    out = Path(args.out or _layout(cfg, args).stage("seg"))
     weights = args.weights or out / "model.pth"
     result = infer_seg(
         cfg, weights, out, args.list, _shard(args), progress=not args.no_progress
@@ -156,8 +166,9 @@ def cmd_infer_seg(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssenet.pipeline import parse_stages, preflight, run_pipeline
+    from ssenet.pipeline import preflight, run_pipeline
     from ssenet.report import write_report
+    from ssenet.stages import parse_stages
 
     cfg = _load(args)
     stages = parse_stages(args.stages)
@@ -178,8 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for stage, metrics in results.items():
         print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
               f"mFP {metrics['mfp']:.3f}")
-    if (run_dir / "cam" / "model.pth").is_file():  # the figures above mean something only if
-        from ssenet.pipeline import classifier_stage, unlearned_warning  # the classifier learned
+    if _layout(cfg, args).weights("cam").is_file():  # the figures above mean something only if
+        from ssenet.stages.s1_cam_figures import classifier_stage, unlearned_warning
 
         classifier = classifier_stage(cfg, run_dir)
         print(f"classifier mAP {classifier['map']:.4f} on {cfg.data.val_list} "
@@ -187,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warning = unlearned_warning(classifier)
         if warning:
             print(warning)
-    print(f"results: {run_dir / 'eval' / 'results.json'}; report: {report}")
+    print(f"results: {_layout(cfg, args).results}; report: {report}")
     return 0
 
 

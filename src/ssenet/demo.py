@@ -15,17 +15,17 @@ from pathlib import Path
 from ssenet.config import Config, load_config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.fileio import remove_stale_temporaries, write_text_atomic
-from ssenet.pipeline import (
+from ssenet.pipeline import run_pipeline
+from ssenet.report import write_report
+from ssenet.stages import RunLayout, scored_stages
+from ssenet.stages.s1_cam_figures import (
     classifier_stage,
-    run_pipeline,
     scale_consistency,
     scale_sweep,
     unlearned_warning,
 )
-from ssenet.report import write_report
 
 METHODS = ("baseline", "ssenet")
-COLUMNS = (("cam", "CAM"), ("crf", "CAM+CRF"), ("rw", "CAM+rw"), ("seg", "seg (val)"))
 
 # Benchmark sizes and config overrides of the two demo sizes (timings: see the README).
 BENCHMARK = {
@@ -81,7 +81,7 @@ def run_demo(
         runs[method] = (cfg, run_dir)
         seconds = stage_seconds[method] = {}
         results[method] = run_pipeline(cfg, run_dir, progress=progress, seconds=seconds)
-        cam_eval = json.loads((run_dir / "eval" / "cam.json").read_text())
+        cam_eval = json.loads(RunLayout(run_dir).eval_json("cam").read_text())
         results[method]["cam_alpha_sweep"] = cam_eval["alpha_sweep"]
         extra = time.perf_counter()
         results[method]["classifier"] = classifier_stage(cfg, run_dir)
@@ -104,8 +104,9 @@ def run_demo(
 
 def format_results(results: dict) -> str:
     """Table 1 (+ the Table 3 column) and the Fig. 5 scale check, as plain text."""
-    head = f"{'':<10}" + "".join(f"{title:^22}" for _, title in COLUMNS) + f"{'classifier':>11}"
-    sub = f"{'model':<10}" + f"{'mIoU':>8}{'mFN':>7}{'mFP':>7}" * len(COLUMNS) + f"{'mAP':>11}"
+    columns = [(stage.name, stage.title) for stage in scored_stages()]
+    head = f"{'':<10}" + "".join(f"{title:^22}" for _, title in columns) + f"{'classifier':>11}"
+    sub = f"{'model':<10}" + f"{'mIoU':>8}{'mFN':>7}{'mFP':>7}" * len(columns) + f"{'mAP':>11}"
     lines = [head, sub]
     for method in METHODS:
         r = results[method]
@@ -113,7 +114,7 @@ def format_results(results: dict) -> str:
             f"{r[key]['miou']:>8.4f}{r[key]['mfn']:>7.2f}{r[key]['mfp']:>7.2f}"
             if key in r
             else f"{'-':>8}{'-':>7}{'-':>7}"
-            for key, _ in COLUMNS
+            for key, _ in columns
         )
         lines.append(f"{method:<10}{cells}{r['classifier']['map']:>11.4f}")
     lines += [w for m in METHODS if (w := unlearned_warning(results[m]["classifier"], m))]

@@ -28,13 +28,8 @@ from ssenet.data.source import open_split
 from ssenet.data.voc import IMAGE_DIR, LIST_DIR
 from ssenet.data.voc import read_id_list as read_voc_list
 from ssenet.errors import SsenetError
-from ssenet.pipeline import (
-    STAGES,
-    check_pseudo_label_scoring,
-    gt_dir,
-    missing_ground_truth,
-    stage_lists,
-)
+from ssenet.stages import STAGES, stage_lists
+from ssenet.stages.common import check_pseudo_label_scoring, gt_dir, missing_ground_truth
 
 SAMPLE_IMAGES = 20
 GIB = 2**30
@@ -207,7 +202,7 @@ def _meta(builder: Callable[[], nn.Module]) -> nn.Module:
 
 
 def _cam_model(cfg: Config, num_classes: int) -> nn.Module:
-    from ssenet.cam import configured_cam_model
+    from ssenet.models.configured import configured_cam_model
 
     return _meta(lambda: configured_cam_model(cfg, num_classes, pretrained=False))
 
@@ -222,7 +217,7 @@ def _affinity_model(cfg: Config) -> nn.Module:
 
 
 def _seg_model(cfg: Config, num_classes: int) -> nn.Module:
-    from ssenet.segmentation import build_seg_model
+    from ssenet.models.deeplab import build_seg_model
 
     return _meta(lambda: build_seg_model(cfg.model, cfg.seg.head, num_classes, imagenet=False))
 

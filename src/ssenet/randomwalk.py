@@ -15,9 +15,13 @@ from __future__ import annotations
 import numbers
 import warnings
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ssenet.errors import SsenetError
+from ssenet.runtime import autocast
 
 _DTYPES = (torch.float32, torch.float64)
 _CHUNK = 1 << 19  # elements of one temporary feature difference (2 MB in float32)
@@ -260,3 +264,86 @@ def dense_random_walk(
     for _ in range(int(logt)):
         trans = trans @ trans
     return (scores.to(dtype).reshape(channels, -1) @ trans).reshape(channels, height, width)
+
+
+# `rw.background`: how the background score of the walked stack is made (see `score_stack`).
+BACKGROUNDS = ("constant", "power")
+
+
+def score_stack(
+    cams: np.ndarray, background: str, alpha: float = 0.2, power: float = 6.0
+) -> np.ndarray:
+    """(k, H, W) CAMs -> (k+1, H, W) scores with the background channel first.
+
+    "constant": the SSENet reference's fixed score `alpha`; "power": psa's
+    `(1 - max_c cam_c) ** power` (1 where the image has no class).
+    """
+    cams = np.asarray(cams, dtype=np.float32)
+    if background == "constant":
+        bg = np.full((1, *cams.shape[1:]), alpha, dtype=np.float32)
+    elif background == "power":
+        peak = cams.max(axis=0, keepdims=True) if len(cams) else np.zeros((1, *cams.shape[1:]))
+        bg = np.power(np.clip(1.0 - peak, 0.0, 1.0), power).astype(np.float32)
+    else:
+        raise SsenetError(f"config key rw.background: {background!r} is not constant or power")
+    return np.concatenate([bg, cams])
+
+
+def padded_size(height: int, width: int, stride: int) -> tuple[int, int]:
+    """The image size rounded up to a multiple of the feature stride."""
+    return -(-height // stride) * stride, -(-width // stride) * stride
+
+
+@torch.no_grad()
+def affinity_features(
+    model: nn.Module, images: torch.Tensor, stride: int = 8, amp: str = "off"
+) -> torch.Tensor:
+    """AffinityNet features (B, D, H'/s, W'/s) of same-size uint8 images (B, H, W, 3).
+
+    Images are normalised, then zero-padded at the bottom and right to a multiple of `stride`
+    (the reference pads after normalisation).
+    """
+    device = next(model.parameters()).device
+    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
+    pixels = (images.to(device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    height, width = pixels.shape[-2:]
+    full_h, full_w = padded_size(height, width, stride)
+    pixels = F.pad(pixels, (0, full_w - width, 0, full_h - height))
+    with autocast(device, amp):
+        features = model(pixels)
+    grid = (full_h // stride, full_w // stride)
+    if tuple(features.shape[-2:]) != grid:
+        raise SsenetError(
+            f"AffinityNet gives a {tuple(features.shape[-2:])} feature grid for a "
+            f"{full_h}x{full_w} input; expected {grid} at stride {stride}"
+        )
+    return features.float()
+
+
+def walk_scores(
+    scores: np.ndarray,
+    features: torch.Tensor,
+    stride: int,
+    beta: float,
+    logt: int,
+    radius: int,
+    reference_border: bool = False,
+) -> torch.Tensor:
+    """Random-walk a (C, H, W) score stack over a (D, h, w) feature grid -> (C, H, W) scores.
+
+    Scores are zero-padded to the grid times `stride`, average-pooled by `stride`, walked,
+    bilinearly upsampled and cropped back to (H, W).
+    """
+    height, width = scores.shape[1:]
+    grid_h, grid_w = features.shape[-2:]
+    full = torch.from_numpy(np.ascontiguousarray(scores)).to(features.device)
+    full = F.pad(full, (0, grid_w * stride - width, 0, grid_h * stride - height))
+    pooled = F.avg_pool2d(full[None], stride, stride)[0]
+    walked = random_walk(
+        pooled, features, radius=radius, beta=beta, logt=logt, reference_border=reference_border
+    )
+    upsampled = F.interpolate(
+        walked[None], size=(grid_h * stride, grid_w * stride), mode="bilinear", align_corners=False
+    )[0]
+    return upsampled[:, :height, :width]

@@ -22,16 +22,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ssenet.cam import iter_cams, load_cam_model
+from ssenet.cam import iter_cams
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset, image_size
 from ssenet.data.palette import colorize, read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path, write_text_atomic
-from ssenet.pipeline import gt_dir
+from ssenet.models.configured import load_cam_model, load_seg_model
 from ssenet.runtime import memory_format, select_device
-from ssenet.segmentation import load_seg_model, multiscale_probs
+from ssenet.segmentation import multiscale_probs
+from ssenet.stages.common import gt_dir
 
 STAGES = ("cam", "crf", "rw", "seg")
 STAGE_TITLES = {"cam": "CAM", "crf": "CAM + CRF", "rw": "CAM + rw", "seg": "segmentation"}

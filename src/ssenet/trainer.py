@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from ssenet.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from ssenet.errors import SsenetError
@@ -27,6 +27,7 @@ from ssenet.runtime import (
     autocast,
     barrier,
     init_distributed,
+    memory_format,
     seed_everything,
     select_device,
     set_threads,
@@ -37,6 +38,10 @@ from ssenet.tensorboard import open_writer
 # Weight-decay switches of the four reference parameter groups: backbone weights, backbone biases,
 # new-head weights, new-head biases (their lr multipliers are the config's `lr_multipliers`).
 GROUP_DECAYS = (True, False, True, False)
+
+# What `build_optimizer` makes: the reference's SGD (weight decay passed as momentum), plain SGD
+# with momentum, AdamW.
+OPTIMIZERS = ("psa_sgd", "sgd", "adamw")
 
 
 def prepare_training(run) -> tuple[torch.device, DistInfo]:
@@ -223,6 +228,48 @@ def fit(
         write_text_atomic(out_dir / "train.json", json.dumps(meta, indent=2))
     barrier(info)
     return FitResult(final, meta)
+
+
+def train_network(
+    *,
+    name: str,
+    out_dir: Path,
+    digest: str,
+    run,
+    build: Callable[[], nn.Module],
+    dataset: Callable[[nn.Module], Dataset],
+    objective: Callable[[nn.Module], nn.Module],
+    optim_cfg,
+    epochs: int,
+    batch_size: int,
+    progress: bool = True,
+) -> FitResult:
+    """The training scaffold every stage uses: return an earlier complete run with the same
+    `digest`, else prepare (threads, device, ranks, seeds), build the model on the device,
+    make its dataset (augmentation may need the backbone's normalisation) and loader, and
+    `fit`. `run` is the config's RunConfig; `optim_cfg` the stage's section."""
+    done = finished(out_dir, digest)
+    if done is not None:
+        return done
+    device, info = prepare_training(run)
+    model = memory_format(build().to(device), run.channels_last)
+    loader = make_loader(dataset(model), batch_size, run.num_workers, info, run.seed)
+    return fit(
+        name=name,
+        model=model,
+        objective=objective(model),
+        loader=loader,
+        optim_cfg=optim_cfg,
+        epochs=epochs,
+        out_dir=out_dir,
+        digest=digest,
+        device=device,
+        info=info,
+        amp=run.amp,
+        channels_last=run.channels_last,
+        seed=run.seed,
+        progress=progress,
+    )
 
 
 def check_finite(loss: torch.Tensor, name: str, step: int, epoch: int, ckpt: Path) -> None:

@@ -10,6 +10,9 @@ from ssenet.data.folder import open_folder
 from ssenet.data.voc import open_voc, read_id_list
 from ssenet.errors import SsenetError
 
+# The data kinds `data.kind` may name, each opened by `open_split`.
+KINDS = ("voc", "folder")
+
 
 def open_split(cfg: DataConfig, list_name: str) -> SegmentationDataset:
     """VOC: `list_name` is a split of ImageSets/Segmentation. Folder data: `all` or an id file."""

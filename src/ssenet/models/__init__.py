@@ -8,10 +8,11 @@ from ssenet.models.heads import AffinityNet, CamNet
 from ssenet.models.weights import load_mxnet_params, load_weights, read_state_dict
 
 BACKBONES = ("resnet38", "resnet50", "resnet101", "efficientnet_lite0")
+OUTPUT_STRIDES = (8, 16)
 
 __all__ = [
-    "BACKBONES", "AffinityNet", "Backbone", "CamNet", "build_affinity_model", "build_backbone",
-    "build_cam_model", "load_mxnet_params", "load_weights", "read_state_dict",
+    "BACKBONES", "OUTPUT_STRIDES", "AffinityNet", "Backbone", "CamNet", "build_affinity_model",
+    "build_backbone", "build_cam_model", "load_mxnet_params", "load_weights", "read_state_dict",
 ]
 
 

@@ -1,0 +1,157 @@
+"""The per-image inference scaffold every stage shares: which images of a list this process
+owns, which of them still need work, the inputs they read, and batches of same-size images.
+
+A stage says how to tell a finished output (its `made_from` stamp, `ssenet.provenance`) and
+what it computes; this module does the rest the same way for CAMs, CRF, random walk and
+segmentation, so sharding (`--shard K/N`, torchrun ranks) and resuming behave alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ssenet.config import Config
+from ssenet.data.datasets import ImageListDataset, SegmentationDataset, image_size
+from ssenet.data.source import open_split
+from ssenet.errors import SsenetError
+from ssenet.runtime import shard as take_shard
+
+Batch = list[tuple[str, torch.Tensor, np.ndarray]]
+
+
+@dataclass
+class ImageWork:
+    """One process's share of a list: its dataset, the ids it owns, those still to compute."""
+
+    dataset: SegmentationDataset
+    ids: list[str]
+    todo: list[str]
+
+    def counts(self, **extra: object) -> dict:
+        return {"images": len(self.ids), "computed": len(self.todo), **extra}
+
+
+def image_work(
+    cfg: Config, list_name: str, shard: tuple[int, int], done: Callable[[str], bool]
+) -> ImageWork:
+    """Open `list_name`, keep every n-th image from the k-th (`shard=(k, n)`), and find the ids
+    whose outputs are not `done` (an interrupted or changed run redoes exactly those)."""
+    dataset, ids = owned_images(cfg, list_name, shard)
+    return ImageWork(dataset, ids, [i for i in ids if not done(i)])
+
+
+def owned_images(
+    cfg: Config, list_name: str, shard: tuple[int, int]
+) -> tuple[SegmentationDataset, list[str]]:
+    """The dataset of `list_name` and the ids of it that shard (k, n) owns: every n-th from the
+    k-th, so shards are disjoint and together cover the list."""
+    dataset = open_split(cfg.data, list_name)
+    return dataset, take_shard(list(dataset.ids), *shard)
+
+
+def require_inputs(folder: Path, ids: Sequence[str], suffix: str, what: str, hint: str) -> None:
+    """Fail before any work, naming the folder, the count and a few ids, when inputs are missing."""
+    missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
+    if missing:
+        raise SsenetError(
+            f"{folder}: no {what} for {len(missing)} of {len(ids)} image(s) "
+            f"(e.g. {', '.join(missing[:5])}); "
+            f"{hint}"
+        )
+
+
+def check_same_size(path: Path, maps: np.ndarray, image: np.ndarray | torch.Tensor) -> None:
+    """Per-pixel maps read from `path` must cover the image they are applied to."""
+    if tuple(maps.shape[1:]) != tuple(image.shape[:2]):
+        raise SsenetError(
+            f"{path}: CAMs of size {tuple(maps.shape[1:])} do not match the image's "
+            f"{tuple(image.shape[:2])}"
+        )
+
+
+def first_item(items: list) -> object:
+    """The collate function of a batch of one; a module-level function (not a lambda) so that
+    data-loader workers started with spawn (macOS, Windows) can pickle it."""
+    return items[0]
+
+
+def same_size_batches(
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "images",
+    groups: Sequence[int] | None = None,
+) -> Iterator[Batch]:
+    """Group consecutive images of equal size into batches of (id, uint8 image, labels); with
+    `groups` (one number per id), never across a change of group either."""
+    subset = dataset.subset(list(ids))
+    loader = DataLoader(
+        ImageListDataset(subset),
+        batch_size=1,
+        num_workers=num_workers,
+        collate_fn=first_item,
+    )
+    pending: Batch = []
+    group = None
+    for image, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        new_group = groups[index] if groups is not None else None
+        if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape
+                        or new_group != group):  # fmt: skip
+            yield pending
+            pending = []
+        group = new_group
+        pending.append((subset.ids[index], image, np.asarray(labels)))
+    if pending:
+        yield pending
+
+
+def resumable_batches(
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    todo: Sequence[str],
+    batch_size: int,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "images",
+) -> Iterator[Batch]:
+    """The batches `same_size_batches` makes of all of `ids` that hold an image of `todo`.
+
+    A resumed run then gives every image the same forward-pass companions as an uninterrupted
+    one (results depend on them by about 1e-6), so its outputs are bit-identical; the done
+    images of such a batch are computed again and rewritten with the same bytes. Image sizes
+    come from the file headers.
+    """
+    wanted = set(todo)
+    if len(wanted) == len(ids):
+        yield from same_size_batches(dataset, ids, batch_size, num_workers, progress, desc)
+        return
+    batches: list[list[str]] = []
+    last_size = None
+    for image_id in ids:
+        size = image_size(dataset.image_path(image_id))
+        if not batches or len(batches[-1]) == batch_size or size != last_size:
+            batches.append([])
+        batches[-1].append(image_id)
+        last_size = size
+    chosen = [b for b in batches if wanted.intersection(b)]
+    flat = [image_id for b in chosen for image_id in b]
+    groups = [n for n, b in enumerate(chosen) for _ in b]
+    yield from same_size_batches(dataset, flat, batch_size, num_workers, progress, desc, groups)
+
+
+def work_batches(
+    cfg: Config, work: ImageWork, batch_size: int, desc: str, progress: bool
+) -> Iterator[Batch]:
+    """The batches of a stage's `ImageWork`, with the run's data-loader workers."""
+    return resumable_batches(
+        work.dataset, work.ids, work.todo, batch_size, cfg.run.num_workers, progress, desc
+    )

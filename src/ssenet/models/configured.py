@@ -1,0 +1,79 @@
+"""The networks a config describes: built for training (with ImageNet or given backbone weights)
+or loaded with trained weights for inference, in eval mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ssenet.config import Config
+from ssenet.models import build_affinity_model, build_cam_model, load_weights
+from ssenet.models.deeplab import SegmentationNet, build_seg_model
+from ssenet.runtime import memory_format
+
+
+def configured_cam_model(cfg: Config, num_classes: int, pretrained: bool) -> nn.Module:
+    """The CAM network `cfg.model` describes, with the packaged ImageNet weights if `pretrained`."""
+    m = cfg.model
+    return build_cam_model(
+        backbone=m.backbone,
+        num_classes=num_classes,
+        width=m.width,
+        output_stride=m.output_stride,
+        pretrained=pretrained,
+        freeze_bn=m.freeze_bn,
+        head_channels=m.head_channels,
+        head_norm=m.head_norm,
+        dropout=m.dropout,
+        input_scale=m.input_scale,
+    )
+
+
+def build_cam_from_config(cfg: Config, num_classes: int) -> nn.Module:
+    """The configured CAM network with its ImageNet (or given) backbone weights."""
+    model = configured_cam_model(cfg, num_classes, cfg.model.pretrained and not cfg.model.weights)
+    if cfg.model.weights:
+        load_weights(model.backbone, cfg.model.weights)
+    return model
+
+
+def load_cam_model(cfg: Config, weights: str | Path, num_classes: int) -> nn.Module:
+    """Build the configured CAM network and load trained weights (strict) for inference."""
+    model = configured_cam_model(cfg, num_classes, pretrained=False)
+    load_weights(model, weights)
+    return memory_format(model, cfg.run.channels_last).eval()
+
+
+def build_affinity_from_config(cfg: Config) -> nn.Module:
+    """The configured AffinityNet with ImageNet (or the given) backbone weights, as psa starts."""
+    model = build_affinity_model(
+        backbone=cfg.model.backbone,
+        width=cfg.model.width,
+        output_stride=cfg.model.output_stride,
+        pretrained=cfg.model.pretrained and cfg.model.weights is None,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    if cfg.model.weights:
+        load_weights(model.backbone, cfg.model.weights)
+    return model
+
+
+def load_affinity_model(cfg: Config, weights: str | Path) -> nn.Module:
+    """The configured AffinityNet with trained weights (strict), in eval mode."""
+    model = build_affinity_model(
+        backbone=cfg.model.backbone,
+        width=cfg.model.width,
+        output_stride=cfg.model.output_stride,
+        pretrained=False,
+        freeze_bn=cfg.model.freeze_bn,
+    )
+    load_weights(model, weights)
+    return memory_format(model, cfg.run.channels_last).eval()
+
+
+def load_seg_model(cfg: Config, weights: str | Path, num_classes: int) -> SegmentationNet:
+    """The configured segmentation network with trained weights (strict), in eval mode."""
+    model = build_seg_model(cfg.model, cfg.seg.head, num_classes, imagenet=False)
+    load_weights(model, weights)
+    return memory_format(model, cfg.run.channels_last).eval()

@@ -1,0 +1,27 @@
+"""The pipeline's stages, in order; each module holds one stage's orchestration.
+
+s1_cam (CAM network and CAMs) -> s2_crf (dense CRF) -> s3_affinity (AffinityNet) ->
+s4_random_walk (pseudo labels) -> s5_segmentation (DeepLab). Importing the package registers
+them in `STAGES` (see `ssenet.stages.registry`).
+"""
+
+from ssenet.stages import s1_cam, s2_crf, s3_affinity, s4_random_walk, s5_segmentation
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import (
+    STAGES,
+    Stage,
+    parse_stages,
+    register,
+    scored_stages,
+    stage_lists,
+    unregister,
+)
+
+for _module in (s1_cam, s2_crf, s3_affinity, s4_random_walk, s5_segmentation):
+    if _module.STAGE.name not in STAGES:
+        register(_module.STAGE)
+
+__all__ = [
+    "STAGES", "RunLayout", "Stage", "parse_stages", "register", "scored_stages", "stage_lists",
+    "unregister",
+]  # fmt: skip

@@ -1,0 +1,213 @@
+"""Stage 1: train the CAM network (baseline or SSENet), infer multi-scale CAMs and their alpha
+labels, score them and the alpha sweep (the paper's Fig. 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ssenet.cam import (
+    CamObjective,
+    iter_cams,
+    iter_single_scale_cams,
+    normalized_present_cams,
+    sum_scales,
+)
+from ssenet.camfile import cams_to_label, load_cams, save_cams
+from ssenet.config import Config
+from ssenet.data.datasets import CamTrainDataset, SegmentationDataset
+from ssenet.data.palette import write_label_png
+from ssenet.data.source import open_split
+from ssenet.data.transforms import CamTrainTransform
+from ssenet.evaluation import sweep_cam_thresholds, write_json
+from ssenet.inference import owned_images
+from ssenet.models.configured import build_cam_from_config, load_cam_model
+from ssenet.provenance import config_values, is_current, stamp, weights_stamp
+from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.stages.common import gt_dir, label_lists, score_labels, sync_ranks
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.s1_cam_figures import ScaleSweep, scale_sweep_done
+from ssenet.trainer import FitResult, train_network
+
+
+def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
+    """Train the CAM network, infer CAMs, score their alpha labels and the alpha sweep (Fig. 4)."""
+    cam_dir = layout.stage("cam")
+    trained = train_cam(cfg, cam_dir, progress=progress)
+    sweep = folded_scale_sweep(cfg, layout)
+    for list_name in label_lists(cfg)["cam"]:
+        folded = sweep is not None and list_name == cfg.data.infer_list
+        infer_cams(
+            cfg, trained.weights, cam_dir, list_name, rank_shard(), progress=progress,
+            single_scales=sweep.scales if folded else (),
+            on_single_scales=sweep.update if folded else None,
+        )  # fmt: skip
+    sync_ranks()
+    dataset = open_split(cfg.data, cfg.data.infer_list)
+    if sweep is not None and sweep.seen == set(dataset.ids):  # a resumed pass saw only part
+        sweep.write(layout.root)
+    out = layout.eval_json("cam")
+    metrics = score_labels(cfg, layout.labels("cam"), cfg.data.infer_list, out)
+    metrics["alpha"] = cfg.cam.alpha
+    metrics["alpha_sweep"] = sweep_cam_thresholds(
+        layout.cams, gt_dir(cfg), dataset.ids, dataset.num_classes, list(cfg.cam.alpha_sweep)
+    )
+    write_json(out, metrics)
+    return metrics
+
+
+def lists(cfg: Config) -> Lists:
+    scored = [cfg.data.infer_list]
+    return {"train": [cfg.data.train_list], "infer": label_lists(cfg)["cam"], "score": scored}
+
+
+def folded_scale_sweep(cfg: Config, layout: RunLayout) -> ScaleSweep | None:
+    """A sweep to fill during CAM inference, when it costs no extra forward pass: one process,
+    sweep scales among the inference scales, and no sweep written yet."""
+    scales = set(cfg.cam.scale_sweep)
+    if rank_shard()[1] > 1 or not scales or not scales <= set(cfg.cam.infer_scales):
+        return None
+    if scale_sweep_done(cfg, layout.root):
+        return None
+    return ScaleSweep(cfg, open_split(cfg.data, cfg.data.infer_list).num_classes)
+
+
+def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitResult:
+    """Train the CAM network into `out_dir` (model.pth, train.json, checkpoints/, tb/).
+
+    Resumable: see `ssenet.trainer.fit`.
+    """
+    out_dir = Path(out_dir)
+    dataset = open_split(cfg.data, cfg.data.train_list)
+    # The image-level labels are part of the digest: an edited mask is other training data.
+    labels = stamp(*((i, dataset.labels(i).tolist()) for i in dataset.ids))
+    digest = cfg.digest("data", "model", "cam") + "-" + labels[:12]
+    cam = cfg.cam
+
+    def transform(model: nn.Module) -> CamTrainDataset:
+        augment = CamTrainTransform(
+            resize_long=cam.resize_long,
+            crop_size=cam.crop_size,
+            hflip=cam.hflip,
+            color_jitter=cam.color_jitter,
+            mean=model.backbone.mean,
+            std=model.backbone.std,
+        )
+        return CamTrainDataset(dataset, augment, seed=cfg.run.seed)
+
+    return train_network(
+        name=f"cam {cam.method}",
+        out_dir=out_dir,
+        digest=digest,
+        run=cfg.run,
+        build=lambda: build_cam_from_config(cfg, dataset.num_foreground),
+        dataset=transform,
+        objective=lambda model: CamObjective(model, cam),
+        optim_cfg=cam,
+        epochs=cam.epochs,
+        batch_size=cam.batch_size,
+        progress=progress,
+    )
+
+
+SingleScaleSink = Callable[[str, dict[float, tuple[np.ndarray, np.ndarray]]], None]
+
+
+def infer_cams(
+    cfg: Config,
+    weights: str | Path,
+    out_dir: str | Path,
+    list_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+    single_scales: Sequence[float] = (),
+    on_single_scales: SingleScaleSink | None = None,
+) -> dict:
+    """Write `cams/<id>.npz` and the alpha pseudo label `labels/<id>.png` for every image.
+
+    Images whose two files exist with the stamp they would get now (`ssenet.provenance`) are
+    skipped, so a rerun finishes an interrupted one and a changed setting remakes what it
+    changes (a new `cam.alpha` only the labels, from the saved CAMs). With
+    `shard=(k, n)` only every n-th image from the k-th is processed: shards are disjoint.
+    With `on_single_scales`, each computed image's normalised CAMs at every one of
+    `single_scales` alone, {scale: (cams, keys)}, are handed to it too, from the same forward
+    passes when those scales are among `cam.infer_scales` (the multi-scale CAMs are unchanged).
+    """
+    out_dir = Path(out_dir)
+    dataset, ids = owned_images(cfg, list_name or cfg.data.infer_list, shard)
+    cam_dir, label_dir = out_dir / "cams", out_dir / "labels"
+    base = cam_file_stamp(cfg, weights)  # per image, with its classes: an edited mask counts
+    cams_stamp = {i: stamp(base, dataset.labels(i).tolist()) for i in ids}
+    label_stamp = {i: stamp("cam labels", cams_stamp[i], cfg.cam.alpha) for i in ids}
+    current = {i for i in ids if is_current(cam_dir / f"{i}.npz", cams_stamp[i])}
+    todo = [i for i in ids if i not in current]
+    relabel = [  # CAMs still current, labels not (cam.alpha changed): no forward pass needed
+        i for i in ids if i in current and not is_current(label_dir / f"{i}.png", label_stamp[i])
+    ]
+    for image_id in relabel:
+        cams, keys = load_cams(cam_dir / f"{image_id}.npz")
+        write_label_png(label_dir / f"{image_id}.png", cams_to_label(cams, keys, cfg.cam.alpha),
+                        label_stamp[image_id])  # fmt: skip
+    device = select_device(cfg.run.device)
+    set_threads(cfg.run.threads)
+    if todo:
+        model = load_cam_model(cfg, weights, dataset.num_foreground).to(device)
+        for image_id, cams, keys, singles in computed_cams(
+            cfg, model, dataset, ids, todo, single_scales if on_single_scales else (), progress
+        ):
+            save_cams(cam_dir / f"{image_id}.npz", cams, keys, cams_stamp[image_id])
+            label = cams_to_label(cams, keys, cfg.cam.alpha)
+            write_label_png(label_dir / f"{image_id}.png", label, label_stamp[image_id])
+            if on_single_scales is not None:
+                on_single_scales(image_id, singles)
+    return {
+        "images": len(ids),
+        "computed": len(todo),
+        "relabelled": len(relabel),
+        "cam_dir": str(cam_dir),
+    }
+
+
+def cam_file_stamp(cfg: Config, weights: str | Path) -> str:
+    """The `made_from` stamp of CAM files: the network and every setting that decides them."""
+    keys = "data.kind data.root cam.infer_scales cam.infer_flip run.amp"
+    return stamp("cams", weights_stamp(weights), config_values(cfg, keys))
+
+
+def computed_cams(
+    cfg: Config,
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    todo: Sequence[str],
+    single_scales: Sequence[float],
+    progress: bool,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict[float, tuple[np.ndarray, np.ndarray]]]]:
+    """(id, cams, keys, {scale: (cams, keys)}) per image of the batches of `ids` holding one of
+    `todo`; the last is empty without scales."""
+    cam = cfg.cam
+    if not single_scales:
+        for image_id, cams, keys in iter_cams(
+            model, dataset, ids, cam.infer_scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
+            cfg.run.num_workers, progress, desc="infer cam", todo=todo,
+        ):  # fmt: skip
+            yield image_id, cams, keys, {}
+        return
+    scales = (*cam.infer_scales, *single_scales)
+    for image_id, labels, per_scale in iter_single_scale_cams(
+        model, dataset, ids, scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
+        cfg.run.num_workers, progress, desc="infer cam", todo=todo,
+    ):  # fmt: skip
+        cams, keys = normalized_present_cams(sum_scales(per_scale, cam.infer_scales), labels)
+        singles = {s: normalized_present_cams(per_scale[s], labels) for s in single_scales}
+        yield image_id, cams, keys, singles
+
+
+STAGE = Stage(
+    name="cam", title="CAM", run=run, lists=lists, sections=("model", "cam"),
+    outputs=("cams", "labels"),
+)  # fmt: skip

@@ -1,0 +1,110 @@
+"""Stage 4: propagate the CAMs with AffinityNet's random walk into pseudo labels.
+
+Per image: AffinityNet features of the image zero-padded to a multiple of the stride, the score
+stack (background first) padded with zeros and average-pooled to the feature grid, the sparse
+random walk, bilinear upsampling, crop back, argmax -> `out_dir/labels/<id>.png`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssenet.camfile import load_cams
+from ssenet.config import Config
+from ssenet.data.palette import write_label_png
+from ssenet.inference import check_same_size, image_work, require_inputs, work_batches
+from ssenet.models.configured import load_affinity_model
+from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
+from ssenet.randomwalk import affinity_features, score_stack, walk_scores
+from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.stages.common import label_lists, score_labels, sync_ranks
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import Lists, Stage
+
+
+def walk_label(
+    cams: np.ndarray, keys: np.ndarray, features: torch.Tensor, cfg: Config, stride: int = 8
+) -> np.ndarray:
+    """The random-walk pseudo label (H, W) uint8 of one image: 0 or one of `keys`."""
+    scores = score_stack(cams, cfg.rw.background, cfg.cam.alpha, cfg.rw.bg_power)
+    rw = cfg.rw
+    walked = walk_scores(
+        scores, features, stride, rw.beta, rw.logt, rw.radius, rw.reference_border
+    )
+    ids = np.concatenate([[0], np.asarray(keys, dtype=np.int64)]).astype(np.uint8)
+    return ids[walked.argmax(dim=0).cpu().numpy()]
+
+
+RW_KEYS = (
+    "data.kind data.root rw.beta rw.logt rw.radius rw.background rw.bg_power "
+    "rw.reference_border cam.alpha model.output_stride run.amp"
+)
+
+
+def rw_file_stamp(cfg: Config, aff_stamp: str, cams_stamp: str | None) -> str:
+    """The `made_from` stamp of one random-walk label: AffinityNet, the CAM file, the walk."""
+    return stamp("rw", aff_stamp, cams_stamp, config_values(cfg, RW_KEYS))
+
+
+def walk_labels(
+    cfg: Config,
+    aff_weights: str | Path,
+    cam_dir: str | Path,
+    out_dir: str | Path,
+    list_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict:
+    """Write the random-walk pseudo label `out_dir/labels/<id>.png` of every image of the list.
+
+    `cam_dir` holds the CAM stage's `<id>.npz` files. Images whose PNG has the stamp it would
+    get now (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new
+    CAMs, weights or walk settings remake it; `shard=(k, n)` takes every n-th image from the
+    k-th. Features of several same-size images share one forward pass; the walk is sparse.
+    """
+    out_dir, cam_dir = Path(out_dir), Path(cam_dir)
+    label_dir = out_dir / "labels"
+    aff_stamp = weights_stamp(aff_weights)
+    expected: dict[str, str] = {}
+
+    def done(image_id: str) -> bool:
+        expected[image_id] = rw_file_stamp(cfg, aff_stamp, read_stamp(cam_dir / f"{image_id}.npz"))
+        return is_current(label_dir / f"{image_id}.png", expected[image_id])
+
+    work = image_work(cfg, list_name or cfg.data.infer_list, shard, done)
+    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    if work.todo:
+        set_threads(cfg.run.threads)
+        model = load_affinity_model(cfg, aff_weights).to(select_device(cfg.run.device))
+        stride = cfg.model.output_stride
+        for batch in work_batches(cfg, work, cfg.cam.infer_batch, "random walk", progress):
+            images = torch.stack([image for _, image, _ in batch])
+            features = affinity_features(model, images, stride, cfg.run.amp)
+            for (image_id, image, _), feats in zip(batch, features, strict=True):
+                cams, keys = load_cams(cam_dir / f"{image_id}.npz")
+                check_same_size(cam_dir / f"{image_id}.npz", cams, image)
+                label = walk_label(cams, keys, feats, cfg, stride)
+                write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
+    return work.counts(label_dir=str(label_dir))
+
+
+def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
+    """Random-walk pseudo labels (CAM + rw) for the scored list and the segmentation list."""
+    weights = layout.weights("aff")
+    for list_name in label_lists(cfg)["rw"]:
+        walk_labels(cfg, weights, layout.cams, layout.stage("rw"), list_name, rank_shard(),
+                    progress)  # fmt: skip
+    sync_ranks()
+    return score_labels(cfg, layout.labels("rw"), cfg.data.infer_list, layout.eval_json("rw"))
+
+
+def lists(cfg: Config) -> Lists:
+    return {"infer": label_lists(cfg)["rw"], "score": [cfg.data.infer_list]}
+
+
+STAGE = Stage(
+    name="rw", title="CAM+rw", run=run, lists=lists, sections=("rw",), outputs=("labels",)
+)

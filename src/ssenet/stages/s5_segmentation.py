@@ -1,0 +1,222 @@
+"""Stage 5: train DeepLab on the random-walk pseudo labels, predict the held-out list, score it.
+
+None of the reference repositories ship this step; the recipe is the usual DeepLab one:
+cross entropy ignoring 255, poly lr, random scale / crop / flip; at test time multi-scale +
+flip softmax averaging and an optional dense CRF."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssenet.config import Config
+from ssenet.data.datasets import SeededAugmentation, SegmentationDataset, mask_classes
+from ssenet.data.palette import read_label_png, write_label_png
+from ssenet.data.source import open_split
+from ssenet.data.transforms import JointTrainTransform
+from ssenet.errors import SsenetError
+from ssenet.inference import image_work, require_inputs, work_batches
+from ssenet.models.configured import load_seg_model
+from ssenet.models.deeplab import build_seg_model
+from ssenet.provenance import config_values, is_current, stamp, weights_stamp
+from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.segmentation import SegObjective, multiscale_probs
+from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import Lists, Stage
+from ssenet.trainer import FitResult, train_network
+
+
+def label_dir_digest(label_dir: Path, ids: Sequence[str]) -> str:
+    """A hash of the training labels' contents, so new pseudo labels mean a new run."""
+    sha = hashlib.sha1()
+    for image_id in ids:
+        sha.update(image_id.encode() + b"\0")
+        sha.update((label_dir / f"{image_id}.png").read_bytes())
+    return sha.hexdigest()[:12]
+
+
+class PseudoLabelDataset(SeededAugmentation):
+    """Augmented images and their pseudo labels: `(image (3, c, c), label (c, c) int64, index)`.
+
+    Labels are `label_dir/<id>.png` (0 background, 1..K, 255 ignored); each item is seeded from
+    (seed, epoch, index) like `CamTrainDataset`, so a run is reproducible whatever the workers.
+    """
+
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        label_dir: str | Path,
+        transform: JointTrainTransform,
+        seed: int = 0,
+    ):
+        super().__init__(dataset, transform, seed)
+        self.label_dir = Path(label_dir)
+
+    def read_label(self, image_id: str, image_shape: tuple[int, ...]) -> np.ndarray:
+        """The checked pseudo label of `image_id`: its size and its class values."""
+        path = self.label_dir / f"{image_id}.png"
+        label = read_label_png(path)
+        if label.shape != tuple(image_shape[:2]):
+            raise SsenetError(
+                f"{path}: pseudo label is {label.shape[1]}x{label.shape[0]} but its image "
+                f"{self.dataset.image_path(image_id)} is {image_shape[1]}x{image_shape[0]} "
+                "(width x height)"
+            )
+        mask_classes(label, self.dataset.num_foreground, path)
+        return label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image_id = self.dataset.ids[index]
+        image = self.dataset.read_image(image_id)
+        label = self.read_label(image_id, image.shape)
+        out_image, out_label = self.transform(
+            image, label, generator=self.generator(index)
+        )
+        return out_image, out_label, index
+
+
+def _check_seg_config(cfg: Config) -> None:
+    seg = cfg.seg
+    for key in ("epochs", "batch_size", "crop_size"):
+        if getattr(seg, key) < 1:
+            raise SsenetError(f"config key seg.{key}: must be at least 1")
+    if not 0 < seg.scale_range[0] <= seg.scale_range[1]:
+        raise SsenetError(
+            f"config key seg.scale_range: need 0 < low <= high, got {list(seg.scale_range)}"
+        )
+    if seg.head == "deeplabv3" and seg.batch_size < 2:
+        # Its image-pooling branch has BatchNorm over a 1x1 map: one image per batch cannot train.
+        raise SsenetError("config key seg.batch_size: the deeplabv3 head needs at least 2")
+
+
+def train_seg(
+    cfg: Config, label_dir: str | Path, out_dir: str | Path, progress: bool = True
+) -> FitResult:
+    """Train the segmentation network on `seg.train_list` (default `data.train_list`) with the
+    pseudo labels `label_dir/<id>.png`; every image of the list must have one.
+
+    Writes out_dir/model.pth, train.json, checkpoints/ and tb/; resumable (see
+    `ssenet.trainer.fit`). The digest covers the data, model and seg sections and the contents
+    of the training labels, so a checkpoint is never continued on other pseudo labels.
+    """
+    out_dir, label_dir = Path(out_dir), Path(label_dir)
+    _check_seg_config(cfg)
+    list_name = seg_train_list(cfg)
+    dataset = open_split(cfg.data, list_name)
+    require_inputs(label_dir, dataset.ids, ".png", f"pseudo label (list {list_name!r})",
+                   "make pseudo labels for the training list (seg.train_list, else "
+                   "data.train_list) first")  # fmt: skip
+    digest = cfg.digest("data", "model", "seg") + "-" + label_dir_digest(label_dir, dataset.ids)
+    seg = cfg.seg
+
+    def train_set(model: nn.Module) -> PseudoLabelDataset:
+        augment = JointTrainTransform(
+            scale=seg.scale_range,
+            crop_size=seg.crop_size,
+            hflip=seg.hflip,
+            mean=model.backbone.mean,
+            std=model.backbone.std,
+        )
+        return PseudoLabelDataset(dataset, label_dir, augment, seed=cfg.run.seed)
+
+    return train_network(
+        name=f"seg {seg.head}",
+        out_dir=out_dir,
+        digest=digest,
+        run=cfg.run,
+        build=lambda: build_seg_model(cfg.model, seg.head, dataset.num_classes),
+        dataset=train_set,
+        objective=SegObjective,
+        optim_cfg=seg,
+        epochs=seg.epochs,
+        batch_size=seg.batch_size,
+        progress=progress,
+    )
+
+
+def _check_infer_config(cfg: Config) -> None:
+    if cfg.seg.infer_batch < 1:
+        raise SsenetError("config key seg.infer_batch: must be at least 1")
+    if not cfg.seg.infer_scales or min(cfg.seg.infer_scales) <= 0:
+        raise SsenetError(
+            f"config key seg.infer_scales: need positive scales, got {list(cfg.seg.infer_scales)}"
+        )
+
+
+def _crf_function():
+    # Imported only when asked for: the CRF backends are optional and slow to import.
+    from ssenet.crf import dense_crf
+
+    return dense_crf
+
+
+def infer_seg(
+    cfg: Config,
+    weights: str | Path,
+    out_dir: str | Path,
+    list_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict:
+    """Write the predicted label map `out_dir/labels/<id>.png` (VOC palette) for every image.
+
+    The list defaults to `cfg.data.val_list`. Multi-scale (`seg.infer_scales`) + flip softmax
+    average, then the dense CRF when `seg.crf`. Labels with the stamp they would get now
+    (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new weights or
+    settings remake them; `shard=(k, n)` processes every n-th image from the k-th.
+    """
+    _check_infer_config(cfg)
+    label_dir = Path(out_dir) / "labels"
+    made_from = seg_label_stamp(cfg, weights)
+    work = image_work(cfg, list_name or cfg.data.val_list, shard,
+                      lambda i: is_current(label_dir / f"{i}.png", made_from))  # fmt: skip
+    if work.todo:
+        set_threads(cfg.run.threads)
+        device = select_device(cfg.run.device)
+        model = load_seg_model(cfg, weights, work.dataset.num_classes).to(device)
+        refine = _crf_function() if cfg.seg.crf else None
+        for batch in work_batches(cfg, work, cfg.seg.infer_batch, "infer seg", progress):
+            images = torch.stack([image for _, image, _ in batch])
+            probs = multiscale_probs(
+                model, images, cfg.seg.infer_scales, cfg.seg.infer_flip, cfg.run.amp
+            )
+            for (image_id, image, _), prob in zip(batch, probs.cpu().numpy(), strict=True):
+                if refine is not None:
+                    prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend)
+                label = np.asarray(prob).argmax(axis=0).astype(np.uint8)
+                write_label_png(label_dir / f"{image_id}.png", label, made_from)
+    return work.counts(label_dir=str(label_dir))
+
+
+def seg_label_stamp(cfg: Config, weights: str | Path) -> str:
+    """The `made_from` stamp of predicted labels: the network and the inference settings."""
+    keys = "data.kind data.root seg.infer_scales seg.infer_flip seg.crf run.amp"
+    crf = dataclasses.asdict(cfg.crf) if cfg.seg.crf else None
+    return stamp("seg", weights_stamp(weights), config_values(cfg, keys), crf)
+
+
+def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
+    """Train DeepLab on the random-walk labels, predict the held-out list and score it."""
+    seg_dir = layout.stage("seg")
+    trained = train_seg(cfg, layout.labels("rw"), seg_dir, progress=progress)
+    infer_seg(cfg, trained.weights, seg_dir, cfg.data.val_list, rank_shard(), progress)
+    sync_ranks()
+    return score_labels(cfg, layout.labels("seg"), cfg.data.val_list, layout.eval_json("seg"))
+
+
+def lists(cfg: Config) -> Lists:
+    val = [cfg.data.val_list]
+    return {"train": [seg_train_list(cfg)], "infer": val, "score": val}
+
+
+STAGE = Stage(
+    name="seg", title="seg (val)", run=run, lists=lists, sections=("model", "seg"),
+    outputs=("labels",),
+)  # fmt: skip
