@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 
 from ssenet.config import load_config
-from ssenet.pipeline import classifier_stage, run_pipeline, scale_consistency
+from ssenet.pipeline import run_pipeline
+from ssenet.stages.s1_cam_figures import classifier_stage, scale_consistency
 
 # Every setting starts from the packaged demo config with the CAM settings of the demo before
 # this ablation written out (so the table does not move when demo.yaml does): the regime (image

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssenet.cam import iter_cams, normalized_present_cams, same_size_batches
+from ssenet.cam import iter_cams, normalized_present_cams
 from ssenet.config import Config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.data.source import open_split
 from ssenet.fileio import write_text_atomic
+from ssenet.inference import same_size_batches
 from ssenet.models import build_cam_model
 from ssenet.runtime import memory_format
 

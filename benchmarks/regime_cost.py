@@ -19,8 +19,9 @@ from importlib import resources
 
 import torch
 
-from ssenet.cam import CamObjective, build_cam_from_config, multiscale_cams
+from ssenet.cam import CamObjective, multiscale_cams
 from ssenet.config import load_config
+from ssenet.models.configured import build_cam_from_config
 from ssenet.runtime import autocast
 from ssenet.trainer import build_optimizer
 

@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 from ssenet.config import load_config
-from ssenet.pipeline import gt_dir, score_labels
-from ssenet.segmentation import infer_seg, train_seg
+from ssenet.stages.common import gt_dir, score_labels
+from ssenet.stages.s5_segmentation import infer_seg, train_seg
 
 
 def main() -> None:
