@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from ssenet.cam import iter_cams, normalized_present_cams
 from ssenet.config import Config
-from ssenet.data.benchmark import make_benchmark
 from ssenet.data.source import open_split
+from ssenet.data.synthetic import make_benchmark
 from ssenet.fileio import write_text_atomic
 from ssenet.inference import same_size_batches
 from ssenet.models import build_cam_model

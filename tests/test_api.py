@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def run(tiny_run_config, tmp_path_factory):
-    from ssenet.data.benchmark import make_benchmark
+    from ssenet.data.synthetic import make_benchmark
 
     root = tmp_path_factory.mktemp("api")
     make_benchmark(root / "bench", size=48, num_train=12, num_train_eval=6, num_val=6,

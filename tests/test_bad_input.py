@@ -37,7 +37,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """The embedded benchmark, VOC layout, 32 px: never damaged (cases damage copies)."""
-    from ssenet.data.benchmark import make_benchmark
+    from ssenet.data.synthetic import make_benchmark
 
     root = tmp_path_factory.mktemp("bad_input") / "bench"
     make_benchmark(root, size=32, num_train=4, num_train_eval=2, num_val=2, num_workers=1,

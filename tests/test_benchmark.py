@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from ssenet.data.benchmark import (
+from ssenet.data.palette import IGNORE_INDEX, read_label_png, voc_palette
+from ssenet.data.synthetic import (
     CLASS_BODIES,
     CLASS_NAMES,
     CLASS_PARTS,
@@ -23,7 +24,6 @@ from ssenet.data.benchmark import (
     render_sample,
     write_benchmark,
 )
-from ssenet.data.palette import IGNORE_INDEX, read_label_png, voc_palette
 from ssenet.errors import SsenetError
 
 SAMPLE_SIZE = 96

@@ -12,7 +12,7 @@ from ssenet import cam as cam_module
 from ssenet.cam import CamObjective, multiscale_cams
 from ssenet.camfile import load_cams
 from ssenet.config import Config
-from ssenet.data.benchmark import make_benchmark
+from ssenet.data.synthetic import make_benchmark
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
 from ssenet.stages import s1_cam

@@ -132,7 +132,7 @@ def test_file_system_faults_are_one_line_naming_the_file(tmp_path, capsys, monke
     ],
 )
 def test_run_checks_every_list_before_training(tmp_path, capsys, ids, message):
-    from ssenet.data.benchmark import make_benchmark
+    from ssenet.data.synthetic import make_benchmark
 
     make_benchmark(tmp_path / "bench", size=32, num_train=4, num_train_eval=2, num_val=2,
                    num_workers=1, progress=False)  # fmt: skip

@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 from ssenet.cam import CamObjective, multiscale_cams
 from ssenet.checkpoint import load_checkpoint, save_checkpoint
 from ssenet.config import CamConfig, Config
-from ssenet.data.benchmark import make_benchmark
 from ssenet.data.source import open_split
+from ssenet.data.synthetic import make_benchmark
 from ssenet.errors import SsenetError
 from ssenet.models import build_affinity_model, build_cam_model
 from ssenet.runtime import (

@@ -10,7 +10,7 @@ from torch import nn
 
 from ssenet.cli import main
 from ssenet.config import Config, load_config
-from ssenet.data.benchmark import make_benchmark
+from ssenet.data.synthetic import make_benchmark
 from ssenet.dryrun import (
     MemoryEstimate,
     dry_run,

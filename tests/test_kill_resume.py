@@ -23,7 +23,7 @@ from PIL import Image
 from ssenet.camfile import load_cams
 from ssenet.checkpoint import load_checkpoint
 from ssenet.config import dump_config
-from ssenet.data.benchmark import make_benchmark
+from ssenet.data.synthetic import make_benchmark
 from ssenet.pipeline import run_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")

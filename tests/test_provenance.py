@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssenet.config import _apply, parse_overrides
-from ssenet.data.benchmark import make_benchmark
+from ssenet.data.synthetic import make_benchmark
 from ssenet.pipeline import run_pipeline
 from ssenet.provenance import read_stamp, stamp
 

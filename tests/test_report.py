@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from ssenet.config import Config, load_config
-from ssenet.data.benchmark import class_names, make_benchmark
 from ssenet.data.palette import read_label_png, write_label_png
+from ssenet.data.synthetic import class_names, make_benchmark
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
 from ssenet.models.deeplab import build_seg_model

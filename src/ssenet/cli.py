@@ -31,7 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_make_benchmark(args: argparse.Namespace) -> int:
-    from ssenet.data.benchmark import make_benchmark
+    from ssenet.data.synthetic import make_benchmark
 
     summary = make_benchmark(
         args.out,
@@ -45,7 +45,7 @@ def cmd_make_benchmark(args: argparse.Namespace) -> int:
     )
     print(f"benchmark written to {args.out}: {summary.get('num_images', '')} images")
     if args.preview:
-        from ssenet.data.benchmark import BenchmarkSpec, write_preview
+        from ssenet.data.synthetic import BenchmarkSpec, write_preview
 
         spec = BenchmarkSpec(
             seed=args.seed, size=args.size, num_train=args.num_train,

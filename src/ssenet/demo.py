@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ssenet.config import Config, load_config
-from ssenet.data.benchmark import make_benchmark
+from ssenet.data.synthetic import make_benchmark
 from ssenet.fileio import remove_stale_temporaries, write_text_atomic
 from ssenet.pipeline import run_pipeline
 from ssenet.report import write_report
