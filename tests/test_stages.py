@@ -82,7 +82,7 @@ def background_stage():
 
 
 def test_a_registered_stage_runs_through_ssenet_run(tmp_path, background_stage, capsys):
-    from ssenet.data.benchmark import make_benchmark
+    from ssenet.data.synthetic import make_benchmark
 
     bench = tmp_path / "bench"
     make_benchmark(bench, size=32, num_train=4, num_train_eval=3, num_val=2, num_workers=1,
