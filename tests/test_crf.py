@@ -16,15 +16,9 @@ from PIL import Image
 
 from ssenet import crf
 from ssenet.affinity import load_crf_scores
-from ssenet.camfile import background_power, save_cams
+from ssenet.camfile import background_power, crf_from_cams, save_cams
 from ssenet.config import Config, CrfConfig
-from ssenet.crf import (
-    Permutohedral,
-    crf_from_cams,
-    dense_crf,
-    dense_crf_stacks,
-    resolve_backend,
-)
+from ssenet.crf import Permutohedral, dense_crf, dense_crf_stacks, resolve_backend
 from ssenet.crf_stage import crf_label, crf_stage
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
