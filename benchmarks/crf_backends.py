@@ -27,8 +27,8 @@ import scipy.ndimage as ndi
 import skimage.data
 import torch
 
-from ssenet.camfile import background_power
-from ssenet.crf import crf_from_cams, dense_crf, dense_crf_stacks
+from ssenet.camfile import background_power, crf_from_cams
+from ssenet.crf import dense_crf, dense_crf_stacks
 from ssenet.fileio import write_text_atomic
 
 

@@ -3,6 +3,7 @@ steps, backend choice, input checks, and the CRF stage end to end on a tiny VOC 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -15,15 +16,9 @@ import torch
 from PIL import Image
 
 from ssenet import crf
-from ssenet.camfile import background_power, save_cams
+from ssenet.camfile import background_power, crf_from_cams, save_cams
 from ssenet.config import Config, CrfConfig
-from ssenet.crf import (
-    Permutohedral,
-    crf_from_cams,
-    dense_crf,
-    dense_crf_stacks,
-    resolve_backend,
-)
+from ssenet.crf import CrfParams, Permutohedral, dense_crf, dense_crf_stacks, resolve_backend
 from ssenet.crffile import load_crf_scores
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
@@ -214,6 +209,15 @@ def test_auto_falls_back_to_torch_without_pydensecrf(monkeypatch, voc_photo, voc
     np.testing.assert_array_equal(q, voc_results["torch"])
     with pytest.raises(SsenetError, match="crf.backend: 'pydensecrf' requested"):
         resolve_backend("pydensecrf")
+
+
+def test_default_params_are_the_config_defaults(voc_photo: dict, voc_results: dict) -> None:
+    # Callers without a config get the package's defaults: they must be CrfConfig's.
+    config = dataclasses.asdict(CrfConfig())
+    del config["backend"]  # a dense_crf argument, not a setting
+    assert dataclasses.asdict(CrfParams()) == config
+    q = dense_crf(voc_photo["image"], voc_photo["probs"], CrfConfig(), backend="torch")
+    np.testing.assert_array_equal(q, voc_results["torch"])
 
 
 def test_crf_from_cams_puts_the_powered_background_first() -> None:

@@ -2,7 +2,8 @@
 
 Layout: `cams` (k, H, W) float32 in [0, 1], `keys` (k,) int64 class ids 1..K (0 is background,
 never stored). k may be 0 for an image without a foreground label; the (0, H, W) array still
-carries the image size.
+carries the image size. `background_power` stacks a background score before the CAMs, the
+dense CRF's input, and `crf_from_cams` runs the CRF on it.
 
 Storage is uncompressed `np.savez`. Measured on 2 cores (bilinearly upsampled, max-normalised
 maps): 3x128x128 is 193 KiB raw vs 159 KiB compressed, written in 0.16 vs 4.6 ms and read in
@@ -13,12 +14,15 @@ so the small size gain is not worth a 3-13x slower read.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ssenet.crf import CrfSettings, dense_crf
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path
 
@@ -106,3 +110,20 @@ def background_power(cams: np.ndarray, power: float) -> np.ndarray:
     peak = cams.max(axis=0) if len(cams) else np.zeros(cams.shape[1:], np.float32)
     bg = np.power(np.clip(1.0 - peak, 0.0, 1.0), power, dtype=np.float32)
     return np.concatenate([bg[None], cams], axis=0)
+
+
+def crf_from_cams(
+    image: np.ndarray,
+    cams: np.ndarray,
+    power: float,
+    params: CrfSettings | None = None,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """CRF marginals (k+1, H, W) of `[(1 - max cam) ** power, cams...]` for (k, H, W) CAMs.
+
+    The background channel comes first, as `ssenet.crffile.load_crf_scores` expects.
+    """
+    if not (isinstance(power, (int, float)) and math.isfinite(power) and power > 0):
+        raise SsenetError(f"crf_from_cams: the background power must be positive, got {power!r}")
+    return dense_crf(image, background_power(cams, power), params, backend, device)
