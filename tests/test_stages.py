@@ -91,6 +91,10 @@ def test_a_registered_stage_runs_through_ssenet_run(tmp_path, background_stage, 
     out = tmp_path / "run"
     config.write_text(yaml.safe_dump({"data": {"root": str(bench)}, "run": {"out_dir": str(out)}}))
     assert list(STAGES)[:2] == ["cam", "background"]
+    dry = ["run", "--config", str(config), "--stages", "background", "--dry-run"]
+    assert main(dry) == 0
+    plan = capsys.readouterr().out
+    assert "background" in plan and "infer" in plan and not (out / "eval").exists()
 
     assert main(["run", "--config", str(config), "--stages", "background", "--no-progress"]) == 0
 
