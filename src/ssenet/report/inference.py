@@ -3,13 +3,13 @@ segmentation network's labels of a few images common to every run, or why a run 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssenet.cam import iter_cams, load_cam_model
+from ssenet.cam import iter_single_scale_cams, load_cam_model, normalized_present_cams
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.errors import SsenetError
@@ -41,25 +41,34 @@ def cam_max(cams: np.ndarray) -> np.ndarray:
     return cams.max(axis=0) if len(cams) else np.zeros(cams.shape[1:], dtype=np.float32)
 
 
+def run_model(
+    run: RunData, stage: str, load: Callable, num_classes: int, what: str
+) -> tuple[torch.nn.Module | None, str | None]:
+    """The run's trained `stage/model.pth` ready for inference, or None and why not."""
+    weights = run.run_dir / stage / "model.pth"
+    if not weights.is_file():
+        return None, f"no {what} model"
+    try:
+        model = load(run.cfg, weights, num_classes)
+    except SsenetError as err:
+        return None, f"{what} model unusable: {err}"
+    return inference_model(model, run.cfg), None
+
+
 def cam_heats(
     run: RunData, dataset: SegmentationDataset, ids: list[str]
 ) -> tuple[dict[tuple[str, float], np.ndarray], str | None]:
-    """Max-over-classes CAMs per (id, scale), each from a single-scale pass; or a reason why not."""
-    weights = run.run_dir / "cam" / "model.pth"
-    if not weights.is_file():
-        return {}, "no CAM model"
-    cfg = run.cfg
-    try:
-        model = load_cam_model(cfg, weights, dataset.num_foreground)
-    except SsenetError as err:
-        return {}, f"CAM model unusable: {err}"
-    model = inference_model(model, cfg)
+    """Max-over-classes CAMs per (id, scale), each scale tested alone; or a reason why not."""
+    model, why = run_model(run, "cam", load_cam_model, dataset.num_foreground, "CAM")
+    if model is None:
+        return {}, why
+    cam, amp = run.cfg.cam, run.cfg.run.amp
     heats = {}
-    for scale in CAM_SCALES:
-        for image_id, cams, _ in iter_cams(
-            model, dataset, ids, (scale,), cfg.cam.infer_flip, cfg.cam.infer_batch, cfg.run.amp
-        ):
-            heats[image_id, scale] = cam_max(cams)
+    for image_id, labels, per_scale in iter_single_scale_cams(
+        model, dataset, ids, CAM_SCALES, cam.infer_flip, cam.infer_batch, amp
+    ):
+        for scale, summed in per_scale.items():
+            heats[image_id, scale] = cam_max(normalized_present_cams(summed, labels)[0])
     return heats, None
 
 
@@ -67,21 +76,14 @@ def seg_labels(
     run: RunData, dataset: SegmentationDataset, ids: list[str]
 ) -> tuple[dict[str, np.ndarray], str | None]:
     """The segmentation network's argmax labels (multi-scale + flip, no CRF), or why not."""
-    weights = run.run_dir / "seg" / "model.pth"
-    if not weights.is_file():
-        return {}, "no segmentation model"
-    cfg = run.cfg
-    try:
-        model = load_seg_model(cfg, weights, dataset.num_classes)
-    except SsenetError as err:
-        return {}, f"segmentation model unusable: {err}"
-    model = inference_model(model, cfg)
+    model, why = run_model(run, "seg", load_seg_model, dataset.num_classes, "segmentation")
+    if model is None:
+        return {}, why
+    seg, amp = run.cfg.seg, run.cfg.run.amp
     labels = {}
     for image_id in ids:
         image = torch.from_numpy(dataset.read_image(image_id))[None]
-        probs = multiscale_probs(
-            model, image, cfg.seg.infer_scales, cfg.seg.infer_flip, cfg.run.amp
-        )
+        probs = multiscale_probs(model, image, seg.infer_scales, seg.infer_flip, amp)
         labels[image_id] = probs[0].argmax(dim=0).cpu().numpy().astype(np.uint8)
     return labels, None
 
