@@ -21,7 +21,7 @@ def run_demo(out):
 def test_quick_demo_end_to_end_and_resume(tmp_path):
     out = tmp_path / "demo"
     stdout = run_demo(out)
-    for header in ("CAM", "CAM+CRF", "CAM+rw", "seg (val)", "baseline", "ssenet", "Fig. 5"):
+    for header in ("CAM", "CAM + CRF", "CAM + rw", "segmentation", "baseline", "ssenet", "Fig. 5"):
         assert header in stdout
     results = json.loads((out / "results.json").read_text())
     for method in ("baseline", "ssenet"):

@@ -18,15 +18,11 @@ from ssenet.data.synthetic import class_names, make_benchmark
 from ssenet.errors import SsenetError
 from ssenet.models import build_cam_model
 from ssenet.models.deeplab import build_seg_model
-from ssenet.report import (
-    cam_max,
-    common_ids,
-    fmt,
-    heat_overlay,
-    inference_model,
-    regime_rows,
-    write_report,
-)
+from ssenet.report import write_report
+from ssenet.report.figures import heat_overlay
+from ssenet.report.inference import cam_max, common_ids, inference_model
+from ssenet.report.markup import fmt
+from ssenet.report.regime import regime_rows
 
 NUM_CLASSES = 9  # the benchmark: background + 8 classes
 FILES = "report_files"

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_the_five_stages_in_pipeline_order():
     assert list(STAGES) == ["cam", "crf", "aff", "rw", "seg"]
-    assert [s.title for s in scored_stages()] == ["CAM", "CAM+CRF", "CAM+rw", "seg (val)"]
+    assert [s.title for s in scored_stages()] == ["CAM", "CAM + CRF", "CAM + rw", "segmentation"]
     assert parse_stages("seg,cam") == ["cam", "seg"]
     with pytest.raises(SsenetError, match=r"--stages: unknown stage\(s\) \['cmr'\]"):
         parse_stages("cam,cmr")

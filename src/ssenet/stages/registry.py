@@ -40,6 +40,7 @@ class Stage:
     scored: bool = True
     plan: Callable[..., list] | None = None
     outputs: tuple[str, ...] = field(default_factory=tuple)  # folders under the stage's own
+    network: str = ""  # what it trains ("CAM network"), shown with its loss curve
 
 
 STAGES: dict[str, Stage] = {}

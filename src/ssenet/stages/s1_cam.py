@@ -209,5 +209,5 @@ def computed_cams(
 
 STAGE = Stage(
     name="cam", title="CAM", run=run, lists=lists, sections=("model", "cam"),
-    outputs=("cams", "labels"),
+    outputs=("cams", "labels"), network="CAM network",
 )  # fmt: skip

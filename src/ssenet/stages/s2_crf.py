@@ -168,6 +168,6 @@ def lists(cfg: Config) -> Lists:
 
 
 STAGE = Stage(
-    name="crf", title="CAM+CRF", run=run, lists=lists, sections=("crf",),
+    name="crf", title="CAM + CRF", run=run, lists=lists, sections=("crf",),
     outputs=("scores", "labels"),
 )  # fmt: skip

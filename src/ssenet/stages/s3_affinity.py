@@ -75,5 +75,5 @@ def lists(cfg: Config) -> Lists:
 
 STAGE = Stage(
     name="aff", title="AffinityNet", run=run, lists=lists, sections=("model", "aff"),
-    scored=False,
+    scored=False, network="AffinityNet",
 )  # fmt: skip

@@ -106,5 +106,5 @@ def lists(cfg: Config) -> Lists:
 
 
 STAGE = Stage(
-    name="rw", title="CAM+rw", run=run, lists=lists, sections=("rw",), outputs=("labels",)
+    name="rw", title="CAM + rw", run=run, lists=lists, sections=("rw",), outputs=("labels",)
 )

@@ -217,6 +217,6 @@ def lists(cfg: Config) -> Lists:
 
 
 STAGE = Stage(
-    name="seg", title="seg (val)", run=run, lists=lists, sections=("model", "seg"),
-    outputs=("labels",),
+    name="seg", title="segmentation", run=run, lists=lists, sections=("model", "seg"),
+    outputs=("labels",), network="segmentation network",
 )  # fmt: skip
