@@ -27,7 +27,7 @@ import scipy.ndimage as ndi
 import skimage.data
 import torch
 
-from ssenet.camfile import background_power, crf_from_cams
+from ssenet.cam_labels import background_power, crf_from_cams
 from ssenet.crf import dense_crf, dense_crf_stacks
 from ssenet.fileio import write_text_atomic
 

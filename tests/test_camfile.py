@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ssenet.camfile import background_power, cams_to_label, load_cams, save_cams
+from ssenet.cam_labels import background_power, cams_to_label
+from ssenet.camfile import load_cams, save_cams
 from ssenet.errors import SsenetError
 
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from ssenet import crf
-from ssenet.camfile import background_power, crf_from_cams, save_cams
+from ssenet.cam_labels import background_power, crf_from_cams
+from ssenet.camfile import save_cams
 from ssenet.config import Config, CrfConfig
 from ssenet.crf import CrfParams, Permutohedral, dense_crf, dense_crf_stacks, resolve_backend
 from ssenet.crffile import load_crf_scores

@@ -7,7 +7,8 @@ import imgviz
 import numpy as np
 import pytest
 
-from ssenet.camfile import cams_to_label, save_cams
+from ssenet.cam_labels import cams_to_label
+from ssenet.camfile import save_cams
 from ssenet.cli import main
 from ssenet.data.palette import VOC_CLASSES, write_label_png
 from ssenet.errors import SsenetError

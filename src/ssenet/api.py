@@ -23,11 +23,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from ssenet.cam import multiscale_cams, normalized_present_cams, upsampled_cam
-from ssenet.camfile import background_power, cams_to_label
+from ssenet.cam_labels import background_power, cams_to_label
 from ssenet.config import Config, load_config
 from ssenet.data.palette import VOC_CLASSES, read_rgb, voc_palette
 from ssenet.errors import SsenetError
 from ssenet.models.configured import load_cam_model
+from ssenet.multiscale import normalized_pixels
 from ssenet.runtime import select_device
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -175,10 +176,9 @@ class CamModel(TrainedNetwork):
         """(K,) probabilities of the foreground classes: sigmoid of the CAM's mean (training)."""
         rgb = as_rgb(image)
         device = next(self.network.parameters()).device
-        mean = torch.tensor(self.network.backbone.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.network.backbone.std, device=device).view(1, 3, 1, 1)
-        pixels = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float() / 255.0
-        logits = upsampled_cam(self.network, (pixels - mean) / std).mean(dim=(2, 3))
+        backbone = self.network.backbone
+        pixels = normalized_pixels(torch.from_numpy(rgb)[None], backbone.mean, backbone.std, device)
+        logits = upsampled_cam(self.network, pixels).mean(dim=(2, 3))
         return torch.sigmoid(logits)[0].cpu().numpy()
 
 

@@ -17,7 +17,7 @@ from ssenet.data.datasets import (
 )
 from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.inference import resumable_batches, same_size_batches
-from ssenet.multiscale import merge_flips, scaled_batches
+from ssenet.multiscale import merge_flips, normalized_pixels, scaled_batches
 from ssenet.runtime import (
     autocast,
     inference_batch_size,
@@ -210,12 +210,10 @@ def classifier_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image-level logits (GAP of the CAM at scale 1, as in training) and targets, (N, K) each."""
     device = next(model.parameters()).device
-    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
     scores, targets = [], []
     for batch in same_size_batches(dataset, ids, batch_size):
-        images = torch.stack([image for _, image, _ in batch]).to(device)
-        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+        images = torch.stack([image for _, image, _ in batch])
+        pixels = normalized_pixels(images, model.backbone.mean, model.backbone.std, device)
         scores.append(upsampled_cam(model, pixels).mean(dim=(2, 3)).cpu().numpy())
         targets.extend(labels for _, _, labels in batch)
     return np.concatenate(scores), np.stack(targets)

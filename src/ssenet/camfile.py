@@ -2,8 +2,7 @@
 
 Layout: `cams` (k, H, W) float32 in [0, 1], `keys` (k,) int64 class ids 1..K (0 is background,
 never stored). k may be 0 for an image without a foreground label; the (0, H, W) array still
-carries the image size. `background_power` stacks a background score before the CAMs, the
-dense CRF's input, and `crf_from_cams` runs the CRF on it.
+carries the image size. Pseudo labels made from them: `ssenet.cam_labels`.
 
 Storage is uncompressed `np.savez`. Measured on 2 cores (bilinearly upsampled, max-normalised
 maps): 3x128x128 is 193 KiB raw vs 159 KiB compressed, written in 0.16 vs 4.6 ms and read in
@@ -14,20 +13,17 @@ so the small size gain is not worth a 3-13x slower read.
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ssenet.crf import CrfSettings, dense_crf
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path
 
 
-def _check(cams: np.ndarray, keys: np.ndarray, where: str) -> None:
+def check_cams(cams: np.ndarray, keys: np.ndarray, where: str) -> None:
     if cams.ndim != 3:
         raise SsenetError(f"{where}: cams must have shape (k, H, W), got {cams.shape}")
     if keys.ndim != 1 or not np.issubdtype(keys.dtype, np.integer):
@@ -48,7 +44,7 @@ def save_cams(
     """Write (k, H, W) CAMs and their (k,) class ids to `path` (.npz), atomically, as float32,
     with the `made_from` stamp of `ssenet.provenance` when given."""
     cams, keys = np.asarray(cams), np.asarray(keys)
-    _check(cams, keys, str(path))
+    check_cams(cams, keys, str(path))
     if not np.issubdtype(cams.dtype, np.floating):
         raise SsenetError(f"{path}: cams must be floating point, got {cams.dtype}")
     with atomic_path(path) as tmp:
@@ -74,56 +70,9 @@ def load_cams(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             cams, keys = data["cams"], data["keys"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise SsenetError(f"{path}: cannot read CAM file ({err})") from err
-    _check(cams, keys, str(path))
+    check_cams(cams, keys, str(path))
     if cams.dtype != np.float32:
         raise SsenetError(f"{path}: cams must be float32, got {cams.dtype}")
     return cams, keys.astype(np.int64, copy=False)
 
 
-def cams_to_label(cams: np.ndarray, keys: np.ndarray, alpha: float) -> np.ndarray:
-    """(H, W) uint8 label: argmax over [alpha, cams...] mapped to [0, keys...].
-
-    Ties go to the earlier channel (numpy's argmax), so a pixel is foreground only where its
-    best CAM is strictly above alpha, and equal CAMs pick the class listed first. alpha is
-    compared at the CAMs' precision (float32 for CAM files), so a CAM of 0.1 is not above 0.1.
-    """
-    cams, keys = np.asarray(cams), np.asarray(keys)
-    _check(cams, keys, "cams_to_label")
-    if not np.issubdtype(cams.dtype, np.floating):
-        cams = cams.astype(np.float32)
-    if len(keys) == 0:
-        return np.zeros(cams.shape[1:], dtype=np.uint8)
-    best = cams.argmax(axis=0)
-    peak = np.take_along_axis(cams, best[None], axis=0)[0]
-    return np.where(peak > cams.dtype.type(alpha), keys[best], 0).astype(np.uint8)
-
-
-def background_power(cams: np.ndarray, power: float) -> np.ndarray:
-    """(k+1, H, W) float32 scores: `(1 - max_c cam_c) ** power` stacked before the CAMs.
-
-    With no class (k == 0) the max over the empty stack is taken as 0, so the background is 1.
-    CAMs above 1 (not max-normalised) are clipped so the base never goes negative.
-    """
-    cams = np.asarray(cams, dtype=np.float32)
-    if cams.ndim != 3:
-        raise SsenetError(f"background_power: cams must have shape (k, H, W), got {cams.shape}")
-    peak = cams.max(axis=0) if len(cams) else np.zeros(cams.shape[1:], np.float32)
-    bg = np.power(np.clip(1.0 - peak, 0.0, 1.0), power, dtype=np.float32)
-    return np.concatenate([bg[None], cams], axis=0)
-
-
-def crf_from_cams(
-    image: np.ndarray,
-    cams: np.ndarray,
-    power: float,
-    params: CrfSettings | None = None,
-    backend: str = "auto",
-    device: str | torch.device | None = None,
-) -> np.ndarray:
-    """CRF marginals (k+1, H, W) of `[(1 - max cam) ** power, cams...]` for (k, H, W) CAMs.
-
-    The background channel comes first, as `ssenet.crffile.load_crf_scores` expects.
-    """
-    if not (isinstance(power, (int, float)) and math.isfinite(power) and power > 0):
-        raise SsenetError(f"crf_from_cams: the background power must be positive, got {power!r}")
-    return dense_crf(image, background_power(cams, power), params, backend, device)

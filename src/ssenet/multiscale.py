@@ -8,6 +8,23 @@ import torch
 import torch.nn.functional as F
 
 
+def normalized_pixels(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> torch.Tensor:
+    """uint8 (B, H, W, 3) images -> float (B, 3, H, W) `(pixel / 255 - mean) / std` on `device`."""
+    return _normalize(_unit(images, device), mean, std)
+
+
+def _unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return images.to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    mean_t = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean_t) / std_t
+
+
 def scaled_batches(
     images: torch.Tensor,
     scales: Sequence[float],
@@ -21,9 +38,7 @@ def scaled_batches(
     `images` are uint8 (B, H, W, 3); each batch holds B images, or 2B with the flips, so an image
     and its mirror share one forward pass.
     """
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    pixels = images.to(device).permute(0, 3, 1, 2).float() / 255.0
+    pixels = _unit(images, device)
     height, width = pixels.shape[-2:]
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -31,7 +46,7 @@ def scaled_batches(
         if size != (height, width):
             scaled = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False)
             scaled = scaled.clamp(0, 1)
-        scaled = (scaled - mean_t) / std_t
+        scaled = _normalize(scaled, mean, std)
         yield torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
 
 

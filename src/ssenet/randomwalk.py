@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssenet.errors import SsenetError
+from ssenet.multiscale import normalized_pixels
 from ssenet.runtime import autocast
 
 _DTYPES = (torch.float32, torch.float64)
@@ -304,9 +305,7 @@ def affinity_features(
     (the reference pads after normalisation).
     """
     device = next(model.parameters()).device
-    mean = torch.tensor(model.backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.backbone.std, device=device).view(1, 3, 1, 1)
-    pixels = (images.to(device).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    pixels = normalized_pixels(images, model.backbone.mean, model.backbone.std, device)
     height, width = pixels.shape[-2:]
     full_h, full_w = padded_size(height, width, stride)
     pixels = F.pad(pixels, (0, full_w - width, 0, full_h - height))

@@ -16,7 +16,8 @@ from ssenet.cam import (
     normalized_present_cams,
     sum_scales,
 )
-from ssenet.camfile import cams_to_label, load_cams, save_cams
+from ssenet.cam_labels import cams_to_label
+from ssenet.camfile import load_cams, save_cams
 from ssenet.config import Config
 from ssenet.data.datasets import CamTrainDataset, SegmentationDataset
 from ssenet.data.palette import write_label_png

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ssenet.cam import classifier_scores, iter_single_scale_cams, normalized_present_cams
-from ssenet.camfile import cams_to_label
+from ssenet.cam_labels import cams_to_label
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split

@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ssenet.camfile import background_power, load_cams
+from ssenet.cam_labels import background_power
+from ssenet.camfile import load_cams
 from ssenet.config import Config, CrfConfig
 from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
