@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -16,9 +17,10 @@ from ssenet.cli import main
 from ssenet.config import dump_config
 from ssenet.data.benchmark import make_benchmark
 from ssenet.data.folder import open_images
-from ssenet.data.palette import read_label_png, voc_palette
+from ssenet.data.palette import read_label_png, voc_palette, write_label_png
 from ssenet.data.voc import open_voc
 from ssenet.errors import SsenetError
+from ssenet.predict import write_voc_layout
 from ssenet.segmentation import load_seg_model, train_seg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,3 +168,20 @@ def test_open_images_refuses_two_images_of_one_name(tmp_path):
     (tmp_path / "x.png").unlink()
     dataset = open_images(tmp_path, ["background", "thing"])
     assert dataset.ids == ("x",) and dataset.num_classes == 2 and not dataset.has_masks
+
+
+def test_the_voc_layout_copies_where_symlinks_are_refused(tmp_path, monkeypatch):
+    Image.new("RGB", (4, 3), (9, 9, 9)).save(tmp_path / "x.jpg")
+    write_label_png(tmp_path / "out" / "labels" / "x.png", np.ones((3, 4), np.uint8))
+
+    def refuse(*args, **kwargs):
+        raise OSError("symbolic links are not supported here")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    base = write_voc_layout(tmp_path / "out", "train", {"x": tmp_path / "x.jpg"},
+                            tmp_path / "out" / "labels")  # fmt: skip
+    copied = base / "SegmentationClass" / "x.png"
+    assert not copied.is_symlink() and not (base / "JPEGImages" / "x.jpg").is_symlink()
+    assert copied.read_bytes() == (tmp_path / "out" / "labels" / "x.png").read_bytes()
+    assert (base / "ImageSets" / "Segmentation" / "train.txt").read_text() == "x\n"
+    assert len(VOCSegmentation(str(tmp_path / "out"), year="2012", image_set="train")) == 1
