@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssenet.api import CamModel, CamResult, Segmenter, overlay, pseudo_label
+from ssenet.api import AffinityModel, CamModel, CamResult, Segmenter, overlay, pseudo_label
 from ssenet.errors import SsenetError
 from ssenet.pipeline import run_pipeline
 
@@ -29,16 +29,21 @@ def run(tiny_run_config, tmp_path_factory):
     return root / "run", image
 
 
-def test_the_readme_example_runs(run):
+def test_the_readme_example_runs(run, tmp_path):
     run_dir, image = run
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     example = re.search(r"```python\n(# the Python API.*?)```", readme, re.S).group(1)
-    for placeholder, real in (('"runs/voc12"', run_dir), ('"dog.jpg"', image)):
+    shared = tmp_path / "shared"
+    for placeholder, real in (('"runs/voc12"', run_dir), ('"dog.jpg"', image),
+                              ('"shared/voc12_seg"', shared)):  # fmt: skip
+        assert placeholder in example
         example = example.replace(placeholder, repr(str(real)))
     scope: dict = {}
     exec(compile(example, "README.md", "exec"), scope)
     assert scope["picture"].shape == (48, 48, 3) and scope["picture"].dtype == np.uint8
     assert scope["label"].shape == (48, 48)
+    assert sorted(p.name for p in shared.iterdir()) == ["config.json", "model.safetensors"]
+    np.testing.assert_array_equal(scope["same"], scope["segmentation"])
 
 
 def test_cams_of_every_image_kind_agree_and_follow_the_classes_asked(run):
@@ -81,3 +86,21 @@ def test_segmenter_and_label_overlay(run):
     assert shown.shape == (48, 48, 3)
     with pytest.raises(SsenetError, match="no config for this run folder"):
         Segmenter.from_run(run_dir / "cam")
+
+
+def test_trained_networks_of_a_run_share_and_walk(run, tmp_path):
+    run_dir, image = run
+    cam = CamModel.from_run(run_dir, device="cpu")
+    aff = AffinityModel.from_run(run_dir, device="cpu")
+    assert aff.weights == run_dir / "aff" / "model.pth"
+    result = cam(str(image), classes=[2, 5])
+    assert aff(str(image)).shape == (448, 6, 6)  # 48 / 8
+    label = aff.random_walk(result)
+    assert label.shape == (48, 48) and set(np.unique(label)) <= {0, 2, 5}
+    for model, cls in ((cam, CamModel), (aff, AffinityModel)):
+        shared = cls.from_pretrained(model.save_pretrained(tmp_path / cls.kind), device="cpu")
+        assert shared.config.model == model.config.model and shared.class_names == cam.class_names
+    shared_cam = CamModel.from_pretrained(tmp_path / "cam", device="cpu")
+    np.testing.assert_array_equal(shared_cam(str(image), classes=[2, 5]).cams, result.cams)
+    shared_aff = AffinityModel.from_pretrained(tmp_path / "affinity", device="cpu")
+    np.testing.assert_array_equal(shared_aff.random_walk(result), label)

@@ -5,6 +5,8 @@
     result = model("dog.jpg")                         # the classes the classifier predicts
     label = pseudo_label(result, alpha=0.2)           # (H, W) uint8: 0 background, else 1..K
     picture = overlay("dog.jpg", label, names=model.class_names)
+    model.save_pretrained("shared/cam")               # safetensors + config.json, no run needed
+    model = CamModel.from_pretrained("shared/cam")    # a local folder only: nothing downloads
 
 Images may be a path, a PIL image, an (H, W, 3) uint8 array or a (3, H, W) uint8 tensor, or a
 list of those (the result is then a list). CAMs are numpy arrays in [0, 1] at the image's size,
@@ -14,9 +16,10 @@ each class's map divided by its maximum, as the pipeline stores them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,13 +28,15 @@ from PIL import Image, ImageDraw
 from ssenet.cam import multiscale_cams, normalized_present_cams, upsampled_cam
 from ssenet.cam_labels import background_power, cams_to_label
 from ssenet.config import Config, load_config
-from ssenet.data.palette import VOC_CLASSES, read_rgb, voc_palette
+from ssenet.data.palette import VOC_CLASSES, read_rgb, voc_palette, write_label_png
 from ssenet.errors import SsenetError
 from ssenet.models.configured import load_cam_model
 from ssenet.multiscale import normalized_pixels
+from ssenet.pretrained import read_folder, save_folder
 from ssenet.runtime import select_device
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+Result = TypeVar("Result")
 RUN_CONFIG, RUN_CLASSES = "config.yaml", "classes.txt"  # what `ssenet run` keeps in a run folder
 
 
@@ -62,6 +67,15 @@ def as_rgb(image: ImageLike) -> np.ndarray:
     return np.require(array, requirements=["C", "W"])  # torch wants writable memory
 
 
+def _each(
+    images: ImageLike | Sequence[ImageLike], one: Callable[[np.ndarray], Result]
+) -> Result | list[Result]:
+    """`one` of every image's RGB array: a list for a list or tuple of images, else one."""
+    many = isinstance(images, list | tuple)
+    results = [one(as_rgb(image)) for image in (images if many else [images])]
+    return results if many else results[0]
+
+
 def _run_config(run_dir: Path, config: Config | str | os.PathLike | None) -> Config:
     if isinstance(config, Config):
         return config
@@ -81,12 +95,21 @@ def _run_classes(run_dir: Path, names: Sequence[str] | None) -> list[str]:
 
 
 class TrainedNetwork:
-    """A trained network with its class names (background first) and its config."""
+    """A trained network with its class names (background first), its config and the weights
+    file it was read from (None when built in memory)."""
 
     stage = ""  # the run folder's subfolder holding model.pth
+    kind = ""  # what a pretrained folder calls this network (`ssenet.pretrained`)
 
-    def __init__(self, network: torch.nn.Module, class_names: Sequence[str], config: Config):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        class_names: Sequence[str],
+        config: Config,
+        weights: Path | None = None,
+    ):
         self.network, self.class_names, self.config = network.eval(), list(class_names), config
+        self.weights = weights
 
     @classmethod
     def from_run(
@@ -100,8 +123,30 @@ class TrainedNetwork:
         run_dir = Path(run_dir)
         cfg = _run_config(run_dir, config)
         names = _run_classes(run_dir, class_names)
-        network = cls.load(cfg, run_dir / cls.stage / "model.pth", names)
-        return cls(network.to(select_device(device)), names, cfg)
+        weights = run_dir / cls.stage / "model.pth"
+        network = cls.load(cfg, weights, names)
+        return cls(network.to(select_device(device)), names, cfg, weights)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        device: str | None = None,
+        overrides: Sequence[str] = (),
+    ):
+        """The network of a folder written by `save_pretrained`: a local folder only, nothing
+        is downloaded and nothing unpickled. `overrides` (`seg.infer_scales=[1.0]`) change its
+        settings; `device` defaults to the config's `run.device` (auto)."""
+        saved = read_folder(folder, cls.kind, list(overrides))
+        network = cls.load(saved.config, saved.weights, saved.class_names)
+        saved.check_normalization(network)
+        device = select_device(device or saved.config.run.device)
+        return cls(network.to(device), saved.class_names, saved.config, saved.weights)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write `folder/model.safetensors` and `folder/config.json` (backbone, head, class
+        names, normalisation, inference settings): what `from_pretrained` needs, no run."""
+        return save_folder(folder, self.kind, self.network, self.class_names, self.config)
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
@@ -111,7 +156,7 @@ class TrainedNetwork:
 class CamModel(TrainedNetwork):
     """A trained CAM network, ready for images: `model(images)` gives their CAMs."""
 
-    stage = "cam"
+    stage, kind = "cam", "cam"
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
@@ -129,7 +174,7 @@ class CamModel(TrainedNetwork):
         config is the reference's: ResNet-38 at stride 8, the 20 VOC classes)."""
         cfg = config if isinstance(config, Config) else load_config(config)
         network = cls.load(cfg, Path(weights), class_names)
-        return cls(network.to(select_device(device)), class_names, cfg)
+        return cls(network.to(select_device(device)), class_names, cfg, Path(weights))
 
     @torch.no_grad()
     def __call__(
@@ -142,10 +187,7 @@ class CamModel(TrainedNetwork):
     ) -> CamResult | list[CamResult]:
         """CAMs of one image or a list, multi-scale + flip (the config's) by default, for the
         given classes (indices 1..K or names) or for those scored above `threshold`."""
-        many = isinstance(images, list | tuple)
-        results = [self._one(as_rgb(image), classes, scales, flip, threshold)
-                   for image in (images if many else [images])]  # fmt: skip
-        return results if many else results[0]
+        return _each(images, lambda rgb: self._one(rgb, classes, scales, flip, threshold))
 
     def _one(self, rgb, classes, scales, flip, threshold) -> CamResult:
         cam_cfg = self.config.cam
@@ -182,10 +224,45 @@ class CamModel(TrainedNetwork):
         return torch.sigmoid(logits)[0].cpu().numpy()
 
 
+class AffinityModel(TrainedNetwork):
+    """A trained AffinityNet: `model(images)` gives its features, `model.random_walk(result)`
+    the random-walk pseudo label of a CamResult (the pipeline's rw stage, for one image)."""
+
+    stage, kind = "aff", "affinity"
+
+    @staticmethod
+    def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
+        from ssenet.models.configured import load_affinity_model
+
+        return load_affinity_model(cfg, weights)
+
+    @torch.no_grad()
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """Features (448, ceil(H/s), ceil(W/s)) float32 of one image or a list, s the output
+        stride: grid cells i, j have the affinity exp(-mean |f_i - f_j|) the walk uses."""
+        return _each(images, lambda rgb: self._features(rgb).cpu().numpy())
+
+    def _features(self, rgb: np.ndarray) -> torch.Tensor:
+        from ssenet.randomwalk import affinity_features
+
+        batch = torch.from_numpy(rgb)[None]
+        return affinity_features(self.network, batch, self.config.model.output_stride)[0]
+
+    @torch.no_grad()
+    def random_walk(self, result: CamResult) -> np.ndarray:
+        """The (H, W) uint8 random-walk label of one image's CAMs: 0 or one of its classes,
+        with the config's `rw.*` settings and background score `cam.alpha`."""
+        from ssenet.stages.s4_random_walk import walk_label
+
+        stride = self.config.model.output_stride
+        features = self._features(result.image)
+        return walk_label(result.cams, result.classes, features, self.config, stride)
+
+
 class Segmenter(TrainedNetwork):
     """A trained segmentation network (DeepLab), ready for images: `segmenter(images)`."""
 
-    stage = "seg"
+    stage, kind = "seg", "segmentation"
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
@@ -201,15 +278,35 @@ class Segmenter(TrainedNetwork):
         and flip; `probabilities` gives the (C, H, W) class probabilities instead."""
         from ssenet.segmentation import multiscale_probs
 
-        many = isinstance(images, list | tuple)
         seg = self.config.seg
-        out = []
-        for image in images if many else [images]:
-            batch = torch.from_numpy(as_rgb(image))[None]
+
+        def one(rgb: np.ndarray) -> np.ndarray:
+            batch = torch.from_numpy(rgb)[None]
             probs = multiscale_probs(self.network, batch, seg.infer_scales, seg.infer_flip)[0]
             probs = probs.cpu().numpy()
-            out.append(probs if probabilities else probs.argmax(axis=0).astype(np.uint8))
-        return out if many else out[0]
+            return probs if probabilities else probs.argmax(axis=0).astype(np.uint8)
+
+        return _each(images, one)
+
+    def write_labels(
+        self,
+        images: str | os.PathLike | Sequence[str | os.PathLike],
+        out_dir: str | os.PathLike,
+    ) -> list[Path]:
+        """Predict a folder of images (every image in it) or a list of image files, no labels
+        needed, into `out_dir/<name>.png` (VOC palette, as `ssenet infer-seg` writes them);
+        returns the files written."""
+        if isinstance(images, str | os.PathLike):
+            from ssenet.data.folder import open_images
+
+            folder = open_images(images, self.class_names)
+            images = [folder.image_path(image_id) for image_id in folder.ids]
+        targets = [Path(out_dir) / f"{Path(path).stem}.png" for path in images]
+        if len(set(targets)) < len(targets):
+            raise SsenetError(f"{out_dir}: two of the images have one name; predict them apart")
+        for path, target in zip(images, targets, strict=True):
+            write_label_png(target, self(path))
+        return targets
 
 
 def pseudo_label(result: CamResult, alpha: float = 0.2, crf: bool = False) -> np.ndarray:

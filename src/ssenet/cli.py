@@ -153,16 +153,35 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
 
 
 def cmd_infer_seg(args: argparse.Namespace) -> int:
-    from ssenet.stages.s5_segmentation import infer_seg
+    from ssenet.predict import predict_seg
 
-    cfg = _load(args)
-    out = Path(args.out or _layout(cfg, args).stage("seg"))
-    weights = args.weights or out / "model.pth"
-    result = infer_seg(
-        cfg, weights, out, args.list, _shard(args), progress=not args.no_progress
-    )
+    network = _pretrained_segmenter(args)
+    if network is None:
+        cfg = _load(args)
+        out = Path(args.out or _layout(cfg, args).stage("seg"))
+        weights, model, names = args.weights or out / "model.pth", None, None
+    else:
+        cfg, out, weights = network.config, Path(args.out), network.weights
+        model, names = network.network, network.class_names
+    result = predict_seg(cfg, weights, out, args.list, args.images, args.voc_split, _shard(args),
+                         not args.no_progress, model, names)  # fmt: skip
     print(f"{result['computed']} of {result['images']} labels computed in {result['label_dir']}")
+    if "voc_root" in result:
+        print(f"VOC 2012 layout (torchvision VOCSegmentation, root {out}): {result['voc_root']}")
     return 0
+
+
+def _pretrained_segmenter(args: argparse.Namespace):
+    """`--pretrained DIR`'s Segmenter (None without it): it replaces --config and --weights."""
+    if not args.pretrained:
+        if not args.config:
+            raise SsenetError("infer-seg: give --config FILE (a run's) or --pretrained DIR")
+        return None
+    if args.config or args.weights or not args.out:
+        raise SsenetError("infer-seg: --pretrained DIR takes --out OUT, not --config or --weights")
+    from ssenet.api import Segmenter
+
+    return Segmenter.from_pretrained(args.pretrained, overrides=args.overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -283,9 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     train_seg.add_argument("--out", help="output directory (default: RUN/seg)")
 
     infer_seg = sub.add_parser("infer-seg", help="multi-scale DeepLab predictions as PNGs")
-    _add_config_args(infer_seg)
+    _add_config_args(infer_seg, required=False)
+    infer_seg.add_argument("--pretrained", help="a save_pretrained folder, instead of --config")
     infer_seg.add_argument("--weights", help="segmentation weights (default: OUT/model.pth)")
-    infer_seg.add_argument("--list", help="image list (default: data.val_list)")
+    infer_seg.add_argument("--list", help="image list (default: data.val_list); no labels needed")
+    infer_seg.add_argument("--images", help="predict every image of this folder instead")
+    infer_seg.add_argument(
+        "--voc-split", choices=("train", "trainval", "val"),
+        help="also lay OUT out as the VOC 2012 root torchvision's VOCSegmentation reads",
+    )  # fmt: skip
     infer_seg.add_argument("--out", help="output directory (default: RUN/seg)")
     infer_seg.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
 

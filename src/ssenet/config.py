@@ -401,3 +401,16 @@ def validate(config: Config) -> None:
 def dump_config(config: Config) -> str:
     """The fully resolved config as YAML (tuples written as lists)."""
     return yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False)
+
+
+def config_from_mapping(
+    data: dict[str, Any], source: str, overrides: list[str] | None = None
+) -> Config:
+    """Defaults, then `data` ({section: {key: value}}, what a YAML config holds), then the
+    overrides; errors name `source`, as they name a YAML file."""
+    config = Config()
+    _apply(config, data, source)
+    if overrides:
+        _apply(config, parse_overrides(overrides), "override")
+    validate(config)
+    return config

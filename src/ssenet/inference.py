@@ -39,20 +39,31 @@ class ImageWork:
 
 
 def image_work(
-    cfg: Config, list_name: str, shard: tuple[int, int], done: Callable[[str], bool]
+    cfg: Config,
+    list_name: str,
+    shard: tuple[int, int],
+    done: Callable[[str], bool],
+    dataset: SegmentationDataset | None = None,
+    image_labels: bool = True,
 ) -> ImageWork:
-    """Open `list_name`, keep every n-th image from the k-th (`shard=(k, n)`), and find the ids
-    whose outputs are not `done` (an interrupted or changed run redoes exactly those)."""
-    dataset, ids = owned_images(cfg, list_name, shard)
+    """Open `list_name` (or take `dataset`), keep every n-th image from the k-th
+    (`shard=(k, n)`), and find the ids whose outputs are not `done` (an interrupted or changed
+    run redoes exactly those). `image_labels=False` opens a list that has none (VOC `test`)."""
+    dataset, ids = owned_images(cfg, list_name, shard, dataset, image_labels)
     return ImageWork(dataset, ids, [i for i in ids if not done(i)])
 
 
 def owned_images(
-    cfg: Config, list_name: str, shard: tuple[int, int]
+    cfg: Config,
+    list_name: str,
+    shard: tuple[int, int],
+    dataset: SegmentationDataset | None = None,
+    image_labels: bool = True,
 ) -> tuple[SegmentationDataset, list[str]]:
-    """The dataset of `list_name` and the ids of it that shard (k, n) owns: every n-th from the
-    k-th, so shards are disjoint and together cover the list."""
-    dataset = open_split(cfg.data, list_name)
+    """The dataset of `list_name` (unless given) and the ids of it that shard (k, n) owns: every
+    n-th from the k-th, so shards are disjoint and together cover the list."""
+    if dataset is None:
+        dataset = open_split(cfg.data, list_name, image_labels=image_labels)
     return dataset, take_shard(list(dataset.ids), *shard)
 
 

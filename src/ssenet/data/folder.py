@@ -1,4 +1,5 @@
-"""A user's own data: a folder of images plus a `<image> <class> [<class> ...]` label file."""
+"""A user's own data: a folder of images plus a `<image> <class> [<class> ...]` label file, or
+a folder of images alone, to predict."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ssenet.data.datasets import (
     load_class_names,
     read_label_file,
 )
+from ssenet.data.palette import VOC_CLASSES
 from ssenet.errors import SsenetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -55,6 +57,37 @@ def open_folder(
     return SegmentationDataset(root, ids, names, image_paths, labels, masks)
 
 
+def open_images(
+    image_dir: PathLike, class_names: Sequence[str] | PathLike | None = None
+) -> SegmentationDataset:
+    """Every image of a folder (not its subfolders), in name order, with no labels or masks:
+    images to predict. Ids are the file names without suffix; `class_names` (background
+    first, default the 21 VOC names) are those of the network that predicts."""
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise SsenetError(f"{root}: image folder not found")
+    by_stem = _images_by_stem(root)
+    if not by_stem:
+        raise SsenetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    repeated = next((names for names in by_stem.values() if len(names) > 1), None)
+    if repeated:
+        raise SsenetError(
+            f"{root}: images {', '.join(repeated)} would write one prediction; rename one"
+        )
+    paths = {stem: root / names[0] for stem, names in by_stem.items()}
+    names = load_class_names(class_names, VOC_CLASSES)
+    return SegmentationDataset(root, list(paths), names, paths, dict.fromkeys(paths, ()))
+
+
+def _images_by_stem(root: Path) -> dict[str, list[str]]:
+    """File stem -> the image files of `root` with that stem, in name order."""
+    by_stem: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(root)):
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES and (root / name).is_file():
+            by_stem.setdefault(Path(name).stem, []).append(name)
+    return by_stem
+
+
 def _label_path(root: Path, label_file: PathLike | None) -> Path:
     if label_file is None:
         raise SsenetError(f"{root}: folder data need a label file (data.label_file)")
@@ -73,11 +106,7 @@ def _collected_names(entries: Sequence[LabelLine]) -> list[str]:
 
 def _resolve_images(root: Path, entries: Sequence[LabelLine], label_path: Path) -> dict[str, Path]:
     """Id -> image file for each label line, in file order."""
-    by_stem: dict[str, list[str]] = {}
-    # One listing of the folder instead of a stat per line and suffix.
-    for name in sorted(os.listdir(root)):
-        if Path(name).suffix.lower() in IMAGE_SUFFIXES and (root / name).is_file():
-            by_stem.setdefault(Path(name).stem, []).append(name)
+    by_stem = _images_by_stem(root)  # one listing instead of a stat per line and suffix
     files = {name for names in by_stem.values() for name in names}
     paths: dict[str, Path] = {}
     first_line: dict[str, int] = {}

@@ -7,19 +7,26 @@ from pathlib import Path
 from ssenet.config import DataConfig
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.folder import open_folder
-from ssenet.data.voc import open_voc, read_id_list
+from ssenet.data.voc import open_voc, read_id_list, voc_class_names
 from ssenet.errors import SsenetError
 
 # The data kinds `data.kind` may name, each opened by `open_split`.
 KINDS = ("voc", "folder")
 
 
-def open_split(cfg: DataConfig, list_name: str) -> SegmentationDataset:
-    """VOC: `list_name` is a split of ImageSets/Segmentation. Folder data: `all` or an id file."""
+def open_split(
+    cfg: DataConfig, list_name: str, image_labels: bool = True
+) -> SegmentationDataset:
+    """VOC: `list_name` is a split of ImageSets/Segmentation. Folder data: `all` or an id file.
+
+    `image_labels=False` (VOC): a list without masks or image-level labels (VOC 2012 `test`)
+    opens too, every image without labels; folder data always read their label file.
+    """
     if cfg.kind == "voc":
         return open_voc(
-            cfg.root, split=list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir
-        )
+            cfg.root, split=list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir,
+            image_labels=image_labels,
+        )  # fmt: skip
     dataset = open_folder(
         cfg.root, cfg.label_file, class_names=cfg.class_names, mask_dir=cfg.mask_dir
     )
@@ -33,3 +40,10 @@ def open_split(cfg: DataConfig, list_name: str) -> SegmentationDataset:
     if unknown:
         raise SsenetError(f"{path}: ids not in {cfg.label_file}: {', '.join(unknown[:5])}")
     return dataset.subset(ids)
+
+
+def data_class_names(cfg: DataConfig) -> tuple[str, ...]:
+    """The class names (background first) of the data a config describes; VOC reads no list."""
+    if cfg.kind == "voc":
+        return voc_class_names(cfg.root, cfg.class_names)
+    return open_folder(cfg.root, cfg.label_file, class_names=cfg.class_names).class_names

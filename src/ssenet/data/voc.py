@@ -45,28 +45,41 @@ def open_voc(
     class_names: Sequence[str] | PathLike | None = None,
     mask_dir: PathLike | None = None,
     label_cache: bool = True,
+    image_labels: bool = True,
 ) -> SegmentationDataset:
     """Open the image list `ImageSets/Segmentation/<split>.txt` of a VOC-layout root.
 
     `class_names`: a sequence or a text file (background first); default `root/class_names.txt`
     when present, else the 21 VOC names. `mask_dir` (relative to the root, or absolute) forces
     one mask directory; by default each id takes SBD's `SegmentationClassAug` mask when there is
-    one, else `SegmentationClass` (see `SegmentationDataset.mask_source`).
+    one, else `SegmentationClass` (see `SegmentationDataset.mask_source`). `image_labels=False`
+    reads no image-level labels (every image gets none), for lists that have neither masks nor
+    labels, such as VOC 2012 `test`: enough to predict, not to train.
     """
     root = Path(root)
     if not root.is_dir():
         raise SsenetError(
             f"{root}: VOC root not found (expected {IMAGE_DIR}/, {VOC_MASK_DIR}/ and {LIST_DIR}/)"
         )
-    if class_names is None and (root / CLASS_NAMES).is_file():
-        class_names = root / CLASS_NAMES
-    names = load_class_names(class_names, VOC_CLASSES)
+    names = voc_class_names(root, class_names)
     list_path = _list_path(root, split)
     lines = read_id_list(list_path)
     image_paths = _image_paths(root, lines, list_path)
     mask_paths = _mask_paths(root, [i for i, _ in lines], mask_dir)
-    labels = _labels(root, lines, list_path, image_paths, mask_paths, names, label_cache)
+    if image_labels:
+        labels = _labels(root, lines, list_path, image_paths, mask_paths, names, label_cache)
+    else:
+        labels = {image_id: () for image_id, _ in lines}
     return SegmentationDataset(root, [i for i, _ in lines], names, image_paths, labels, mask_paths)
+
+
+def voc_class_names(
+    root: PathLike, class_names: Sequence[str] | PathLike | None = None
+) -> tuple[str, ...]:
+    """`class_names` when given, else `root/class_names.txt` when present, else the VOC names."""
+    if class_names is None and (Path(root) / CLASS_NAMES).is_file():
+        class_names = Path(root) / CLASS_NAMES
+    return load_class_names(class_names, VOC_CLASSES)
 
 
 def available_splits(root: PathLike) -> list[str]:

@@ -164,6 +164,8 @@ def infer_seg(
     list_name: str | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    dataset: SegmentationDataset | None = None,
+    model: nn.Module | None = None,
 ) -> dict:
     """Write the predicted label map `out_dir/labels/<id>.png` (VOC palette) for every image.
 
@@ -171,16 +173,20 @@ def infer_seg(
     average, then the dense CRF when `seg.crf`. Labels with the stamp they would get now
     (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new weights or
     settings remake them; `shard=(k, n)` processes every n-th image from the k-th.
+    No image-level labels are needed (VOC `test` has none); `dataset` (e.g. a folder's
+    `open_images`) replaces the list, `model` is the network of `weights` already loaded.
     """
     _check_infer_config(cfg)
     label_dir = Path(out_dir) / "labels"
     made_from = seg_label_stamp(cfg, weights)
     work = image_work(cfg, list_name or cfg.data.val_list, shard,
-                      lambda i: is_current(label_dir / f"{i}.png", made_from))  # fmt: skip
+                      lambda i: is_current(label_dir / f"{i}.png", made_from), dataset,
+                      image_labels=False)  # fmt: skip
     if work.todo:
         set_threads(cfg.run.threads)
-        device = select_device(cfg.run.device)
-        model = load_seg_model(cfg, weights, work.dataset.num_classes).to(device)
+        if model is None:
+            device = select_device(cfg.run.device)
+            model = load_seg_model(cfg, weights, work.dataset.num_classes).to(device)
         refine = _crf_function() if cfg.seg.crf else None
         for batch in work_batches(cfg, work, cfg.seg.infer_batch, "infer seg", progress):
             images = torch.stack([image for _, image, _ in batch])
