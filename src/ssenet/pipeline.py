@@ -32,6 +32,7 @@ from ssenet.cam import (
 )
 from ssenet.camfile import cams_to_label
 from ssenet.config import Config, dump_config
+from ssenet.data.coco import coco_mask_dir
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
@@ -48,7 +49,10 @@ SUMMARY_KEYS = ("miou", "mfn", "mfp")
 
 
 def gt_dir(cfg: Config) -> Path:
-    """Where ground truth for scoring pseudo labels lives: VOC's SegmentationClass by default."""
+    """Where ground truth for scoring lives: VOC's SegmentationClass by default; for COCO the
+    folder its reader writes the masks of both splits to."""
+    if cfg.data.kind == "coco":
+        return coco_mask_dir(cfg.data.root, cfg.data.mask_dir)
     return Path(cfg.data.root) / (cfg.data.mask_dir or "SegmentationClass")
 
 

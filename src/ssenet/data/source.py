@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssenet.config import DataConfig
+from ssenet.data.coco import open_coco
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.folder import open_folder
 from ssenet.data.voc import open_voc, read_id_list
@@ -12,7 +13,10 @@ from ssenet.errors import SsenetError
 
 
 def open_split(cfg: DataConfig, list_name: str) -> SegmentationDataset:
-    """VOC: `list_name` is a split of ImageSets/Segmentation. Folder data: `all` or an id file."""
+    """VOC: `list_name` is a split of ImageSets/Segmentation. COCO: train2014, val2014 (or an
+    alias, see `ssenet.data.coco`) or an id file. Folder data: `all` or an id file."""
+    if cfg.kind == "coco":
+        return open_coco(cfg.root, list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir)
     if cfg.kind == "voc":
         return open_voc(
             cfg.root, split=list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir
