@@ -23,16 +23,18 @@ from ssenet.errors import SsenetError
 
 @dataclass
 class DataConfig:
-    kind: str = "voc"  # voc | folder
-    root: str = "VOCdevkit/VOC2012"  # VOC root, or the image folder for kind=folder
+    kind: str = "voc"  # voc | folder | coco
+    root: str = "VOCdevkit/VOC2012"  # VOC or COCO 2014 root, or the image folder for kind=folder
     label_file: str | None = None  # kind=folder: "<image> <class> [<class> ...]" per line
     class_names: str | None = None  # a text file, background first; VOC names when unset
     mask_dir: str | None = None  # ground truth for evaluation; VOC: SegmentationClass
+    # (coco: where the masks made from the annotations are cached; default ssenet_masks)
     train_list: str = "train_aug"  # CAM and AffinityNet training
     infer_list: str = "train"  # where pseudo labels are made and scored (VOC train, as the paper)
     val_list: str = "val"  # held out: classifier quality and the segmentation network
-    # Refuse to score pseudo labels against SBD masks or on train_aug / val (VOC only): the
-    # paper scores them on VOC train against SegmentationClass. false scores anyway.
+    # Refuse to score pseudo labels against SBD masks or on train_aug / val (VOC), or on val2014
+    # (COCO): the paper scores them on VOC train against SegmentationClass, the COCO literature
+    # on train2014. false scores anyway.
     eval_guard: bool = True
 
 

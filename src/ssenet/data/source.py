@@ -5,23 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssenet.config import DataConfig
+from ssenet.data.coco import open_coco
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.folder import open_folder
 from ssenet.data.voc import open_voc, read_id_list, voc_class_names
 from ssenet.errors import SsenetError
 
 # The data kinds `data.kind` may name, each opened by `open_split`.
-KINDS = ("voc", "folder")
+KINDS = ("voc", "folder", "coco")
 
 
 def open_split(
     cfg: DataConfig, list_name: str, image_labels: bool = True
 ) -> SegmentationDataset:
-    """VOC: `list_name` is a split of ImageSets/Segmentation. Folder data: `all` or an id file.
+    """VOC: `list_name` is a split of ImageSets/Segmentation. COCO: train2014, val2014 (or an
+    alias, see `ssenet.data.coco`) or an id file. Folder data: `all` or an id file.
 
     `image_labels=False` (VOC): a list without masks or image-level labels (VOC 2012 `test`)
     opens too, every image without labels; folder data always read their label file.
     """
+    if cfg.kind == "coco":
+        return open_coco(cfg.root, list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir)
     if cfg.kind == "voc":
         return open_voc(
             cfg.root, split=list_name, class_names=cfg.class_names, mask_dir=cfg.mask_dir,
@@ -46,4 +50,6 @@ def data_class_names(cfg: DataConfig) -> tuple[str, ...]:
     """The class names (background first) of the data a config describes; VOC reads no list."""
     if cfg.kind == "voc":
         return voc_class_names(cfg.root, cfg.class_names)
+    if cfg.kind == "coco":  # the annotation file's categories
+        return open_split(cfg, cfg.val_list).class_names
     return open_folder(cfg.root, cfg.label_file, class_names=cfg.class_names).class_names

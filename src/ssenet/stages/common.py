@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ssenet.config import Config
+from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
 from ssenet.evaluation import evaluate_label_dirs, write_json
 from ssenet.evaluation_guard import check_pseudo_label_eval
@@ -17,7 +18,10 @@ SUMMARY_KEYS = ("miou", "mfn", "mfp")
 
 
 def gt_dir(cfg: Config) -> Path:
-    """Where ground truth for scoring pseudo labels lives: VOC's SegmentationClass by default."""
+    """Where ground truth for scoring lives: VOC's SegmentationClass by default; for COCO the
+    folder its reader writes the masks of both splits to."""
+    if cfg.data.kind == "coco":
+        return coco_mask_dir(cfg.data.root, cfg.data.mask_dir)
     return Path(cfg.data.root) / (cfg.data.mask_dir or "SegmentationClass")
 
 
