@@ -199,7 +199,7 @@ def test_second_open_reads_the_index_only(root: Path, monkeypatch) -> None:
     def refuse(path):
         raise AssertionError(f"the annotation file {path} was read again")
 
-    monkeypatch.setattr(coco, "_load_annotations", refuse)
+    monkeypatch.setattr(coco, "load_annotations", refuse)
     again = open_coco(root, "train2014")
     assert again.ids == first.ids and mask.stat().st_mtime_ns == before
     assert [again.labels(i).tolist() for i in again.ids] == [
