@@ -21,8 +21,8 @@ from ssenet.data.datasets import ImageListDataset
 from ssenet.data.palette import read_label_png, voc_palette
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.evaluation import evaluate_label_dirs
-from ssenet.evaluation_guard import check_pseudo_label_eval, pseudo_label_eval_problem
+from ssenet.evaluation.guard import check_pseudo_label_eval, pseudo_label_eval_problem
+from ssenet.evaluation.metrics import evaluate_label_dirs
 from ssenet.pipeline import preflight
 from ssenet.stages.common import gt_dir, missing_ground_truth
 

@@ -22,7 +22,7 @@ from ssenet.dryrun import (
     steps_per_epoch,
 )
 from ssenet.errors import SsenetError
-from ssenet.evaluation_guard import check_eval_gt_dir, pseudo_label_eval_problem
+from ssenet.evaluation.guard import check_eval_gt_dir, pseudo_label_eval_problem
 from ssenet.models import build_backbone, build_cam_model
 from ssenet.stages.common import score_labels
 

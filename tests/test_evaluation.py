@@ -11,15 +11,15 @@ from ssenet.cam_labels import cams_to_label
 from ssenet.camfile import save_cams
 from ssenet.cli import main
 from ssenet.data.palette import VOC_CLASSES, write_label_png
+from ssenet.data.voc import read_ids
 from ssenet.errors import SsenetError
-from ssenet.evaluation import (
+from ssenet.evaluation.metrics import (
     ConfusionMeter,
     evaluate_label_dirs,
     format_table,
-    read_id_list,
     sweep_cam_thresholds,
-    write_json,
 )
+from ssenet.fileio import write_json
 
 # A 2x3 toy with 3 classes; the last pixel is ignored (255).
 #   gt   = 0 0 1      pred = 0 1 1
@@ -224,23 +224,23 @@ def test_sweep_rejects_bad_cams(tmp_path):
         sweep_cam_thresholds(tmp_path / "cams", tmp_path / "gt", ["sq"], 2, [])
 
 
-def test_read_id_list(tmp_path):
+def test_read_ids_one_reader_for_every_list(tmp_path):
+    """`ssenet eval --list` reads lists like `ssenet run` does (DeepLab-style lines included)."""
     path = tmp_path / "ids.txt"
     path.write_text("2007_000032\n\n  2007_000039 \n2007_000063\n")
-    assert read_id_list(path) == ["2007_000032", "2007_000039", "2007_000063"]
+    assert read_ids(path) == ["2007_000032", "2007_000039", "2007_000063"]
     with pytest.raises(SsenetError, match="nope.txt: id list not found"):
-        read_id_list(tmp_path / "nope.txt")
+        read_ids(tmp_path / "nope.txt")
     path.write_text("a\nb\n", encoding="utf-8-sig")  # a leading byte-order mark is dropped
-    assert read_id_list(path) == ["a", "b"]
+    assert read_ids(path) == ["a", "b"]
     path.write_text("a\n/JPEGImages/b.jpg /SegmentationClassAug/b.png\n")
-    with pytest.raises(SsenetError, match="ids.txt:2: expected one image id per line"):
-        read_id_list(path)
+    assert read_ids(path) == ["a", "b"]
     path.write_text("a\nb\na\n")
-    with pytest.raises(SsenetError, match="ids.txt:3: image id 'a' is listed twice"):
-        read_id_list(path)
+    with pytest.raises(SsenetError, match=r"ids.txt, line 3: duplicate id 'a' \(first on line 1"):
+        read_ids(path)
     path.write_text("\n \n")
-    with pytest.raises(SsenetError, match="id list is empty"):
-        read_id_list(path)
+    with pytest.raises(SsenetError, match="the image list is empty"):
+        read_ids(path)
 
 
 def test_write_json_is_strict_and_indented(tmp_path):

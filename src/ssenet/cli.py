@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ssenet.evaluate_cli import run_eval
+    from ssenet.evaluation.command import run_eval
 
     return run_eval(args)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import re
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ssenet.errors import SsenetError
 
@@ -106,3 +110,26 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
         finally:
             handle.seek(0)
             handle.truncate()
+
+
+def _jsonable(obj: object) -> object:
+    """Plain JSON values: numpy scalars/arrays to Python, nan and inf to null (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    """Write `obj` as indented strict JSON, atomically (nan becomes null)."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
+    write_text_atomic(path, text + "\n")

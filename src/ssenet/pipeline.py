@@ -11,8 +11,7 @@ from pathlib import Path
 from ssenet.config import Config, dump_config
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.evaluation import write_json
-from ssenet.fileio import remove_stale_temporaries, run_lock, write_text_atomic
+from ssenet.fileio import remove_stale_temporaries, run_lock, write_json, write_text_atomic
 from ssenet.runtime import rank_shard
 from ssenet.stages import STAGES, RunLayout, stage_lists
 from ssenet.stages.common import check_pseudo_label_scoring, gt_dir, missing_ground_truth, summary

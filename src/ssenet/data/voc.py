@@ -101,6 +101,13 @@ def _list_path(root: Path, split: str) -> Path:
     return path
 
 
+def read_ids(path: PathLike) -> list[str]:
+    """The ids of an image-list file (see `read_id_list`), naming the file when it is missing."""
+    if not Path(path).is_file():
+        raise SsenetError(f"{path}: id list not found")
+    return [image_id for image_id, _ in read_id_list(path)]
+
+
 def read_id_list(path: PathLike) -> list[tuple[str, int]]:
     """(id, line number) per non-blank line of a VOC image list.
 

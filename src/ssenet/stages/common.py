@@ -11,8 +11,9 @@ import torch
 from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
-from ssenet.evaluation import evaluate_label_dirs, write_json
-from ssenet.evaluation_guard import check_pseudo_label_eval
+from ssenet.evaluation.guard import check_pseudo_label_eval
+from ssenet.evaluation.metrics import evaluate_label_dirs
+from ssenet.fileio import write_json
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
 

@@ -23,7 +23,8 @@ from ssenet.data.datasets import CamTrainDataset, SegmentationDataset
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
-from ssenet.evaluation import sweep_cam_thresholds, write_json
+from ssenet.evaluation.metrics import sweep_cam_thresholds
+from ssenet.fileio import write_json
 from ssenet.inference import owned_images
 from ssenet.models.configured import build_cam_from_config, load_cam_model
 from ssenet.provenance import config_values, is_current, stamp, weights_stamp

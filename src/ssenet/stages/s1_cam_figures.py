@@ -14,7 +14,8 @@ from ssenet.cam_labels import cams_to_label
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
-from ssenet.evaluation import ConfusionMeter, write_json
+from ssenet.evaluation.metrics import ConfusionMeter
+from ssenet.fileio import write_json
 from ssenet.models.configured import load_cam_model
 from ssenet.multilabel import classification_report
 from ssenet.provenance import cached_json, config_values, record_json_stamp, stamp, weights_stamp

@@ -6,15 +6,11 @@ import argparse
 from pathlib import Path
 
 from ssenet.data.palette import VOC_CLASSES
+from ssenet.data.voc import read_ids
 from ssenet.errors import SsenetError
-from ssenet.evaluation import (
-    evaluate_label_dirs,
-    format_table,
-    read_id_list,
-    sweep_cam_thresholds,
-    write_json,
-)
-from ssenet.evaluation_guard import check_eval_gt_dir
+from ssenet.evaluation.guard import check_eval_gt_dir
+from ssenet.evaluation.metrics import evaluate_label_dirs, format_table, sweep_cam_thresholds
+from ssenet.fileio import write_json
 
 
 def _class_names(path: str | None) -> list[str]:
@@ -35,7 +31,7 @@ def _class_names(path: str | None) -> list[str]:
 
 def _ids(args: argparse.Namespace, directory: Path, suffix: str) -> list[str]:
     if args.list:
-        return read_id_list(args.list)
+        return read_ids(args.list)
     # Hidden names are never images: the temporary files of an interrupted write start with ".".
     ids = sorted(p.stem for p in directory.glob(f"*{suffix}") if not p.name.startswith("."))
     if not ids:

@@ -18,7 +18,6 @@ Conventions for classes without evidence (stated because small runs hit them):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -28,10 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ssenet.camfile import load_cams
-from ssenet.data.datasets import check_id
 from ssenet.data.palette import IGNORE_INDEX, read_label_png
 from ssenet.errors import SsenetError
-from ssenet.fileio import write_text_atomic
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -226,57 +223,6 @@ def sweep_cam_thresholds(
         "best_miou": best["miou"],
         "images": len(ids),
     }
-
-
-def read_id_list(path: str | os.PathLike) -> list[str]:
-    """Image ids, one per line; blank lines are skipped; spaces inside a line, repeats and ids
-    that are not plain file names (`../x`) are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise SsenetError(f"{path}: id list not found")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is dropped
-    except (OSError, UnicodeDecodeError) as err:
-        raise SsenetError(f"{path}: cannot read id list ({err})") from err
-    ids: list[str] = []
-    seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        image_id = line.strip()
-        if not image_id:
-            continue
-        if len(image_id.split()) > 1:
-            raise SsenetError(f"{path}:{number}: expected one image id per line, got {line!r}")
-        check_id(image_id, path, number)  # ids name files inside the folders: no "../"
-        if image_id in seen:
-            raise SsenetError(f"{path}:{number}: image id {image_id!r} is listed twice")
-        seen.add(image_id)
-        ids.append(image_id)
-    if not ids:
-        raise SsenetError(f"{path}: id list is empty")
-    return ids
-
-
-def _jsonable(obj: object) -> object:
-    """Plain JSON values: numpy scalars/arrays to Python, nan and inf to null (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: object) -> None:
-    """Write `obj` as indented strict JSON, atomically (nan becomes null)."""
-    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
-    write_text_atomic(path, text + "\n")
 
 
 def _fmt(value: float | None, digits: int) -> str:
