@@ -23,9 +23,6 @@ from ssenet.runtime import (
     inference_batch_size,
 )
 
-# `cam.method`: the plain classification loss, or SSENet's two branches with the SER term.
-METHODS = ("ssenet", "baseline")
-
 
 def upsampled_cam(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The CAM bilinearly upsampled to the input size, as the reference trains it."""

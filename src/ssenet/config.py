@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from ssenet.choices import CHOICE_KEYS
 from ssenet.equivariance import transform_steps
 from ssenet.errors import SsenetError
 
@@ -315,38 +316,10 @@ def load_config(
     return config
 
 
-def choice_keys() -> dict[str, tuple]:
-    """Every choice-valued key and its allowed values, read from the module that implements
-    the choice (so a new backbone, head or optimizer is allowed where it is defined)."""
-    # Imported here, not at the top: these modules import the config themselves.
-    from ssenet.cam import METHODS
-    from ssenet.crf import BACKENDS
-    from ssenet.data.source import KINDS
-    from ssenet.models import BACKBONES, OUTPUT_STRIDES
-    from ssenet.models.deeplab import HEADS
-    from ssenet.randomwalk import BACKGROUNDS
-    from ssenet.runtime import AMP_MODES
-    from ssenet.trainer import OPTIMIZERS
-
-    return {
-        "data.kind": KINDS,
-        "cam.method": METHODS,
-        "cam.optimizer": OPTIMIZERS,
-        "aff.optimizer": OPTIMIZERS,
-        "seg.optimizer": OPTIMIZERS,
-        "seg.head": HEADS,
-        "crf.backend": BACKENDS,
-        "rw.background": BACKGROUNDS,
-        "run.amp": AMP_MODES,
-        "model.output_stride": OUTPUT_STRIDES,
-        "model.backbone": BACKBONES,
-    }
-
-
 def validate(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     cam = config.cam
-    for key, allowed in choice_keys().items():
+    for key, allowed in CHOICE_KEYS.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in allowed:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssenet.choices import RW_BACKGROUNDS
 from ssenet.errors import SsenetError
 from ssenet.multiscale import normalized_pixels
 from ssenet.runtime import autocast
@@ -267,8 +268,7 @@ def dense_random_walk(
     return (scores.to(dtype).reshape(channels, -1) @ trans).reshape(channels, height, width)
 
 
-# `rw.background`: how the background score of the walked stack is made (see `score_stack`).
-BACKGROUNDS = ("constant", "power")
+BACKGROUNDS = RW_BACKGROUNDS  # how the background score of the walked stack is made
 
 
 def score_stack(

@@ -32,8 +32,6 @@ def select_device(spec: str = "auto") -> torch.device:
     return device
 
 
-# `run.amp`: full precision, or autocast to bfloat16 / float16.
-AMP_MODES = ("off", "bf16", "fp16")
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

@@ -39,10 +39,6 @@ from ssenet.tensorboard import open_writer
 # new-head weights, new-head biases (their lr multipliers are the config's `lr_multipliers`).
 GROUP_DECAYS = (True, False, True, False)
 
-# What `build_optimizer` makes: the reference's SGD (weight decay passed as momentum), plain SGD
-# with momentum, AdamW.
-OPTIMIZERS = ("psa_sgd", "sgd", "adamw")
-
 
 def prepare_training(run) -> tuple[torch.device, DistInfo]:
     """Threads, device, process group, then seeds: the start every training stage shares.

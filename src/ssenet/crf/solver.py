@@ -19,12 +19,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ssenet.choices import CRF_BACKENDS
 from ssenet.crf.params import CrfParams, CrfSettings, check_params
 from ssenet.crf.pydensecrf_backend import dense_crf_pydensecrf, pydensecrf_available
 from ssenet.crf.torch_backend import dense_crf_torch
 from ssenet.errors import SsenetError
 
-BACKENDS = ("auto", "pydensecrf", "torch")
+BACKENDS = CRF_BACKENDS
 
 
 def resolve_backend(backend: str) -> str:

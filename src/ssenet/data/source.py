@@ -11,9 +11,6 @@ from ssenet.data.folder import open_folder
 from ssenet.data.voc import open_voc, read_id_list, voc_class_names
 from ssenet.errors import SsenetError
 
-# The data kinds `data.kind` may name, each opened by `open_split`.
-KINDS = ("voc", "folder", "coco")
-
 
 def open_split(
     cfg: DataConfig, list_name: str, image_labels: bool = True

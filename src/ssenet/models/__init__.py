@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+from ssenet.choices import BACKBONES, OUTPUT_STRIDES
 from ssenet.errors import SsenetError
 from ssenet.models.backbone import Backbone
 from ssenet.models.heads import AffinityNet, CamNet
 from ssenet.models.weights import load_mxnet_params, load_weights, read_state_dict
-
-BACKBONES = ("resnet38", "resnet50", "resnet101", "efficientnet_lite0")
-OUTPUT_STRIDES = (8, 16)
 
 __all__ = [
     "BACKBONES", "OUTPUT_STRIDES", "AffinityNet", "Backbone", "CamNet", "build_affinity_model",

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ssenet.choices import SEG_HEADS
 from ssenet.config import ModelConfig
 from ssenet.errors import SsenetError
 from ssenet.models import build_backbone, load_weights
 
-HEADS = ("deeplabv2", "deeplabv3")
+HEADS = SEG_HEADS
 
 
 Groups = tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]
