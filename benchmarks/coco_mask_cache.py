@@ -115,14 +115,14 @@ def rasteriser(root: Path):
     """A function making every mask in memory from annotations loaded (and indexed) beforehand."""
     path = root / "annotations" / "instances_train2014.json"
     data = json.loads(path.read_text())
-    index = coco._coco_index(data)
+    index = coco.coco_index(data)
     ids = sorted(c["id"] for c in data["categories"])
     class_of = {cat_id: k for k, cat_id in enumerate(ids, start=1)}
 
     def run() -> None:
         for info in data["images"]:
             anns = index.imgToAnns.get(info["id"], [])
-            coco._semantic_mask(index, info, anns, class_of, path)
+            coco.semantic_mask(index, info, anns, class_of, path)
 
     return run
 
@@ -142,7 +142,7 @@ def main() -> None:
     write_dataset(root, args.images, args.width, args.height, args.seed)
     annotation = root / "annotations" / "instances_train2014.json"
     per_k = 1000 / args.images
-    json_time = best(args.repeats, lambda: coco._load_annotations(annotation))
+    json_time = best(args.repeats, lambda: coco.load_annotations(annotation))
     start = time.perf_counter()
     dataset = coco.open_coco(root, "train2014")
     build = time.perf_counter() - start
