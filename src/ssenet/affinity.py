@@ -1,8 +1,9 @@
-"""Stage 3: AffinityNet -- affinity labels from the CRF scores, pair sampling, loss and training.
+"""AffinityNet's learning problem: affinity labels from CRF scores, pairs, loss, augmentation.
 
 The labels follow the reference (psa `VOC12AffDataset`): the la/ha score stacks are cropped and
 flipped together with the image at full resolution, block-averaged by the feature stride, and
 only then turned into a label map, so the label sees exactly the pixels the network sees.
+Training it on a run's CRF scores is `ssenet.stages.s3_affinity`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Stage 1: train the CAM network (baseline or SSENet) and infer multi-scale CAMs."""
+"""The CAM network's objective (baseline, or SSENet's two branches with the SER term) and
+multi-scale + flip CAM inference; the stage that trains and runs it: `ssenet.stages.s1_cam`."""
 
 from __future__ import annotations
 

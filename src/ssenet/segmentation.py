@@ -1,10 +1,5 @@
-"""Stage 5: a DeepLab segmentation network trained on the pseudo labels, and its inference.
-
-None of the reference repositories ship this step; the recipe is the usual DeepLab one: the
-configured backbone with a DeepLab-v2 ASPP (a sum of dilated 3x3 convs) or torchvision's
-DeepLab-v3 head, cross entropy ignoring 255, poly lr, random scale / crop / flip; at test time
-multi-scale + flip softmax averaging and an optional dense CRF.
-"""
+"""DeepLab's loss (cross entropy ignoring 255) and its multi-scale + flip class probabilities;
+the network is `ssenet.models.deeplab`, the stage `ssenet.stages.s5_segmentation`."""
 
 from __future__ import annotations
 
