@@ -109,3 +109,22 @@ def test_override_values_are_yaml():
         "cam": {"eta": 0.5},
         "model": {"weights": None},
     }
+
+
+def test_choices_are_one_table_the_config_and_the_dispatchers_share():
+    import torch
+
+    from ssenet.choices import CHOICE_KEYS
+    from ssenet.runtime import autocast
+    from ssenet.trainer import build_optimizer
+
+    cfg = load_config()
+    for key in CHOICE_KEYS:  # every default is an allowed value
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) in CHOICE_KEYS[key]
+    with pytest.raises(SsenetError, match=r"run.amp: 'fp8' is not one of \['off', 'bf16'"):
+        autocast(torch.device("cpu"), "fp8")
+    cfg.cam.optimizer = "adam"  # past the config's check: the dispatcher refuses it too
+    groups = ([torch.nn.Parameter(torch.zeros(1))], [], [], [])
+    with pytest.raises(SsenetError, match=r"optimizer 'adam' is not one of \['psa_sgd'"):
+        build_optimizer(groups, cfg.cam, max_steps=10)

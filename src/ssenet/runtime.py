@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ssenet.choices import AMP_MODES
 from ssenet.errors import SsenetError
 
 
@@ -36,6 +37,8 @@ def select_device(spec: str = "auto") -> torch.device:
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass: bf16 or fp16, or a no-op when amp is off."""
+    if amp not in AMP_MODES:
+        raise SsenetError(f"config key run.amp: {amp!r} is not one of {list(AMP_MODES)}")
     if amp == "off":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from ssenet.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from ssenet.choices import OPTIMIZERS
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
 from ssenet.runtime import (
@@ -71,8 +72,10 @@ def build_optimizer(
         optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.weight_decay)
     elif cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum)
-    else:
+    elif cfg.optimizer == "adamw":
         optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr)
+    else:
+        raise SsenetError(f"optimizer {cfg.optimizer!r} is not one of {list(OPTIMIZERS)}")
 
     def poly(step: int) -> float:
         return max(0.0, 1.0 - step / max_steps) ** cfg.lr_power
