@@ -19,6 +19,7 @@ import yaml
 
 from ssenet.choices import CHOICE_KEYS
 from ssenet.config_parsing import coerce, parse_overrides, yaml_problem
+from ssenet.crf.params import CrfParams
 from ssenet.equivariance import transform_steps
 from ssenet.errors import SsenetError
 
@@ -95,14 +96,15 @@ class CrfConfig:
     backend: str = "auto"  # auto (pydensecrf when installed, else torch) | pydensecrf | torch
     # Background (1 - max cam) ** power: the low power gives the larger background (its foreground
     # is the sure foreground), the high power the smaller one (its background is sure background).
-    la: float = 4.0
-    ha: float = 24.0
-    iterations: int = 10
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
+    # The values: the CRF package's own defaults (SSENet's and psa's), written down once there.
+    la: float = CrfParams.la
+    ha: float = CrfParams.ha
+    iterations: int = CrfParams.iterations
+    gaussian_sxy: float = CrfParams.gaussian_sxy
+    gaussian_compat: float = CrfParams.gaussian_compat
+    bilateral_sxy: float = CrfParams.bilateral_sxy
+    bilateral_srgb: float = CrfParams.bilateral_srgb
+    bilateral_compat: float = CrfParams.bilateral_compat
 
 
 @dataclass

@@ -39,7 +39,7 @@ class CrfSettings(Protocol):
 
 @dataclass(frozen=True)
 class CrfParams:
-    """The default CRF settings (the same values as `ssenet.config.CrfConfig`'s)."""
+    """The default CRF settings; `ssenet.config.CrfConfig` takes its defaults from here."""
 
     la: float = 4.0
     ha: float = 24.0
