@@ -1,15 +1,15 @@
 """The stage registry: what each pipeline stage is, declared once.
 
 `ssenet run`, the per-stage CLI verbs, the dry run, the report and the demo all read it: the
-order, names and titles, the config sections a stage's outputs depend on, the image lists it
-trains on, labels and scores, how to run it and how to plan it. Adding a stage is one module
+order, names and titles, the image lists a stage trains on, labels and scores, how to run it and
+how to plan it, and the network it trains. Adding a stage is one module
 that builds a `Stage` plus a `register` call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ssenet.config import Config
@@ -28,18 +28,17 @@ class Stage:
 
     run(cfg, layout, progress) -> metrics: does the stage's work into the run directory (skipping
     what is current) and returns its scores ("miou", "mfn", "mfp" when it is scored) or a
-    summary. lists(cfg): the image lists it reads, by use. plan(cfg, context) -> rows: the dry
-    run's rows for it (optional). sections: the config sections its outputs depend on.
+    summary. lists(cfg): the image lists it reads, by use. plan(inputs) -> rows: the dry run's
+    rows for it (optional). The config keys its outputs depend on are in its stamps and training
+    digest (`ssenet.provenance`), next to the code that uses them.
     """
 
     name: str
     title: str
     run: Callable[[Config, RunLayout, bool], dict]
     lists: Callable[[Config], Lists]
-    sections: tuple[str, ...] = ()
     scored: bool = True
     plan: Callable[..., list] | None = None
-    outputs: tuple[str, ...] = field(default_factory=tuple)  # folders under the stage's own
     network: str = ""  # what it trains ("CAM network"), shown with its loss curve
 
 

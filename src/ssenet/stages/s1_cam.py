@@ -209,7 +209,4 @@ def computed_cams(
         yield image_id, cams, keys, singles
 
 
-STAGE = Stage(
-    name="cam", title="CAM", run=run, lists=lists, sections=("model", "cam"),
-    outputs=("cams", "labels"), network="CAM network",
-)  # fmt: skip
+STAGE = Stage(name="cam", title="CAM", run=run, lists=lists, network="CAM network")

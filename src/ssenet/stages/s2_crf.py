@@ -168,7 +168,4 @@ def lists(cfg: Config) -> Lists:
     return {"infer": label_lists(cfg)["crf"], "score": [cfg.data.infer_list]}
 
 
-STAGE = Stage(
-    name="crf", title="CAM + CRF", run=run, lists=lists, sections=("crf",),
-    outputs=("scores", "labels"),
-)  # fmt: skip
+STAGE = Stage(name="crf", title="CAM + CRF", run=run, lists=lists)

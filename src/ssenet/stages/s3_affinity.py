@@ -74,6 +74,5 @@ def lists(cfg: Config) -> Lists:
 
 
 STAGE = Stage(
-    name="aff", title="AffinityNet", run=run, lists=lists, sections=("model", "aff"),
-    scored=False, network="AffinityNet",
-)  # fmt: skip
+    name="aff", title="AffinityNet", run=run, lists=lists, scored=False, network="AffinityNet"
+)

@@ -105,6 +105,4 @@ def lists(cfg: Config) -> Lists:
     return {"infer": label_lists(cfg)["rw"], "score": [cfg.data.infer_list]}
 
 
-STAGE = Stage(
-    name="rw", title="CAM + rw", run=run, lists=lists, sections=("rw",), outputs=("labels",)
-)
+STAGE = Stage(name="rw", title="CAM + rw", run=run, lists=lists)

@@ -223,6 +223,5 @@ def lists(cfg: Config) -> Lists:
 
 
 STAGE = Stage(
-    name="seg", title="segmentation", run=run, lists=lists, sections=("model", "seg"),
-    outputs=("labels",), network="segmentation network",
-)  # fmt: skip
+    name="seg", title="segmentation", run=run, lists=lists, network="segmentation network"
+)
