@@ -216,3 +216,25 @@ def test_mxnet_errors(tmp_path):
     _write_params(path, {"arg:bn7_gamma": np.ones(3, np.float32)})
     with pytest.raises(SsenetError, match="does not fit"):
         load_weights(build_backbone("resnet38", width=0.125, pretrained=False), path)
+
+
+def test_efficientnet_runs_only_the_stages_it_returns():
+    """The 192- and 320-channel stages feed no output: they are cut, and the features are
+    exactly timm's full extractor's; networks saved with those stages still load strictly."""
+    import timm
+
+    torch.manual_seed(0)
+    ours = build_backbone("efficientnet_lite0", output_stride=8, pretrained=False).eval()
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
+                             out_indices=(1, 2, 3), output_stride=8).eval()
+    assert len(ours.net.blocks) == 5 and len(full.blocks) == 7
+    old_state = full.state_dict()
+    ours.net.load_state_dict(old_state, strict=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(ours.net(x), full(x), strict=True))
+    cam = build_cam_model("efficientnet_lite0", 8, pretrained=False)
+    saved = cam.state_dict()
+    saved.update({f"net.{k}": v for k, v in old_state.items() if k.startswith("blocks.6.")})
+    assert any(k.startswith("net.blocks.6.") for k in saved)
+    cam.load_state_dict(saved, strict=True)

@@ -70,6 +70,11 @@ class EfficientNetLite0(Backbone):
             out_indices=(1, 2, 3),
             output_stride=output_stride,
         )
+        # timm's feature extractor still runs the 192- and 320-channel stages after the last
+        # tap and drops their output; on the stride-8 grid they were 80% of the forward pass.
+        self.kept_blocks = int(self.net.feature_info.get_dicts()[-1]["module"].split(".")[1]) + 1
+        self.net.blocks = self.net.blocks[: self.kept_blocks]
+        self.register_load_state_dict_pre_hook(self._drop_unused_blocks)
         if pretrained:
             self.load_packaged_weights()
         self.level_channels = tuple(self.net.feature_info.channels())
@@ -85,6 +90,14 @@ class EfficientNetLite0(Backbone):
         if missing:
             raise SsenetError(f"efficientnet weights: no value for {missing[:3]}")
         self.net.load_state_dict({k: renamed[k] for k in wanted}, strict=True)
+
+    def _drop_unused_blocks(self, module, state_dict, prefix, *args) -> None:
+        """Networks saved before the unused stages were cut still hold them: ignore those keys."""
+        pattern = re.compile(re.escape(prefix) + r"net\.blocks\.(\d+)\.")
+        for key in list(state_dict):
+            match = pattern.match(key)
+            if match and int(match[1]) >= self.kept_blocks:
+                del state_dict[key]
 
     def early_modules(self) -> list[nn.Module]:
         return [self.net.conv_stem, self.net.bn1, self.net.blocks[0], self.net.blocks[1]]
