@@ -7,6 +7,7 @@ random-walk labels (DeepLab val mIoU / CAM+rw mIoU), so a low ratio can be told 
 network that cannot learn more in this budget.
 
     python benchmarks/seg_ceiling.py --bench DEMO_OUT/benchmark --out OUT [--demo DEMO_OUT ...]
+    python benchmarks/seg_ceiling.py --bench B --out OUT --set seg.train_list=train_aug seg.epochs=4
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demo", nargs="*", type=Path, default=[], help="demo output folders")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides on top of demo.yaml")
     args = parser.parse_args()
     demo = resources.files("ssenet") / "configs" / "demo.yaml"
     with resources.as_file(demo) as path:
-        cfg = load_config(path, [f"data.root={args.bench}", f"run.seed={args.seed}"])
+        cfg = load_config(path, [f"data.root={args.bench}", f"run.seed={args.seed}", *args.set])
     start = time.perf_counter()
     trained = train_seg(cfg, gt_dir(cfg), args.out, progress=False)
     infer_seg(cfg, trained.weights, args.out, cfg.data.val_list, progress=False)
