@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from importlib import resources
 
 import torch
@@ -32,10 +33,15 @@ def demo_config(stride: int):
         return load_config(path, ["cam.method=baseline", f"model.output_stride={stride}"])
 
 
-def step_seconds(stride: int, crop: int, amp: str, batch: int, repeats: int) -> float:
-    """Median seconds of a forward + backward + optimizer step (first step not counted)."""
+def step_seconds(
+    stride: int, crop: int, amp: str, batch: int, repeats: int, adapt: Callable | None = None
+) -> float:
+    """Median seconds of a forward + backward + optimizer step (first step not counted);
+    `adapt(model)`, if given, changes the network before it is timed."""
     cfg = demo_config(stride)
     model = build_cam_from_config(cfg, 8).to(memory_format=torch.channels_last).train()
+    if adapt is not None:
+        adapt(model)
     objective = CamObjective(model, cfg.cam)
     optimizer, _ = build_optimizer(model.parameter_groups(), cfg.cam, max_steps=10**6)
     generator = torch.Generator().manual_seed(0)

@@ -105,6 +105,9 @@ class CrfConfig:
     bilateral_sxy: float = CrfParams.bilateral_sxy
     bilateral_srgb: float = CrfParams.bilateral_srgb
     bilateral_compat: float = CrfParams.bilateral_compat
+    # CRF processes (pydensecrf uses one core per image); None: run.num_workers. Lets a CPU
+    # run keep its training loaders in-process (run.num_workers 0) and still spread the CRF.
+    workers: int | None = None
 
 
 @dataclass
@@ -178,6 +181,7 @@ NOT_TRAINING_KEYS = {
     "data": ("eval_guard", "mask_dir", "val_list", "infer_list"),
     "cam": ("alpha_sweep", "scale_sweep", "infer_scales", "infer_flip", "infer_batch", "alpha"),
     "seg": ("infer_scales", "infer_flip", "infer_batch", "crf"),
+    "crf": ("workers",),
 }
 # Run settings that change what training computes (the rest decide where and how fast).
 TRAINING_RUN_KEYS = ("seed", "amp")
@@ -276,6 +280,7 @@ def validate(config: Config) -> None:
         ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
         ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
         ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
+        ("run.num_workers", ">=", 0),
         ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
     )
     comparisons = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
@@ -290,6 +295,8 @@ def validate(config: Config) -> None:
                 shown = list(value) if isinstance(value, tuple) else value
                 each = "every value " if isinstance(value, tuple) else ""
                 raise SsenetError(f"config key {key}: {each}must be {words} {bound}, got {shown}")
+    if config.crf.workers is not None and config.crf.workers < 0:
+        raise SsenetError(f"config key crf.workers: must be at least 0, got {config.crf.workers}")
     if not 0 < cam.branch_rate < 1:
         raise SsenetError(f"config key cam.branch_rate: must lie in (0, 1), got {cam.branch_rate}")
     model = config.model

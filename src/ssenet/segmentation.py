@@ -11,18 +11,7 @@ from torch import nn
 
 from ssenet.data.palette import IGNORE_INDEX
 from ssenet.multiscale import merge_flips, scaled_batches
-from ssenet.runtime import (
-    autocast,
-)
-
-# ---------------------------------------------------------------------------------------------
-# Model
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# Training data and loss
-# ---------------------------------------------------------------------------------------------
+from ssenet.runtime import autocast
 
 
 def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -44,16 +33,6 @@ class SegObjective(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"loss": seg_loss(self.model(images), labels)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference
-# ---------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -80,5 +59,3 @@ def multiscale_probs(
         probs = merge_flips(logits.softmax(dim=1), flip)
         total = probs if total is None else total + probs
     return total / (len(scales) * (2 if flip else 1))
-
-

@@ -15,6 +15,7 @@ from torch import nn
 
 from ssenet.errors import SsenetError
 from ssenet.models.backbone import Backbone
+from ssenet.models.depthwise import use_fast_depthwise_grad
 
 # Blocks per timm stage; efficientnet_pytorch numbers the blocks consecutively.
 STAGE_BLOCKS = (1, 2, 2, 3, 3, 4, 1)
@@ -75,6 +76,7 @@ class EfficientNetLite0(Backbone):
         self.kept_blocks = int(self.net.feature_info.get_dicts()[-1]["module"].split(".")[1]) + 1
         self.net.blocks = self.net.blocks[: self.kept_blocks]
         self.register_load_state_dict_pre_hook(self._drop_unused_blocks)
+        use_fast_depthwise_grad(self.net)
         if pretrained:
             self.load_packaged_weights()
         self.level_channels = tuple(self.net.feature_info.channels())
