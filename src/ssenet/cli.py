@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     demo = sub.add_parser("demo", help="build the embedded benchmark, train and score both models")
-    demo.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes)")
+    demo.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
     demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="benchmark and training seed")
     demo.set_defaults(func=cmd_demo)
