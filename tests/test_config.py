@@ -84,7 +84,7 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
         ("rw.logt=-1", "rw.logt: must be at least 0"),
         ("rw.beta=0", "rw.beta: must be greater than 0"),
         ("run.num_workers=-1", "run.num_workers: must be at least 0, got -1"),
-        ("crf.workers=-2", "crf.workers: must be at least 0, got -2"),
+        ("run.crf_workers=-2", "run.crf_workers: must be at least 0, got -2"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, message):
@@ -96,7 +96,7 @@ def test_range_limits_and_transform_compositions_are_accepted():
     cfg = load_config(overrides=[
         "cam.transform=scale+flip", "cam.alpha=0", "cam.eta=0", "cam.weight_decay=0",
         "rw.logt=0", "aff.radius=2", "rw.radius=1", "seg.infer_batch=1", "run.num_workers=0",
-        "crf.workers=0",
+        "run.crf_workers=0",
     ])  # fmt: skip
     assert cfg.cam.transform == "scale+flip" and cfg.aff.radius == 2
     assert load_config(overrides=["cam.transform=rot90+scale", "cam.alpha=1"]).cam.alpha == 1.0
@@ -135,7 +135,7 @@ def test_choices_are_one_table_the_config_and_the_dispatchers_share():
 
 def test_worker_counts_decide_no_training():
     base = load_config()
-    for override in ("run.num_workers=0", "crf.workers=3"):
+    for override in ("run.num_workers=0", "run.crf_workers=3"):
         changed = load_config(overrides=[override])
         assert changed.digest("cam", "crf", "aff", "seg") == base.digest("cam", "crf", "aff", "seg")
     assert load_config(overrides=["crf.la=3"]).digest("crf") != base.digest("crf")
@@ -145,5 +145,5 @@ def test_crf_worker_count_keeps_crf_outputs_current():
     from ssenet.stages.s2_crf import crf_file_stamp
 
     base = crf_file_stamp(load_config(), "cams")
-    assert crf_file_stamp(load_config(overrides=["crf.workers=0"]), "cams") == base
+    assert crf_file_stamp(load_config(overrides=["run.crf_workers=0"]), "cams") == base
     assert crf_file_stamp(load_config(overrides=["crf.ha=30"]), "cams") != base

@@ -216,7 +216,6 @@ def test_default_params_are_the_config_defaults(voc_photo: dict, voc_results: di
     # Callers without a config get the package's defaults: they must be CrfConfig's.
     config = dataclasses.asdict(CrfConfig())
     del config["backend"]  # a dense_crf argument, not a setting
-    del config["workers"]  # the stage's process count
     assert dataclasses.asdict(CrfParams()) == config
     q = dense_crf(voc_photo["image"], voc_photo["probs"], CrfConfig(), backend="torch")
     np.testing.assert_array_equal(q, voc_results["torch"])

@@ -105,9 +105,6 @@ class CrfConfig:
     bilateral_sxy: float = CrfParams.bilateral_sxy
     bilateral_srgb: float = CrfParams.bilateral_srgb
     bilateral_compat: float = CrfParams.bilateral_compat
-    # CRF processes (pydensecrf uses one core per image); None: run.num_workers. Lets a CPU
-    # run keep its training loaders in-process (run.num_workers 0) and still spread the CRF.
-    workers: int | None = None
 
 
 @dataclass
@@ -171,6 +168,9 @@ class RunConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
     seed: int = 0
     num_workers: int = 2
+    # CRF processes (pydensecrf uses one core per image); None: num_workers. Lets a CPU run keep
+    # its training loaders in-process (num_workers 0) and still spread the CRF.
+    crf_workers: int | None = None
     amp: str = "off"  # off | bf16 | fp16
     channels_last: bool = False
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -181,7 +181,6 @@ NOT_TRAINING_KEYS = {
     "data": ("eval_guard", "mask_dir", "val_list", "infer_list"),
     "cam": ("alpha_sweep", "scale_sweep", "infer_scales", "infer_flip", "infer_batch", "alpha"),
     "seg": ("infer_scales", "infer_flip", "infer_batch", "crf"),
-    "crf": ("workers",),
 }
 # Run settings that change what training computes (the rest decide where and how fast).
 TRAINING_RUN_KEYS = ("seed", "amp")
@@ -295,8 +294,10 @@ def validate(config: Config) -> None:
                 shown = list(value) if isinstance(value, tuple) else value
                 each = "every value " if isinstance(value, tuple) else ""
                 raise SsenetError(f"config key {key}: {each}must be {words} {bound}, got {shown}")
-    if config.crf.workers is not None and config.crf.workers < 0:
-        raise SsenetError(f"config key crf.workers: must be at least 0, got {config.crf.workers}")
+    if config.run.crf_workers is not None and config.run.crf_workers < 0:
+        raise SsenetError(
+            f"config key run.crf_workers: must be at least 0, got {config.run.crf_workers}"
+        )
     if not 0 < cam.branch_rate < 1:
         raise SsenetError(f"config key cam.branch_rate: must lie in (0, 1), got {cam.branch_rate}")
     model = config.model

@@ -10,7 +10,7 @@ Per image, from the CAM stage's `cam_dir/<id>.npz`:
 Both outputs carry a stamp of the CRF settings and of the CAM file they came from
 (`ssenet.provenance`); images whose two outputs have the stamp they would get now are skipped,
 so a rerun finishes an interrupted one and changed settings or CAMs remake them. Images are
-spread over `crf.workers` (default `run.num_workers`) DataLoader processes with one torch
+spread over `run.crf_workers` (default `run.num_workers`) DataLoader processes with one torch
 thread each (pydensecrf uses one core per CRF whatever the thread setting); a CUDA torch
 backend runs in the main process instead.
 """
@@ -41,7 +41,7 @@ from ssenet.stages.registry import Lists, Stage
 
 # Settings that decide the CRF outputs (the backends agree to float precision).
 CRF_KEYS = "data.kind data.root " + " ".join(
-    f"crf.{f.name}" for f in dataclasses.fields(CrfConfig) if f.name not in ("backend", "workers")
+    f"crf.{f.name}" for f in dataclasses.fields(CrfConfig) if f.name != "backend"
 )
 
 
@@ -143,7 +143,7 @@ def crf_labels(
 
 
 def _run(cfg: Config, jobs: _CrfJobs, progress: bool) -> None:
-    workers = cfg.run.num_workers if cfg.crf.workers is None else cfg.crf.workers
+    workers = cfg.run.num_workers if cfg.run.crf_workers is None else cfg.run.crf_workers
     if jobs.backend == "torch":
         device = select_device(cfg.run.device)
         if device.type == "cuda":  # CUDA does not survive fork: one process drives the GPU

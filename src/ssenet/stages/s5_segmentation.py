@@ -205,8 +205,6 @@ def seg_label_stamp(cfg: Config, weights: str | Path) -> str:
     """The `made_from` stamp of predicted labels: the network and the inference settings."""
     keys = "data.kind data.root seg.infer_scales seg.infer_flip seg.crf run.amp"
     crf = dataclasses.asdict(cfg.crf) if cfg.seg.crf else None
-    if crf is not None:
-        del crf["workers"]  # how many processes ran it decides nothing
     return stamp("seg", weights_stamp(weights), config_values(cfg, keys), crf)
 
 
