@@ -108,6 +108,8 @@ class TrainedNetwork:
         config: Config,
         weights: Path | None = None,
     ):
+        # The networks keep their BatchNorms (loaded with fold=False): `network` holds the trained
+        # state dict, so save_pretrained and fine-tuning see what training wrote.
         self.network, self.class_names, self.config = network.eval(), list(class_names), config
         self.weights = weights
 
@@ -160,7 +162,7 @@ class CamModel(TrainedNetwork):
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
-        return load_cam_model(cfg, weights, len(names) - 1)
+        return load_cam_model(cfg, weights, len(names) - 1, fold=False)
 
     @classmethod
     def from_weights(
@@ -234,7 +236,7 @@ class AffinityModel(TrainedNetwork):
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
         from ssenet.models.configured import load_affinity_model
 
-        return load_affinity_model(cfg, weights)
+        return load_affinity_model(cfg, weights, fold=False)
 
     @torch.no_grad()
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
@@ -268,7 +270,7 @@ class Segmenter(TrainedNetwork):
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
         from ssenet.models.configured import load_seg_model
 
-        return load_seg_model(cfg, weights, len(names))
+        return load_seg_model(cfg, weights, len(names), fold=False)
 
     @torch.no_grad()
     def __call__(

@@ -10,6 +10,7 @@ from torch import nn
 from ssenet.config import Config
 from ssenet.models import build_affinity_model, build_cam_model, load_weights
 from ssenet.models.deeplab import SegmentationNet, build_seg_model
+from ssenet.models.folding import fold_batchnorm
 from ssenet.runtime import memory_format
 
 
@@ -38,11 +39,13 @@ def build_cam_from_config(cfg: Config, num_classes: int) -> nn.Module:
     return model
 
 
-def load_cam_model(cfg: Config, weights: str | Path, num_classes: int) -> nn.Module:
+def load_cam_model(
+    cfg: Config, weights: str | Path, num_classes: int, fold: bool = True
+) -> nn.Module:
     """Build the configured CAM network and load trained weights (strict) for inference."""
     model = configured_cam_model(cfg, num_classes, pretrained=False)
     load_weights(model, weights)
-    return memory_format(model, cfg.run.channels_last).eval()
+    return for_inference(model, cfg, fold)
 
 
 def build_affinity_from_config(cfg: Config) -> nn.Module:
@@ -59,7 +62,7 @@ def build_affinity_from_config(cfg: Config) -> nn.Module:
     return model
 
 
-def load_affinity_model(cfg: Config, weights: str | Path) -> nn.Module:
+def load_affinity_model(cfg: Config, weights: str | Path, fold: bool = True) -> nn.Module:
     """The configured AffinityNet with trained weights (strict), in eval mode."""
     model = build_affinity_model(
         backbone=cfg.model.backbone,
@@ -69,11 +72,23 @@ def load_affinity_model(cfg: Config, weights: str | Path) -> nn.Module:
         freeze_bn=cfg.model.freeze_bn,
     )
     load_weights(model, weights)
-    return memory_format(model, cfg.run.channels_last).eval()
+    return for_inference(model, cfg, fold)
 
 
-def load_seg_model(cfg: Config, weights: str | Path, num_classes: int) -> SegmentationNet:
+def load_seg_model(
+    cfg: Config, weights: str | Path, num_classes: int, fold: bool = True
+) -> SegmentationNet:
     """The configured segmentation network with trained weights (strict), in eval mode."""
     model = build_seg_model(cfg.model, cfg.seg.head, num_classes, imagenet=False)
     load_weights(model, weights)
-    return memory_format(model, cfg.run.channels_last).eval()
+    return for_inference(model, cfg, fold)
+
+
+def for_inference(model: nn.Module, cfg: Config, fold: bool = True) -> nn.Module:
+    """Eval mode, the configured memory format and, with `fold` and `run.fold_batchnorm`, each
+    BatchNorm folded into its convolution (the network can then no longer be trained or saved
+    under its training state-dict keys)."""
+    model.eval()
+    if fold and cfg.run.fold_batchnorm:
+        fold_batchnorm(model)
+    return memory_format(model, cfg.run.channels_last)
