@@ -68,14 +68,18 @@ def timed(fn, *args) -> tuple[float, dict]:
     return time.perf_counter() - start, result
 
 
-def run(args: argparse.Namespace, bench_dir: Path) -> dict:
-    count = args.images
-    make_benchmark(bench_dir, size=args.size, num_train=count, num_train_eval=count, num_val=1,
+def benchmark_split(bench_dir: Path, size: int, count: int):
+    """`count` synthetic train images of `size` px in `bench_dir`: (dataset, ids)."""
+    make_benchmark(bench_dir, size=size, num_train=count, num_train_eval=count, num_val=1,
                    num_workers=1, progress=False)  # fmt: skip
     cfg = Config()
     cfg.data.root = str(bench_dir)
     dataset = open_split(cfg.data, "train")
-    ids = list(dataset.ids)
+    return dataset, list(dataset.ids)
+
+
+def run(args: argparse.Namespace, bench_dir: Path) -> dict:
+    dataset, ids = benchmark_split(bench_dir, args.size, args.images)
     torch.manual_seed(0)
     model = build_cam_model(backbone="efficientnet_lite0", num_classes=dataset.num_foreground,
                             output_stride=16, pretrained=False)  # fmt: skip

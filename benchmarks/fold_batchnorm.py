@@ -16,16 +16,12 @@ import argparse
 import copy
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from cam_inference import batched_cams, benchmark_split, timed
 
-from ssenet.cam import iter_cams
-from ssenet.config import Config
-from ssenet.data.source import open_split
-from ssenet.data.synthetic import make_benchmark
 from ssenet.models import build_cam_model
 from ssenet.models.folding import fold_batchnorm
 from ssenet.runtime import memory_format
@@ -43,10 +39,6 @@ def demo_network(num_classes: int) -> torch.nn.Module:
     return model.eval()
 
 
-def cams(model, dataset, ids, scales, batch) -> dict[str, np.ndarray]:
-    return {i: c for i, c, _ in iter_cams(model, dataset, ids, scales, True, batch)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16)
@@ -59,27 +51,23 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Path(tmp) / "bench"
-        make_benchmark(bench, size=args.size, num_train=args.images, num_train_eval=args.images,
-                       num_val=1, num_workers=1, progress=False)  # fmt: skip
-        cfg = Config()
-        cfg.data.root = str(bench)
-        dataset = open_split(cfg.data, "train")
-        ids = list(dataset.ids)
+        dataset, ids = benchmark_split(Path(tmp) / "bench", args.size, args.images)
         plain = demo_network(dataset.num_foreground)
         folded = copy.deepcopy(plain)
         count = fold_batchnorm(folded)
         models = {"unfolded": memory_format(plain, True), "folded": memory_format(folded, True)}
         for model in models.values():
-            cams(model, dataset, ids[:2], args.scales, args.batch)  # warm-up
+            batched_cams(model, dataset, ids[:2], args.scales, True, args.batch)  # warm-up
         times: dict[str, list[float]] = {name: [] for name in models}
         outputs: dict[str, dict] = {}
         for repeat in range(args.repeats):
             for name in list(models)[:: 1 if repeat % 2 == 0 else -1]:
-                start = time.perf_counter()
-                outputs[name] = cams(models[name], dataset, ids, args.scales, args.batch)
-                times[name].append(time.perf_counter() - start)
+                seconds, outputs[name] = timed(batched_cams, models[name], dataset, ids,
+                                               args.scales, True, args.batch)  # fmt: skip
+                times[name].append(seconds)
     worst = max(float(np.abs(outputs["folded"][i] - outputs["unfolded"][i]).max()) for i in ids)
+    if worst > 1e-4:
+        raise RuntimeError(f"folded and unfolded CAMs differ by {worst:.2e}")
     ms = {name: 1000 * statistics.median(values) / len(ids) for name, values in times.items()}
     print(
         f"{len(ids)} images of {args.size} px, scales {args.scales} + flip, batch {args.batch}, "

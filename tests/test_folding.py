@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -26,8 +28,6 @@ def _norm_count(model: nn.Module) -> int:
 
 
 def _folded_copy(model: nn.Module) -> tuple[nn.Module, int]:
-    import copy
-
     folded = copy.deepcopy(model)
     return folded, fold_batchnorm(folded)
 
