@@ -41,6 +41,7 @@ OVERRIDES = {
         "cam.scale_sweep=[0.5, 1.0, 2.0]",
         "aff.epochs=2",
         "aff.crop_size=80",
+        "seg.train_list=train",  # the default's train_aug would add CAM inference of 112 images
         "seg.epochs=4",
         "seg.crop_size=80",
     ],
