@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
+from ssenet import runtime
 from ssenet.cam import CamObjective, multiscale_cams
 from ssenet.checkpoint import load_checkpoint, save_checkpoint
 from ssenet.config import CamConfig, Config
@@ -33,6 +34,7 @@ from ssenet.models import build_affinity_model, build_cam_model
 from ssenet.runtime import (
     CpuSyncBatchNorm,
     DistInfo,
+    forward_in_passes,
     inference_batch_size,
     init_distributed,
     rank_shard,
@@ -328,6 +330,42 @@ def test_rank_shard_composes_job_shards_and_ranks(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # Memory-aware multi-scale batch
 # ---------------------------------------------------------------------------------------------
+
+
+class _PassRecorder(nn.Module):
+    """A per-image network (a 1x1 convolution) that records the batch size of every pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.passes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes.append(len(x))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(
+    ("batch", "side", "budget", "passes"),
+    [
+        (16, 10, 400, [4, 4, 4, 4]),  # 400 // 100 = 4 images a pass
+        (16, 10, 10**6, [16]),  # the whole batch fits
+        (10, 10, 300, [3, 3, 2, 2]),  # 3 a pass -> 4 passes, as equal as can be
+        (5, 10, 50, [3, 2]),  # over budget: still two images a pass, never one
+        (3, 10, 50, [3]),  # two passes would leave one image alone
+        (1, 10, 50, [1]),
+    ],
+)
+def test_forward_in_passes_splits_by_input_pixels(monkeypatch, batch, side, budget, passes):
+    monkeypatch.setattr(runtime, "CPU_PASS_PIXELS", budget)
+    model = _PassRecorder().eval()
+    images = torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = model(images)
+        model.passes.clear()
+        split = forward_in_passes(model, images)
+    assert model.passes == passes
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-6)
 
 
 def test_inference_batch_size_caps_by_free_cuda_memory(monkeypatch):

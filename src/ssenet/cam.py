@@ -21,6 +21,7 @@ from ssenet.inference import resumable_batches, same_size_batches
 from ssenet.multiscale import merge_flips, normalized_pixels, scaled_batches
 from ssenet.runtime import (
     autocast,
+    forward_in_passes,
     inference_batch_size,
 )
 
@@ -97,7 +98,7 @@ def multiscale_cams(
     for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
                                  device):
         with autocast(device, amp):
-            cam = model(scaled)
+            cam = forward_in_passes(model, scaled)
         cam = F.interpolate(F.relu(cam.float()), size=(height, width), mode="bilinear")
         cam = merge_flips(cam, flip)
         total = cam if total is None else total + cam

@@ -23,7 +23,7 @@ from torch import nn
 from ssenet.choices import RW_BACKGROUNDS
 from ssenet.errors import SsenetError
 from ssenet.multiscale import normalized_pixels
-from ssenet.runtime import autocast
+from ssenet.runtime import autocast, forward_in_passes
 
 _DTYPES = (torch.float32, torch.float64)
 _CHUNK = 1 << 19  # elements of one temporary feature difference (2 MB in float32)
@@ -310,7 +310,7 @@ def affinity_features(
     full_h, full_w = padded_size(height, width, stride)
     pixels = F.pad(pixels, (0, full_w - width, 0, full_h - height))
     with autocast(device, amp):
-        features = model(pixels)
+        features = forward_in_passes(model, pixels)
     grid = (full_h // stride, full_w // stride)
     if tuple(features.shape[-2:]) != grid:
         raise SsenetError(

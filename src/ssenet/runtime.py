@@ -257,6 +257,31 @@ def inference_batch_size(
     return max(1, min(requested, int(free * headroom // per_image)))
 
 
+# Input pixels of one CPU forward pass. Passes whose activations outgrow the CPU caches run from
+# main memory: for the demo's CAM network (2 cores), 16 images of 320 px took 53 ms an image in one
+# pass against 24 ms in passes of 2, while small passes of small images waste the cores (80 px:
+# 4.6 ms an image in passes of 2, 1.7 ms in one of 16); 100-230 thousand pixels was fastest at
+# every scale (`python benchmarks/cpu_passes.py`).
+CPU_PASS_PIXELS = 230_000
+
+
+def forward_in_passes(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """`model(batch)` of a (B, 3, H, W) batch, on the CPU in passes of about CPU_PASS_PIXELS
+    input pixels and never fewer than two images (as equal as can be), then concatenated.
+
+    Eval-mode networks treat every image on its own, so only the speed changes (outputs are
+    bit-identical on the CI machine; a pass of one image may round differently). On other
+    devices, which like large batches, the batch runs as one pass.
+    """
+    if batch.device.type != "cpu":
+        return model(batch)
+    per_pass = max(2, CPU_PASS_PIXELS // (batch.shape[-2] * batch.shape[-1]))
+    passes = min(-(-len(batch) // per_pass), len(batch) // 2)  # B // 2: no pass of one image
+    if passes <= 1:
+        return model(batch)
+    return torch.cat([model(part) for part in batch.tensor_split(passes)])
+
+
 def rank_shard(shard: tuple[int, int] = (0, 1)) -> tuple[int, int]:
     """Combine a job's `--shard` with the torchrun rank (RANK, WORLD_SIZE in the environment).
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ssenet.data.palette import IGNORE_INDEX
 from ssenet.multiscale import merge_flips, scaled_batches
-from ssenet.runtime import autocast
+from ssenet.runtime import autocast, forward_in_passes
 
 
 def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ def multiscale_probs(
     for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
                                  device):
         with autocast(device, amp):
-            logits = model(scaled)
+            logits = forward_in_passes(model, scaled)
         logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear")
         probs = merge_flips(logits.softmax(dim=1), flip)
         total = probs if total is None else total + probs
