@@ -258,9 +258,9 @@ def inference_batch_size(
 
 
 # Input pixels of one CPU forward pass. Passes whose activations outgrow the CPU caches run from
-# main memory: for the demo's CAM network (2 cores), 16 images of 320 px took 53 ms an image in one
-# pass against 24 ms in passes of 2, while small passes of small images waste the cores (80 px:
-# 4.6 ms an image in passes of 2, 1.7 ms in one of 16); 100-230 thousand pixels was fastest at
+# main memory: for the demo's CAM network (2 cores), 16 images of 320 px took 52 ms an image in one
+# pass against 27 ms in passes of 2, while small passes of small images waste the cores (80 px:
+# 4.2 ms an image in passes of 2, 1.6 ms in one of 16); 100-230 thousand pixels was fastest at
 # every scale (`python benchmarks/cpu_passes.py`).
 CPU_PASS_PIXELS = 230_000
 
