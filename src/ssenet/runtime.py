@@ -199,11 +199,58 @@ def trains_batchnorm(model: torch.nn.Module) -> bool:
     return found
 
 
+class CpuSyncBatchNormAct(CpuSyncBatchNorm):
+    """CpuSyncBatchNorm followed by the drop path and activation of the timm `BatchNormAct2d` it
+    replaces (EfficientNet's BatchNorm + ReLU6 is one layer): neither has parameters, so the
+    state-dict keys stay BatchNorm's."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(input)))
+
+
+def _plain_batchnorm_types() -> tuple[type, ...]:
+    """BatchNorm classes whose forward is BatchNorm alone, which a synchronised BatchNorm may
+    replace as it is."""
+    return (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
+            torch.nn.SyncBatchNorm, CpuSyncBatchNorm)  # fmt: skip
+
+
+def _batchnorm_act_type() -> type:
+    from timm.layers import BatchNormAct2d
+
+    return BatchNormAct2d
+
+
+def check_sync_convertible(model: torch.nn.Module) -> None:
+    """Refuse BatchNorm subclasses that add to BatchNorm's forward in a way the conversion does
+    not know: replacing them by a plain synchronised BatchNorm would silently train another
+    network than the one that is evaluated (timm's BatchNormAct2d lost its ReLU6 that way)."""
+    from timm.layers import SyncBatchNormAct
+
+    known = (*_plain_batchnorm_types(), CpuSyncBatchNormAct, _batchnorm_act_type(),
+             SyncBatchNormAct)  # fmt: skip
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and type(module) not in known:
+            raise SsenetError(
+                f"SyncBatchNorm: layer {name or type(model).__name__!r} is a "
+                f"{type(module).__module__}.{type(module).__qualname__}, a BatchNorm subclass "
+                "that cannot be synchronised across processes without changing what it computes; "
+                "train on one process or freeze its BatchNorm (model.freeze_bn=true)"
+            )
+
+
 def _cpu_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace every BatchNorm by a CpuSyncBatchNorm sharing its parameters and buffers."""
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum,
-                                  module.affine, module.track_running_stats)  # fmt: skip
+    """Replace every BatchNorm by a CpuSyncBatchNorm (BatchNormAct2d by a CpuSyncBatchNormAct
+    keeping its activation and drop path) sharing its parameters and buffers."""
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, CpuSyncBatchNorm
+    ):
+        with_act = isinstance(module, _batchnorm_act_type())
+        cls = CpuSyncBatchNormAct if with_act else CpuSyncBatchNorm
+        synced = cls(module.num_features, module.eps, module.momentum, module.affine,
+                     module.track_running_stats)  # fmt: skip
+        if with_act:
+            synced.drop, synced.act = module.drop, module.act
         if module.affine:
             synced.weight, synced.bias = module.weight, module.bias
         synced.running_mean, synced.running_var = module.running_mean, module.running_var
@@ -220,13 +267,18 @@ def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
 
     Models whose BatchNorms are all frozen are returned unchanged. Otherwise the BatchNorms are
     replaced in place (unless `model` is one itself) by layers sharing their parameters and
-    buffers, with the same state-dict keys: nn.SyncBatchNorm, or CpuSyncBatchNorm on the CPU.
+    buffers, with the same state-dict keys: on CUDA timm's converter (nn.SyncBatchNorm, and
+    SyncBatchNormAct for its BatchNormAct2d, which keeps the activation), on the CPU
+    CpuSyncBatchNorm / CpuSyncBatchNormAct. Unknown BatchNorm subclasses are refused.
     """
     if not trains_batchnorm(model):
         return model
+    check_sync_convertible(model)
     if device.type == "cpu":
         return _cpu_sync_batchnorm(model)
-    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
 
 
 def inference_batch_size(
