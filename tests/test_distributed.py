@@ -428,3 +428,112 @@ def test_inference_batch_size_caps_by_free_cuda_memory(monkeypatch):
     assert inference_batch_size(16, (1000, 1000), (2.0,), cuda, 1000.0) == 1  # never 0
     with pytest.raises(SsenetError, match="at least 1"):
         inference_batch_size(0, (100, 100), (1.0,), cuda, 1000.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices, backends and random state under torchrun (CUDA simulated where the machine has none)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """A machine with `count` GPUs as far as ssenet's device code can tell; records set_device."""
+    current: list[torch.device] = []
+
+    def install(count: int) -> list[torch.device]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", current.append)
+        return current
+
+    return install
+
+
+def torchrun_env(monkeypatch, rank: int, world: int, local_world: int | None = None) -> None:
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world or world))
+
+
+@pytest.mark.parametrize("spec", ["cuda", "auto"])
+def test_cuda_under_torchrun_is_the_gpu_of_the_local_rank(monkeypatch, fake_gpus, spec):
+    chosen = fake_gpus(4)
+    torchrun_env(monkeypatch, rank=3, world=4)
+    assert runtime.select_device(spec) == torch.device("cuda", 3)
+    assert chosen == [torch.device("cuda", 3)]  # the current GPU, for libraries using "cuda"
+
+
+def test_cuda_without_torchrun_is_the_first_gpu_and_an_index_is_kept(monkeypatch, fake_gpus):
+    fake_gpus(2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert runtime.select_device("cuda") == torch.device("cuda", 0)
+    assert runtime.select_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(SsenetError, match="'cuda:2' but 2 GPU"):
+        runtime.select_device("cuda:2")
+
+
+def test_more_local_ranks_than_gpus_is_a_clear_error(monkeypatch, fake_gpus):
+    fake_gpus(2)
+    torchrun_env(monkeypatch, rank=2, world=4)
+    with pytest.raises(SsenetError, match="local rank 2 GPU 2, but 2 GPU"):
+        runtime.select_device("cuda")
+
+
+def test_nccl_refuses_local_ranks_sharing_a_gpu_before_nccl_aborts(monkeypatch):
+    torchrun_env(monkeypatch, rank=1, world=2)
+    with pytest.raises(SsenetError, match="NCCL needs one GPU per process"):
+        runtime._check_one_gpu_per_rank(torch.device("cuda", 0), "nccl")
+    runtime._check_one_gpu_per_rank(torch.device("cuda", 1), "nccl")  # its own GPU
+    runtime._check_one_gpu_per_rank(torch.device("cuda", 0), "gloo")  # gloo may share one
+
+
+def test_dist_backend_follows_the_device_unless_set():
+    assert runtime.dist_backend(CPU) == "gloo"
+    assert runtime.dist_backend(torch.device("cuda", 0)) == "nccl"
+    assert runtime.dist_backend(torch.device("cuda", 0), "gloo") == "gloo"
+    with pytest.raises(SsenetError, match="nccl needs CUDA"):
+        runtime.dist_backend(CPU, "nccl")
+    with pytest.raises(SsenetError, match="run.dist_backend: 'mpi'"):
+        runtime.dist_backend(CPU, "mpi")
+
+
+def test_checkpoint_of_more_gpus_resumes_on_fewer(monkeypatch):
+    """An 8-GPU run's checkpoint (one state per visible GPU, the old format) resumes on a
+    machine with one visible GPU; a new checkpoint keeps only the training GPU's state."""
+    from ssenet.checkpoint import restore_rng_state, rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d=None: restored.append((s, d)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d=None: torch.full((4,), 9))
+    states = [torch.full((4,), i, dtype=torch.uint8) for i in range(8)]
+    old = {"torch": torch.get_rng_state(), "cuda": states}
+    restore_rng_state(old, torch.device("cuda", 0))
+    assert len(restored) == 1 and torch.equal(restored[0][0], states[0])
+    restore_rng_state(old, CPU)  # a CPU machine ignores GPU states
+    assert len(restored) == 1
+
+    new = rng_state(torch.device("cuda", 0))
+    assert torch.equal(new["cuda"], torch.full((4,), 9))
+    assert "cuda" not in rng_state(CPU)
+    restore_rng_state(new, torch.device("cuda", 0))
+    assert torch.equal(restored[-1][0], new["cuda"])
+
+
+def test_ranks_draw_their_own_dropout_masks_and_again_on_resume():
+    """Rank 0 keeps the single-process stream; others reseed from (seed, epoch, rank)."""
+    from ssenet.trainer import _set_epoch
+
+    loader = make_loader(FixedBatch(4), 2, 0, DistInfo(), seed=0)
+
+    def masks(rank: int, epoch: int) -> torch.Tensor:
+        torch.manual_seed(5)
+        _set_epoch(loader, 0, epoch, rank)
+        return torch.rand(6)
+
+    assert not torch.equal(masks(1, 0), masks(2, 0))
+    assert not torch.equal(masks(1, 0), masks(1, 1))
+    assert torch.equal(masks(1, 1), masks(1, 1))  # a resumed epoch draws the same masks
+    torch.manual_seed(5)
+    untouched = torch.rand(6)
+    assert torch.equal(masks(0, 1), untouched)  # rank 0 draws as one process does

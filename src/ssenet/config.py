@@ -172,6 +172,9 @@ class RunConfig:
     # its training loaders in-process (num_workers 0) and still spread the CRF.
     crf_workers: int | None = None
     amp: str = "off"  # off | bf16 | fp16
+    # torchrun's process-group backend: auto is nccl on CUDA, gloo on the CPU; gloo on CUDA lets
+    # several processes share one GPU (slower), where NCCL refuses.
+    dist_backend: str = "auto"  # auto | nccl | gloo
     channels_last: bool = False
     # Inference networks merge each eval-mode BatchNorm into the convolution before it: the same
     # function up to float rounding, about 1.4x faster CPU inference for efficientnet_lite0.
