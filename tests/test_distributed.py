@@ -420,6 +420,8 @@ def test_forward_in_passes_splits_by_input_pixels(monkeypatch, batch, side, budg
 def test_inference_batch_size_caps_by_free_cuda_memory(monkeypatch):
     assert inference_batch_size(16, (100, 100), (1.0, 2.0), torch.device("cpu"), 1000.0) == 16
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 2 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     cuda = torch.device("cuda", 0)
     # Largest scale 2: 200 x 200 px x 2 (flip) x 1000 B = 8e7 B per image; 0.8 x 1e9 / 8e7 = 10.
     assert inference_batch_size(16, (100, 100), (1.0, 2.0), cuda, 1000.0) == 10
@@ -537,3 +539,30 @@ def test_ranks_draw_their_own_dropout_masks_and_again_on_resume():
     torch.manual_seed(5)
     untouched = torch.rand(6)
     assert torch.equal(masks(0, 1), untouched)  # rank 0 draws as one process does
+
+
+def test_out_of_memory_halves_the_batch_until_it_fits():
+    seen = []
+
+    def work(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch * 2
+
+    images = torch.arange(5.0)
+    torch.testing.assert_close(runtime.halving_on_oom(work, images, "x"), images * 2)
+    assert seen == [5, 3, 2, 1, 2]
+    with pytest.raises(SsenetError, match=r"segmentation inference: one image of \(\) does not "
+                                          r"fit in GPU memory \(CUDA out of memory"):  # fmt: skip
+        runtime.halving_on_oom(lambda b: work(b.repeat(3)), images, "segmentation inference")
+
+
+def test_free_cuda_memory_counts_pytorchs_unused_cache_as_free(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 8 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * 10**9)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 10**9)
+    cuda = torch.device("cuda", 0)
+    assert runtime.free_cuda_memory(cuda) == 4 * 10**9
+    # 0.8 x 4e9 / 8e7 bytes an image = 40 images, not the 10 the driver's figure alone gives
+    assert inference_batch_size(64, (100, 100), (1.0, 2.0), cuda, 1000.0) == 40

@@ -369,8 +369,8 @@ def test_inference_runs_the_crf_when_asked(tmp_path, monkeypatch):
     weights = train_tiny(tmp_path, cfg, label_dir)
     seen = []
 
-    def dense_crf(image, probs, crf_cfg, backend):
-        seen.append((image.dtype, image.shape, probs.shape, crf_cfg, backend))
+    def dense_crf(image, probs, crf_cfg, backend, device):
+        seen.append((image.dtype, image.shape, probs.shape, crf_cfg, backend, device))
         np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
         out = np.zeros_like(probs)
         out[2] = 1.0  # the CRF's answer decides the label
@@ -379,5 +379,6 @@ def test_inference_runs_the_crf_when_asked(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ssenet.crf", types.SimpleNamespace(dense_crf=dense_crf))
     cfg.seg.crf, cfg.crf.backend = True, "torch"
     infer_seg(cfg, weights, tmp_path / "pred", progress=False)
-    assert seen == [(np.uint8, (40, 48, 3), (3, 40, 48), cfg.crf, "torch")] * 2
+    # on the network's device: a CUDA run refines on its GPU
+    assert seen == [(np.uint8, (40, 48, 3), (3, 40, 48), cfg.crf, "torch", torch.device("cpu"))] * 2
     assert (read_label_png(tmp_path / "pred" / "labels" / "im1.png") == 2).all()

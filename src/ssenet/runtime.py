@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ssenet.choices import AMP_MODES, DIST_BACKENDS
-from ssenet.errors import SsenetError
+from ssenet.errors import SsenetError, first_line
 
 T = TypeVar("T")
 
@@ -433,11 +433,40 @@ def inference_batch_size(
         raise SsenetError(f"inference batch size must be at least 1, got {requested}")
     if device.type != "cuda":
         return requested
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_cuda_memory(device)
     peak = max(scales)
     pixels = round(image_hw[0] * peak) * round(image_hw[1] * peak)
     per_image = bytes_per_pixel_estimate * pixels * (2 if flip else 1)
     return max(1, min(requested, int(free * headroom // per_image)))
+
+
+def free_cuda_memory(device: torch.device) -> int:
+    """Bytes a new allocation on `device` can use: the driver's free memory plus what PyTorch's
+    caching allocator holds but does not use (reported as used by the driver, yet reusable), so
+    that batch sizes do not shrink as the cache grows."""
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free + max(cached, 0)
+
+
+def halving_on_oom(
+    work: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, what: str
+) -> torch.Tensor:
+    """`work(batch)`, retried on halves of the batch (recursively) when the GPU runs out of
+    memory, then concatenated: eval-mode networks treat each image on its own, so only the
+    speed changes. One image that does not fit is a clear error naming `what`."""
+    try:
+        return work(batch)
+    except torch.OutOfMemoryError as err:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) <= 1:
+            raise SsenetError(
+                f"{what}: one image of {tuple(batch.shape[1:])} does not fit in GPU memory "
+                f"({first_line(err)}); lower the inference scales or use run.amp=bf16"
+            ) from err
+    half = (len(batch) + 1) // 2
+    return torch.cat([halving_on_oom(work, part, what) for part in (batch[:half], batch[half:])])
 
 
 # Input pixels of one CPU forward pass. Passes whose activations outgrow the CPU caches run from

@@ -25,7 +25,7 @@ from ssenet.inference import image_work, require_inputs, work_batches
 from ssenet.models.configured import load_seg_model
 from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, is_current, stamp, weights_stamp
-from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.segmentation import SegObjective, multiscale_probs
 from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
 from ssenet.stages.layout import RunLayout
@@ -190,12 +190,17 @@ def infer_seg(
         refine = _crf_function() if cfg.seg.crf else None
         for batch in work_batches(cfg, work, cfg.seg.infer_batch, "infer seg", progress):
             images = torch.stack([image for _, image, _ in batch])
-            probs = multiscale_probs(
-                model, images, cfg.seg.infer_scales, cfg.seg.infer_flip, cfg.run.amp
-            )
+            probs = halving_on_oom(
+                lambda part: multiscale_probs(
+                    model, part, cfg.seg.infer_scales, cfg.seg.infer_flip, cfg.run.amp
+                ),
+                images, "segmentation inference",
+            )  # fmt: skip
             for (image_id, image, _), prob in zip(batch, probs.cpu().numpy(), strict=True):
                 if refine is not None:
-                    prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend)
+                    # the torch backend runs where the network does (pydensecrf: the CPU)
+                    prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend,
+                                  device=next(model.parameters()).device)  # fmt: skip
                 label = np.asarray(prob).argmax(axis=0).astype(np.uint8)
                 write_label_png(label_dir / f"{image_id}.png", label, made_from)
     return work.counts(label_dir=str(label_dir))
