@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,9 +92,18 @@ def _check_seg_config(cfg: Config) -> None:
         raise SsenetError(
             f"config key seg.scale_range: need 0 < low <= high, got {list(seg.scale_range)}"
         )
-    if seg.head == "deeplabv3" and seg.batch_size < 2:
-        # Its image-pooling branch has BatchNorm over a 1x1 map: one image per batch cannot train.
-        raise SsenetError("config key seg.batch_size: the deeplabv3 head needs at least 2")
+    error = pooling_batch_error(seg, int(os.environ.get("WORLD_SIZE", 1)))
+    if error:
+        raise SsenetError(error)
+
+
+def pooling_batch_error(seg, world_size: int) -> str | None:
+    """deeplabv3's image-pooling branch has a BatchNorm over a 1x1 map: it needs 2 images in
+    its batch, which SyncBatchNorm gathers over every process (`seg` is the config's section)."""
+    if seg.head != "deeplabv3" or seg.batch_size * world_size >= 2:
+        return None
+    return ("config key seg.batch_size: the deeplabv3 head needs at least 2 images a step "
+            f"over all processes, got {seg.batch_size} x {world_size}")  # fmt: skip
 
 
 def train_seg(
