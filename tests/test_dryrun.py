@@ -327,3 +327,34 @@ def test_dry_run_accepts_deeplabv3_batch_one_on_eight_gpus(tmp_path):
     eight = dry_run(cfg, ["seg"], world_size=8)
     assert any("deeplabv3 head needs at least 2" in e for e in one.errors)
     assert not any("head needs" in e for e in eight.errors)
+
+
+def test_dry_run_says_where_the_crf_runs_and_batches_the_random_walk():
+    from ssenet.dryrun.plan import PlanInputs, _crf_rows
+    from ssenet.dryrun.report import DryRunReport
+    from ssenet.dryrun.stage_memory import rw_infer_memory
+
+    def crf_note(**settings) -> tuple[str, str]:
+        cfg = Config()
+        for key, value in settings.items():
+            section, name = key.split("__")
+            setattr(getattr(cfg, section), name, value)
+        inputs = PlanInputs(cfg, "crf", {"infer": ["train"]}, {}, (64, 64), 21,
+                            DryRunReport("", ["crf"], 1))  # fmt: skip
+        inputs.images = lambda lists: 10
+        row = _crf_rows(inputs)[0]
+        return row.note, row.device
+
+    note, device = crf_note(crf__backend="torch", run__device="cuda")
+    assert "(torch) on the GPU" in note and device == "GPU"
+    note, device = crf_note(crf__backend="pydensecrf", run__crf_workers=3)
+    assert note == "dense CRF (pydensecrf) on the CPU, 3 worker process(es)" and device == "CPU"
+    note, _ = crf_note(crf__backend="torch", run__device="cpu", run__num_workers=5)
+    assert note == "dense CRF (torch) on the CPU, 5 worker process(es)"
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.pretrained = "efficientnet_lite0", False
+    cfg.cam.infer_batch = 1
+    one = rw_infer_memory(cfg, (64, 64)).activations
+    cfg.cam.infer_batch = 4
+    assert rw_infer_memory(cfg, (64, 64)).activations == 4 * one

@@ -180,9 +180,12 @@ def fit(
         # Training BatchNorms see the global batch; converted in place (the objective holds the
         # model), before the optimizer collects the parameters and before DDP wraps them.
         objective = sync_batchnorm(objective, device)  # the process group's backend decides
+        # gradient_as_bucket_view: the gradients are views of DDP's all-reduce buckets instead
+        # of a second copy of every gradient (the dry run's memory estimate counts them once).
         objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None
-        )
+            objective, device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
+        )  # fmt: skip
     optimizer, scheduler = build_optimizer(model.parameter_groups(), optim_cfg, max_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     ckpt_path = out_dir / "checkpoints" / "last.pth"

@@ -19,8 +19,12 @@ MEMORY_METHOD = (
     "(from the parameter counts) + the activations autograd saves for backward, summed over one "
     "forward of the stage's loss on a batch of crops run on torch's meta device (shapes only, no "
     "data); inference = parameters + the largest layer input + output at the largest test scale "
-    "of the largest sampled image. Not included: the CUDA context, cuDNN workspaces and allocator "
-    "slack (allow about 1 GiB more); with run.amp the activations are about halved."
+    "of the largest sampled image. Under torchrun DDP keeps the gradients in its buckets "
+    "(gradient_as_bucket_view), so they are counted once. Not included: the CUDA context, cuDNN "
+    "workspaces (cudnn.benchmark may choose algorithms that take a few hundred MiB) and "
+    "allocator slack (allow about 1 GiB more); with run.amp the activations are about halved. "
+    "These figures are estimated, not measured on a GPU: benchmarks/gpu_check.sh prints them "
+    "beside torch.cuda.max_memory_allocated of each stage."
 )
 
 

@@ -102,8 +102,22 @@ def _cam_rows(s: PlanInputs) -> list[PlanRow]:
 
 
 def _crf_rows(s: PlanInputs) -> list[PlanRow]:
-    note = f"dense CRF on the CPU, {s.cfg.run.num_workers} worker processes"
-    return [s.infer_row("crf", "1", None, note, device="CPU")]
+    """Where the CRF runs, as `s2_crf` decides: pydensecrf on the CPU in crf_workers processes;
+    the torch backend on the GPU in one process when run.device gives a GPU."""
+    from ssenet.crf import resolve_backend
+
+    run = s.cfg.run
+    workers = run.num_workers if run.crf_workers is None else run.crf_workers
+    try:
+        backend = resolve_backend(s.cfg.crf.backend)
+    except SsenetError as err:
+        s.report.errors.append(str(err))
+        backend = s.cfg.crf.backend
+    on_cpu = f"on the CPU, {workers} worker process(es)"
+    if backend == "torch" and run.device not in ("cpu", "mps"):
+        note = f"dense CRF (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
+        return [s.infer_row("crf", "1", None, note)]
+    return [s.infer_row("crf", "1", None, f"dense CRF ({backend}) {on_cpu}", device="CPU")]
 
 
 def _aff_rows(s: PlanInputs) -> list[PlanRow]:
@@ -113,7 +127,8 @@ def _aff_rows(s: PlanInputs) -> list[PlanRow]:
 
 def _rw_rows(s: PlanInputs) -> list[PlanRow]:
     infer = s.estimate("rw inference", lambda: rw_infer_memory(s.cfg, s.size))
-    return [s.infer_row("rw", "1", infer, f"{2 ** s.cfg.rw.logt} walk steps")]
+    return [s.infer_row("rw", str(s.cfg.cam.infer_batch), infer,
+                        f"{2 ** s.cfg.rw.logt} walk steps")]  # fmt: skip
 
 
 def _seg_rows(s: PlanInputs) -> list[PlanRow]:

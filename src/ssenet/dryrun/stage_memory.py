@@ -102,9 +102,11 @@ def cam_infer_memory(cfg: Config, num_foreground: int, size: tuple[int, int]) ->
 
 
 def rw_infer_memory(cfg: Config, size: tuple[int, int]) -> MemoryEstimate:
+    """AffinityNet's features of a batch of cam.infer_batch images, as the stage batches them."""
     stride = cfg.model.output_stride
     padded = [math.ceil(side / stride) * stride for side in size]
-    return estimate_inference_memory(_affinity_model(cfg), _images(1, *padded))
+    images = _images(cfg.cam.infer_batch, *padded)
+    return estimate_inference_memory(_affinity_model(cfg), images)
 
 
 def seg_infer_memory(cfg: Config, num_classes: int, size: tuple[int, int]) -> MemoryEstimate:
