@@ -147,3 +147,13 @@ def test_crf_worker_count_keeps_crf_outputs_current():
     base = crf_file_stamp(load_config(), "cams")
     assert crf_file_stamp(load_config(overrides=["run.crf_workers=0"]), "cams") == base
     assert crf_file_stamp(load_config(overrides=["crf.ha=30"]), "cams") != base
+
+
+def test_unquoted_off_is_the_choice_off_not_false():
+    """YAML 1.1 reads `run.amp=off` as false: a key whose choices include off takes it as off."""
+    from ssenet.config import load_config
+
+    assert load_config(None, ["run.amp=off"]).run.amp == "off"
+    assert load_config(None, ["run.amp=bf16"]).run.amp == "bf16"
+    with pytest.raises(SsenetError, match="config key data.kind: expected a string, got False"):
+        load_config(None, ["data.kind=off"])

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from ssenet.choices import CHOICE_KEYS
 from ssenet.errors import SsenetError
 
 
@@ -41,6 +42,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             raise SsenetError(f"config key {key}: expected a number, got {value!r}")
         return float(value)
     if annotation is str:
+        if value is False and "off" in CHOICE_KEYS.get(key, ()):
+            return "off"  # YAML 1.1 reads an unquoted off (run.amp=off) as false
         if not isinstance(value, str):
             raise SsenetError(f"config key {key}: expected a string, got {value!r}")
         return value
