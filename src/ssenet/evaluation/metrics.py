@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ssenet.camfile import load_cams
 from ssenet.data.palette import IGNORE_INDEX, read_label_png
 from ssenet.errors import SsenetError
+from ssenet.progress import progress_bar
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -134,7 +134,7 @@ def evaluate_label_dirs(
     _require_files(pred_dir, ids, ".png", "prediction")
     _require_files(gt_dir, ids, ".png", "ground-truth")
     meter = ConfusionMeter(num_classes)
-    for image_id in tqdm(ids, desc="eval", disable=not progress):
+    for image_id in progress_bar(ids, desc="eval", enabled=progress, leave=True):
         pred_path = pred_dir / f"{image_id}.png"
         meter.update(
             read_label_png(pred_path),
@@ -196,7 +196,7 @@ def sweep_cam_thresholds(
     _require_files(gt_dir, ids, ".png", "ground-truth")
     alpha_arr = np.asarray(alphas, dtype=np.float64)
     meters = [ConfusionMeter(num_classes) for _ in alphas]
-    for image_id in tqdm(ids, desc="alpha sweep", disable=not progress):
+    for image_id in progress_bar(ids, desc="alpha sweep", enabled=progress, leave=True):
         cam_path = cam_dir / f"{image_id}.npz"
         cams, keys = load_cams(cam_path)
         gt = read_label_png(gt_dir / f"{image_id}.png")
