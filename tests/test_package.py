@@ -44,3 +44,19 @@ def test_version_flag_prints_the_package_version():
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0
     assert result.stdout.strip() == f"ssenet {ssenet.__version__}"
+
+
+def test_citation_and_changelog_name_the_package_version():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[1]
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["version"] == ssenet.__version__
+    paper = citation["preferred-citation"]
+    assert paper["title"].startswith("Self-supervised Scale Equivariant Network")
+    changelog = (root / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## \[{re.escape(ssenet.__version__)}\]", changelog, re.M)
+    assert "MIT License" in (root / "LICENSE").read_text()
