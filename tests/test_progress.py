@@ -106,3 +106,11 @@ def test_training_logs_one_line_per_epoch_to_a_file(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tiny")]
     assert [line.split(":")[0] for line in lines] == [f"tiny epoch {e}/3" for e in (1, 2, 3)]
     assert all(" 4/4 it, " in line and ", loss=" in line for line in lines)
+
+
+def test_enabled_none_is_a_bar_on_a_terminal_and_silence_in_a_log():
+    log, terminal = io.StringIO(), Terminal()
+    assert list(progress_bar(range(2), desc="short", stream=log, enabled=None)) == [0, 1]
+    assert log.getvalue() == ""
+    assert list(progress_bar(range(2), desc="short", stream=terminal, enabled=None)) == [0, 1]
+    assert "short" in terminal.getvalue()

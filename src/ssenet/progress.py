@@ -24,7 +24,7 @@ def progress_bar(
     *,
     desc: str,
     total: int | None = None,
-    enabled: bool = True,
+    enabled: bool | None = True,
     leave: bool = False,
     unit: str = "it",
     stream: IO[str] | None = None,
@@ -32,10 +32,15 @@ def progress_bar(
     """Wrap `iterable` (or count `update()` calls up to `total`) with a progress display.
 
     A tqdm bar when `stream` (default: stderr) is a terminal, a `LineProgress` otherwise, and
-    nothing when `enabled` is false. All three iterate, `update`, `set_postfix` and `close` alike.
+    nothing when `enabled` is false; `enabled=None` shows a bar on a terminal and nothing in a
+    log (for short loops not worth a line). All iterate, `update`, `set_postfix` and `close`
+    alike.
     """
     stream = sys.stderr if stream is None else stream
-    if enabled and not _is_terminal(stream):
+    terminal = _is_terminal(stream)
+    if enabled is None:
+        enabled = terminal
+    if enabled and not terminal:
         return LineProgress(iterable, desc=desc, total=total, unit=unit, stream=stream)
     from tqdm import tqdm
 

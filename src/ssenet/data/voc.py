@@ -228,7 +228,7 @@ def _labels_from_masks(
     num_foreground: int,
 ) -> dict[str, tuple[int, ...]]:
     labels = {}
-    for image_id, line_no in progress_bar(lines, desc="image labels from masks"):
+    for image_id, line_no in progress_bar(lines, desc="image labels from masks", enabled=None):
         path = mask_paths[image_id]
         if not path.is_file():
             raise SsenetError(
