@@ -102,6 +102,32 @@ def test_torch_matches_pydensecrf_on_a_skimage_photo() -> None:
     assert agreement(probs, ref) < 0.9
 
 
+def test_canonical_csr_matrices_give_the_same_crf(monkeypatch, voc_photo, voc_results) -> None:
+    """On GPUs the lattice's sparse matrices are built canonical (rows sorted, duplicates summed,
+    invariants checked), as cuSPARSE documents; the CPU keeps its faster unsorted build. Forced
+    on the CPU, the canonical build gives the same marginals."""
+    from ssenet.crf import lattice
+
+    built = []
+    real = lattice._csr
+
+    def recording(*args):
+        matrix = real(*args)
+        built.append(matrix)
+        return matrix
+
+    monkeypatch.setattr(lattice, "_canonical", lambda device: True)
+    monkeypatch.setattr(lattice, "_csr", recording)
+    canonical = dense_crf(voc_photo["image"], voc_photo["probs"], backend="torch")
+    assert np.abs(canonical - voc_results["torch"]).max() < 1e-5
+    assert built
+    for matrix in built:
+        crow, cols = matrix.crow_indices().long(), matrix.col_indices().long()
+        rows = torch.repeat_interleave(torch.arange(matrix.shape[0]), crow.diff())
+        keys = rows * matrix.shape[1] + cols
+        assert bool((keys.diff() > 0).all())  # sorted within rows, no column twice
+
+
 def test_marginals_are_distributions(voc_results: dict) -> None:
     for q in voc_results.values():
         assert q.min() >= 0 and q.max() <= 1

@@ -52,14 +52,19 @@ IMAGE_SIZE = 40
 NUM_CLASSES = 4
 WORLD_SIZE = 2
 CPU = torch.device("cpu")
-# name -> (model.freeze_bn, dtype). In float64 the two runs agree to rounding (about 1e-13 here),
-# which shows the DDP + SyncBatchNorm step is the same computation; float32 agrees to the
-# rounding that BatchNorm's backward amplifies on tiny batches (about 3e-5 of the largest value).
+# name -> (model.freeze_bn, dtype, backbone). In float64 the two runs agree to rounding (about
+# 1e-13 here), which shows the DDP + SyncBatchNorm step is the same computation; float32 agrees to
+# the rounding that BatchNorm's backward amplifies on tiny batches (about 3e-5 of the largest
+# value). The efficientnet_lite0 variants are the demo's recipe (trained BatchNorm, normalised
+# head, SER branch with its own BatchNorm statistics): its BatchNorms are timm BatchNormAct2d
+# layers, whose ReLU6 a synchronised BatchNorm must keep.
 VARIANTS = {
-    "frozen_bn": (True, torch.float32),
-    "trained_bn": (False, torch.float32),
-    "frozen_bn_f64": (True, torch.float64),
-    "trained_bn_f64": (False, torch.float64),
+    "frozen_bn": (True, torch.float32, "resnet38"),
+    "trained_bn": (False, torch.float32, "resnet38"),
+    "frozen_bn_f64": (True, torch.float64, "resnet38"),
+    "trained_bn_f64": (False, torch.float64, "resnet38"),
+    "effnet_trained_bn": (False, torch.float32, "efficientnet_lite0"),
+    "effnet_trained_bn_f64": (False, torch.float64, "efficientnet_lite0"),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -93,13 +98,22 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def tiny_cam_model(freeze_bn: bool, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The same initial ResNet-38 (width 0.125) in every process, without dropout."""
+def tiny_cam_model(freeze_bn: bool, dtype: torch.dtype = torch.float32,
+                   backbone: str = "resnet38") -> nn.Module:  # fmt: skip
+    """The same initial network in every process, without dropout: ResNet-38 of width 0.125, or
+    the demo's EfficientNet-Lite0 with a small normalised head."""
     torch.manual_seed(0)
-    model = build_cam_model(
-        backbone="resnet38", num_classes=NUM_CLASSES, width=0.125, pretrained=False,
-        freeze_bn=freeze_bn,
-    ).to(dtype)  # fmt: skip
+    if backbone == "resnet38":
+        model = build_cam_model(
+            backbone="resnet38", num_classes=NUM_CLASSES, width=0.125, pretrained=False,
+            freeze_bn=freeze_bn,
+        )  # fmt: skip
+    else:
+        model = build_cam_model(
+            backbone=backbone, num_classes=NUM_CLASSES, pretrained=False, freeze_bn=freeze_bn,
+            head_channels=16, head_norm=True,
+        )  # fmt: skip
+    model = model.to(dtype)
     for module in model.modules():
         if isinstance(module, nn.Dropout | nn.Dropout2d):
             module.p = 0.0  # every process must see the same (no) dropout masks
@@ -112,12 +126,15 @@ def plain_sgd() -> SimpleNamespace:
 
 
 def one_step(out_dir: Path, freeze_bn: bool, info: DistInfo, amp: str = "off",
-             channels_last: bool = False, dtype: torch.dtype = torch.float32) -> dict:  # fmt: skip
+             channels_last: bool = False, dtype: torch.dtype = torch.float32,
+             backbone: str = "resnet38") -> dict:  # fmt: skip
     """Train one step of the SSENet objective into out_dir; returns fit's metadata."""
-    model = tiny_cam_model(freeze_bn, dtype)
+    model = tiny_cam_model(freeze_bn, dtype, backbone)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     cam_cfg = Config().cam  # method ssenet, r = 0.3, eta = 1
+    if backbone != "resnet38":  # the demo's SER branch
+        cam_cfg.branch_rate, cam_cfg.branch_bn_stats = 0.5, True
     batch = HALF_BATCH * WORLD_SIZE // info.world_size
     with default_dtype(dtype):
         data = FixedBatch(HALF_BATCH * WORLD_SIZE)
@@ -140,8 +157,8 @@ def ddp_worker(rank: int, port: int, root: str) -> None:
     info = init_distributed(torch.device("cpu"))
     assert (info.rank, info.world_size, info.local_rank) == (rank, WORLD_SIZE, rank)
     try:
-        for name, (freeze_bn, dtype) in VARIANTS.items():
-            one_step(Path(root) / "ddp" / name, freeze_bn, info, dtype=dtype)
+        for name, (freeze_bn, dtype, backbone) in VARIANTS.items():
+            one_step(Path(root) / "ddp" / name, freeze_bn, info, dtype=dtype, backbone=backbone)
     finally:
         dist.destroy_process_group()
 
@@ -169,10 +186,10 @@ def ddp_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     mp.spawn(ddp_worker, args=(free_port(), str(root)), nprocs=WORLD_SIZE, join=True)
     runs = {}
-    for name, (freeze_bn, dtype) in VARIANTS.items():
-        one_step(root / "single" / name, freeze_bn, DistInfo(), dtype=dtype)
+    for name, (freeze_bn, dtype, backbone) in VARIANTS.items():
+        one_step(root / "single" / name, freeze_bn, DistInfo(), dtype=dtype, backbone=backbone)
         runs[name] = (
-            tiny_cam_model(freeze_bn, dtype).state_dict(),
+            tiny_cam_model(freeze_bn, dtype, backbone).state_dict(),
             load_checkpoint(root / "single" / name / "model.pth"),
             load_checkpoint(root / "ddp" / name / "model.pth"),
         )
@@ -182,31 +199,36 @@ def ddp_runs(tmp_path_factory):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_ddp_step_matches_one_process_with_the_whole_batch(ddp_runs, variant):
     initial, single, ddp = ddp_runs[variant]
-    freeze_bn, dtype = VARIANTS[variant]
+    freeze_bn, dtype, backbone = VARIANTS[variant]
     assert single.keys() == ddp.keys() == initial.keys()  # SyncBatchNorm keeps BatchNorm's keys
-    assert ddp["fc8.weight"].dtype == dtype
-    mults = multipliers(tiny_cam_model(freeze_bn))
-    assert "fc8.weight" in mults and len(mults) > 30
+    head = "fc8.weight"
+    assert ddp[head].dtype == dtype
+    mults = multipliers(tiny_cam_model(freeze_bn, backbone=backbone))
+    assert head in mults and len(mults) > 30
     for key, mult in mults.items():
         grad_single = (initial[key] - single[key]) / mult  # lr = 1
         grad_ddp = (initial[key] - ddp[key]) / mult
         close(grad_ddp, grad_single, dtype, key)
-    assert (initial["fc8.weight"] - single["fc8.weight"]).abs().max() > 1e-3  # a real step
+    assert (initial[head] - single[head]).abs().max() > 1e-3  # a real step
     frozen = [k for k in initial if k not in mults and not k.endswith("num_batches_tracked")]
     for key in frozen:  # frozen weights, and BatchNorm statistics of the global batch
         close(ddp[key], single[key], dtype, key)
-    stats_moved = not torch.equal(initial["bn7.running_mean"], single["bn7.running_mean"])
+    last_bn = "bn7" if backbone == "resnet38" else "net.blocks.4.2.bn3"
+    stats_moved = not torch.equal(initial[f"{last_bn}.running_mean"],
+                                  single[f"{last_bn}.running_mean"])  # fmt: skip
     assert stats_moved == (not freeze_bn)
-    assert int(ddp["bn7.num_batches_tracked"]) == (0 if freeze_bn else 2)  # two branches
+    assert int(ddp[f"{last_bn}.num_batches_tracked"]) == (0 if freeze_bn else 2)  # two branches
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, key: str) -> None:
-    """Equal to float64 rounding, or to 1e-4 of the tensor's largest value in float32."""
+    """Equal to float64 rounding, or in float32 to 1e-4 of the tensor's largest value plus 1e-6:
+    at random initialisation the deep BatchNorms of EfficientNet get gradients of about 1e-7,
+    where float32 rounding alone differs by as much (their float64 variant agrees to 1e-10)."""
     if dtype == torch.float64:
         torch.testing.assert_close(actual, expected, atol=1e-10, rtol=1e-8, msg=key)
         return
     scale = float(expected.abs().max())
-    torch.testing.assert_close(actual, expected, atol=1e-4 * scale + 1e-7, rtol=0, msg=key)
+    torch.testing.assert_close(actual, expected, atol=1e-4 * scale + 1e-6, rtol=0, msg=key)
 
 
 def test_sync_batchnorm_converts_only_training_batchnorm():
@@ -222,6 +244,33 @@ def test_sync_batchnorm_converts_only_training_batchnorm():
     assert type(trained.backbone.bn7) is CpuSyncBatchNorm
     assert [id(p) for p in trained.parameters()] == params  # the optimizer's parameters
     assert list(trained.state_dict()) == keys
+
+
+def test_sync_batchnorm_keeps_efficientnet_activations():
+    """timm's BatchNormAct2d is BatchNorm + ReLU6 in one layer: the synchronised layer keeps both,
+    so the converted demo network computes what the unconverted one does."""
+    from timm.layers import BatchNormAct2d
+
+    model = tiny_cam_model(freeze_bn=False, backbone="efficientnet_lite0").train()
+    acts = sum(isinstance(m, BatchNormAct2d) for m in model.modules())
+    assert acts == 33  # every BatchNorm of the backbone
+    images = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1))
+    before = model(images)
+    sync_batchnorm(model, CPU)
+    synced = [m for m in model.modules() if isinstance(m, runtime.CpuSyncBatchNormAct)]
+    assert len(synced) == acts and not any(isinstance(m, BatchNormAct2d) for m in model.modules())
+    assert sum(isinstance(m.act, nn.ReLU6) for m in synced) > 20  # the rest end in Identity
+    torch.testing.assert_close(model(images), before, rtol=0, atol=0)
+
+
+def test_sync_batchnorm_refuses_an_unknown_batchnorm_subclass():
+    class ScaledBatchNorm(nn.BatchNorm2d):  # adds to BatchNorm's forward
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), ScaledBatchNorm(4))
+    with pytest.raises(SsenetError, match="layer '1' is a .*ScaledBatchNorm"):
+        sync_batchnorm(model, CPU)
 
 
 def test_cpu_sync_batchnorm_without_process_group_is_batchnorm():
@@ -371,6 +420,8 @@ def test_forward_in_passes_splits_by_input_pixels(monkeypatch, batch, side, budg
 def test_inference_batch_size_caps_by_free_cuda_memory(monkeypatch):
     assert inference_batch_size(16, (100, 100), (1.0, 2.0), torch.device("cpu"), 1000.0) == 16
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 2 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     cuda = torch.device("cuda", 0)
     # Largest scale 2: 200 x 200 px x 2 (flip) x 1000 B = 8e7 B per image; 0.8 x 1e9 / 8e7 = 10.
     assert inference_batch_size(16, (100, 100), (1.0, 2.0), cuda, 1000.0) == 10
@@ -379,3 +430,139 @@ def test_inference_batch_size_caps_by_free_cuda_memory(monkeypatch):
     assert inference_batch_size(16, (1000, 1000), (2.0,), cuda, 1000.0) == 1  # never 0
     with pytest.raises(SsenetError, match="at least 1"):
         inference_batch_size(0, (100, 100), (1.0,), cuda, 1000.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices, backends and random state under torchrun (CUDA simulated where the machine has none)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """A machine with `count` GPUs as far as ssenet's device code can tell; records set_device."""
+    current: list[torch.device] = []
+
+    def install(count: int) -> list[torch.device]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", current.append)
+        return current
+
+    return install
+
+
+def torchrun_env(monkeypatch, rank: int, world: int, local_world: int | None = None) -> None:
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world or world))
+
+
+@pytest.mark.parametrize("spec", ["cuda", "auto"])
+def test_cuda_under_torchrun_is_the_gpu_of_the_local_rank(monkeypatch, fake_gpus, spec):
+    chosen = fake_gpus(4)
+    torchrun_env(monkeypatch, rank=3, world=4)
+    assert runtime.select_device(spec) == torch.device("cuda", 3)
+    assert chosen == [torch.device("cuda", 3)]  # the current GPU, for libraries using "cuda"
+
+
+def test_cuda_without_torchrun_is_the_first_gpu_and_an_index_is_kept(monkeypatch, fake_gpus):
+    fake_gpus(2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert runtime.select_device("cuda") == torch.device("cuda", 0)
+    assert runtime.select_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(SsenetError, match="'cuda:2' but 2 GPU"):
+        runtime.select_device("cuda:2")
+
+
+def test_more_local_ranks_than_gpus_is_a_clear_error(monkeypatch, fake_gpus):
+    fake_gpus(2)
+    torchrun_env(monkeypatch, rank=2, world=4)
+    with pytest.raises(SsenetError, match="local rank 2 GPU 2, but 2 GPU"):
+        runtime.select_device("cuda")
+
+
+def test_nccl_refuses_local_ranks_sharing_a_gpu_before_nccl_aborts(monkeypatch):
+    torchrun_env(monkeypatch, rank=1, world=2)
+    with pytest.raises(SsenetError, match="NCCL needs one GPU per process"):
+        runtime._check_one_gpu_per_rank(torch.device("cuda", 0), "nccl")
+    runtime._check_one_gpu_per_rank(torch.device("cuda", 1), "nccl")  # its own GPU
+    runtime._check_one_gpu_per_rank(torch.device("cuda", 0), "gloo")  # gloo may share one
+
+
+def test_dist_backend_follows_the_device_unless_set():
+    assert runtime.dist_backend(CPU) == "gloo"
+    assert runtime.dist_backend(torch.device("cuda", 0)) == "nccl"
+    assert runtime.dist_backend(torch.device("cuda", 0), "gloo") == "gloo"
+    with pytest.raises(SsenetError, match="nccl needs CUDA"):
+        runtime.dist_backend(CPU, "nccl")
+    with pytest.raises(SsenetError, match="run.dist_backend: 'mpi'"):
+        runtime.dist_backend(CPU, "mpi")
+
+
+def test_checkpoint_of_more_gpus_resumes_on_fewer(monkeypatch):
+    """An 8-GPU run's checkpoint (one state per visible GPU, the old format) resumes on a
+    machine with one visible GPU; a new checkpoint keeps only the training GPU's state."""
+    from ssenet.checkpoint import restore_rng_state, rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d=None: restored.append((s, d)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d=None: torch.full((4,), 9))
+    states = [torch.full((4,), i, dtype=torch.uint8) for i in range(8)]
+    old = {"torch": torch.get_rng_state(), "cuda": states}
+    restore_rng_state(old, torch.device("cuda", 0))
+    assert len(restored) == 1 and torch.equal(restored[0][0], states[0])
+    restore_rng_state(old, CPU)  # a CPU machine ignores GPU states
+    assert len(restored) == 1
+
+    new = rng_state(torch.device("cuda", 0))
+    assert torch.equal(new["cuda"], torch.full((4,), 9))
+    assert "cuda" not in rng_state(CPU)
+    restore_rng_state(new, torch.device("cuda", 0))
+    assert torch.equal(restored[-1][0], new["cuda"])
+
+
+def test_ranks_draw_their_own_dropout_masks_and_again_on_resume():
+    """Rank 0 keeps the single-process stream; others reseed from (seed, epoch, rank)."""
+    from ssenet.trainer import _set_epoch
+
+    loader = make_loader(FixedBatch(4), 2, 0, DistInfo(), seed=0)
+
+    def masks(rank: int, epoch: int) -> torch.Tensor:
+        torch.manual_seed(5)
+        _set_epoch(loader, 0, epoch, rank)
+        return torch.rand(6)
+
+    assert not torch.equal(masks(1, 0), masks(2, 0))
+    assert not torch.equal(masks(1, 0), masks(1, 1))
+    assert torch.equal(masks(1, 1), masks(1, 1))  # a resumed epoch draws the same masks
+    torch.manual_seed(5)
+    untouched = torch.rand(6)
+    assert torch.equal(masks(0, 1), untouched)  # rank 0 draws as one process does
+
+
+def test_out_of_memory_halves_the_batch_until_it_fits():
+    seen = []
+
+    def work(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch * 2
+
+    images = torch.arange(5.0)
+    torch.testing.assert_close(runtime.halving_on_oom(work, images, "x"), images * 2)
+    assert seen == [5, 3, 2, 1, 2]
+    with pytest.raises(SsenetError, match=r"segmentation inference: one image of \(\) does not "
+                                          r"fit in GPU memory \(CUDA out of memory"):  # fmt: skip
+        runtime.halving_on_oom(lambda b: work(b.repeat(3)), images, "segmentation inference")
+
+
+def test_free_cuda_memory_counts_pytorchs_unused_cache_as_free(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 8 * 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * 10**9)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 10**9)
+    cuda = torch.device("cuda", 0)
+    assert runtime.free_cuda_memory(cuda) == 4 * 10**9
+    # 0.8 x 4e9 / 8e7 bytes an image = 40 images, not the 10 the driver's figure alone gives
+    assert inference_batch_size(64, (100, 100), (1.0, 2.0), cuda, 1000.0) == 40

@@ -315,3 +315,15 @@ def test_check_images_decodes_every_image_of_every_list(bench, tmp_path, capsys)
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # a half-copied file
     code, out = dry(capsys, config, "--check-images")
     assert code == 2 and f"{victim.name}: cannot read image" in out
+
+
+def test_dry_run_accepts_deeplabv3_batch_one_on_eight_gpus(tmp_path):
+    from ssenet.dryrun import dry_run
+
+    cfg = Config()
+    cfg.data.root = str(tmp_path / "missing")
+    cfg.seg.head, cfg.seg.batch_size = "deeplabv3", 1
+    one = dry_run(cfg, ["seg"], world_size=1)
+    eight = dry_run(cfg, ["seg"], world_size=8)
+    assert any("deeplabv3 head needs at least 2" in e for e in one.errors)
+    assert not any("head needs" in e for e in eight.errors)

@@ -369,8 +369,8 @@ def test_inference_runs_the_crf_when_asked(tmp_path, monkeypatch):
     weights = train_tiny(tmp_path, cfg, label_dir)
     seen = []
 
-    def dense_crf(image, probs, crf_cfg, backend):
-        seen.append((image.dtype, image.shape, probs.shape, crf_cfg, backend))
+    def dense_crf(image, probs, crf_cfg, backend, device):
+        seen.append((image.dtype, image.shape, probs.shape, crf_cfg, backend, device))
         np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
         out = np.zeros_like(probs)
         out[2] = 1.0  # the CRF's answer decides the label
@@ -379,5 +379,21 @@ def test_inference_runs_the_crf_when_asked(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ssenet.crf", types.SimpleNamespace(dense_crf=dense_crf))
     cfg.seg.crf, cfg.crf.backend = True, "torch"
     infer_seg(cfg, weights, tmp_path / "pred", progress=False)
-    assert seen == [(np.uint8, (40, 48, 3), (3, 40, 48), cfg.crf, "torch")] * 2
+    # on the network's device: a CUDA run refines on its GPU
+    assert seen == [(np.uint8, (40, 48, 3), (3, 40, 48), cfg.crf, "torch", torch.device("cpu"))] * 2
     assert (read_label_png(tmp_path / "pred" / "labels" / "im1.png") == 2).all()
+
+
+def test_deeplabv3_one_image_per_process_is_enough_over_several_processes():
+    """The README's 8-GPU recipe trains deeplabv3 with seg.batch_size=1: SyncBatchNorm gives its
+    image-pooling BatchNorm 8 images; one process with one image cannot train it."""
+    from ssenet.config import SegConfig
+    from ssenet.stages.s5_segmentation import pooling_batch_error
+
+    seg = SegConfig(head="deeplabv3", batch_size=1)
+    assert "needs at least 2 images a step over all processes, got 1 x 1" in pooling_batch_error(
+        seg, 1
+    )
+    assert pooling_batch_error(seg, 8) is None
+    assert pooling_batch_error(SegConfig(head="deeplabv3", batch_size=2), 1) is None
+    assert pooling_batch_error(SegConfig(head="deeplabv2", batch_size=1), 1) is None

@@ -22,6 +22,7 @@ from ssenet.multiscale import merge_flips, normalized_pixels, scaled_batches
 from ssenet.runtime import (
     autocast,
     forward_in_passes,
+    halving_on_oom,
     inference_batch_size,
 )
 
@@ -122,7 +123,8 @@ def memory_safe_cams(
     """`multiscale_cams` of a batch, in fewer images per pass on a GPU when the largest scale
     would not fit in free memory; results do not depend on how a batch is split."""
     return torch.cat([
-        multiscale_cams(model, chunk, scales, flip, amp)
+        halving_on_oom(lambda part: multiscale_cams(model, part, scales, flip, amp), chunk,
+                       "CAM inference")  # fmt: skip
         for chunk in memory_safe_chunks(model, images, scales, flip)
     ])
 
@@ -143,7 +145,11 @@ def per_scale_cams(
     `memory_safe_cams` bit for bit, so one pass can serve multi- and single-scale tests."""
     chunks = memory_safe_chunks(model, images, scales, flip)
     return {
-        s: torch.cat([multiscale_cams(model, chunk, (s,), flip, amp) for chunk in chunks])
+        s: torch.cat([
+            halving_on_oom(lambda part, s=s: multiscale_cams(model, part, (s,), flip, amp),
+                           chunk, "CAM inference")  # fmt: skip
+            for chunk in chunks
+        ])
         for s in dict.fromkeys(scales)
     }
 

@@ -39,14 +39,28 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise SsenetError(f"{path}: not a loadable checkpoint ({summary(err)})") from err
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The generators a training process draws from: the CPU's and, when it trains on a GPU,
+    that GPU's alone (a process trains on one), so the checkpoint loads on any GPU count."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s generators; a GPU state goes to the GPU this process trains on.
+
+    Older checkpoints kept a list with one state per visible GPU: the training GPU's is the
+    first of the list that this machine also has, so a machine with fewer visible GPUs (a
+    smaller allocation, CUDA_VISIBLE_DEVICES) resumes instead of failing.
+    """
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or device is None or device.type != "cuda":
+        return
+    if isinstance(saved, list | tuple):
+        if not saved:
+            return
+        saved = saved[min(device.index or 0, len(saved) - 1)]
+    torch.cuda.set_rng_state(saved, device)

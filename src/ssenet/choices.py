@@ -16,6 +16,7 @@ OPTIMIZERS = ("psa_sgd", "sgd", "adamw")  # ssenet.trainer.build_optimizer
 CRF_BACKENDS = ("auto", "pydensecrf", "torch")  # ssenet.crf.solver.resolve_backend
 RW_BACKGROUNDS = ("constant", "power")  # ssenet.randomwalk.score_stack
 AMP_MODES = ("off", "bf16", "fp16")  # ssenet.runtime.autocast
+DIST_BACKENDS = ("auto", "nccl", "gloo")  # ssenet.runtime.dist_backend
 
 # key -> allowed values, as `ssenet.config.validate` checks them.
 CHOICE_KEYS: dict[str, tuple] = {
@@ -28,6 +29,7 @@ CHOICE_KEYS: dict[str, tuple] = {
     "crf.backend": CRF_BACKENDS,
     "rw.background": RW_BACKGROUNDS,
     "run.amp": AMP_MODES,
+    "run.dist_backend": DIST_BACKENDS,
     "model.output_stride": OUTPUT_STRIDES,
     "model.backbone": BACKBONES,
 }

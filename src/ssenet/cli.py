@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssenet: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if "torch" in sys.modules:  # a verb that never imported torch joined no process group
+            from ssenet.runtime import leave_ranks
+
+            leave_ranks()
 
 
 if __name__ == "__main__":

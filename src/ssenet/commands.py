@@ -19,9 +19,14 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
 
 
 def _load(args: argparse.Namespace):
+    """The config of a verb; under torchrun, this rank's device and process group are joined
+    here, so every verb's ranks can wait for each other's shards."""
     from ssenet.config import load_config
+    from ssenet.runtime import join_ranks
 
-    return load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    join_ranks(cfg.run)
+    return cfg
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

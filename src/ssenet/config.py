@@ -275,6 +275,9 @@ class RunConfig:
     """CRF processes (pydensecrf uses one core per image); unset: num_workers."""
     amp: str = "off"
     """Mixed precision: off, bf16, or fp16 with a gradient scaler."""
+    # gloo on CUDA lets several processes share one GPU (slower), where NCCL refuses.
+    dist_backend: str = "auto"
+    """torchrun's process-group backend: auto is nccl on CUDA, gloo on the CPU."""
     channels_last: bool = False
     """NHWC memory format for networks and inputs (faster for some CPU backbones)."""
     # The same function up to float rounding, about 1.4x faster CPU inference for

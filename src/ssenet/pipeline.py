@@ -12,9 +12,15 @@ from ssenet.config import Config, dump_config
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.fileio import remove_stale_temporaries, run_lock, write_json, write_text_atomic
-from ssenet.runtime import rank_shard
+from ssenet.runtime import is_main_rank, join_ranks, rank_shard
 from ssenet.stages import STAGES, RunLayout, stage_lists
-from ssenet.stages.common import check_pseudo_label_scoring, gt_dir, missing_ground_truth, summary
+from ssenet.stages.common import (
+    check_pseudo_label_scoring,
+    gt_dir,
+    missing_ground_truth,
+    summary,
+    sync_ranks,
+)
 
 
 def preflight(cfg: Config, stages: list[str]) -> None:
@@ -66,6 +72,7 @@ def run_pipeline(
     `seconds` receives each stage's wall time in this call (near 0 for work found done).
     """
     run_dir = Path(run_dir)
+    join_ranks(cfg.run)  # before any stage, trained or found finished, waits for the others
     # Ranks of one torchrun job share the folder; only separate jobs must not.
     lock = run_lock(run_dir) if rank_shard()[1] == 1 else contextlib.nullcontext()
     with lock:
@@ -79,9 +86,11 @@ def _run_stages(
     progress: bool,
     seconds: dict[str, float] | None,
 ) -> dict:
-    remove_stale_temporaries(run_dir)  # left by a killed run; never taken for outputs
     layout = RunLayout(run_dir)
-    record_run(cfg, layout)
+    if is_main_rank():  # once: another rank's temporaries are not stale
+        remove_stale_temporaries(run_dir)  # left by a killed run; never taken for outputs
+        record_run(cfg, layout)
+    sync_ranks()
     results_path = layout.results
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for name in stages or list(STAGES):
@@ -91,7 +100,8 @@ def _run_stages(
             seconds[name] = round(time.perf_counter() - start, 1)
         if "miou" in metrics:
             results[name] = summary(metrics)
-            write_json(results_path, results)
+            if is_main_rank():
+                write_json(results_path, results)
     return results
 
 

@@ -5,22 +5,38 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from ssenet.choices import AMP_MODES
-from ssenet.errors import SsenetError
+from ssenet.choices import AMP_MODES, DIST_BACKENDS
+from ssenet.errors import SsenetError, first_line
+
+T = TypeVar("T")
+
+
+def torchrun_local_rank() -> int | None:
+    """This process's LOCAL_RANK when torchrun started several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return None
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    """`auto` picks cuda, then mps, then cpu; anything else is passed to torch.device.
+
+    A CUDA device without an index is, under torchrun, the GPU of this process's LOCAL_RANK
+    (one GPU per local rank, as NCCL needs), else the first; the chosen GPU becomes the current
+    one, so that libraries allocating on "cuda" land there too.
+    """
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return _cuda_device(None, spec)
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -28,11 +44,31 @@ def select_device(spec: str = "auto") -> torch.device:
         device = torch.device(spec)
     except RuntimeError as err:
         raise SsenetError(f"config key run.device: {spec!r} is not a device ({err})") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SsenetError(f"config key run.device: {spec!r} requested but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SsenetError(
+                f"config key run.device: {spec!r} requested but CUDA is not available"
+            )
+        return _cuda_device(device.index, spec)
     return device
 
 
+def _cuda_device(index: int | None, spec: str) -> torch.device:
+    count = torch.cuda.device_count()
+    if index is None:
+        local_rank = torchrun_local_rank()
+        index = 0 if local_rank is None else local_rank
+        if local_rank is not None and index >= count:
+            raise SsenetError(
+                f"config key run.device: {spec!r} under torchrun gives local rank {local_rank} "
+                f"GPU {index}, but {count} GPU(s) are visible: start at most {count} processes "
+                "per node, or share a GPU with run.device=cuda:0 and run.dist_backend=gloo"
+            )
+    elif index >= count:
+        raise SsenetError(f"config key run.device: {spec!r} but {count} GPU(s) are visible")
+    device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -71,15 +107,102 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun describes in the environment; a single process otherwise."""
+def dist_backend(device: torch.device, spec: str = "auto") -> str:
+    """`run.dist_backend`: auto is NCCL for CUDA, gloo otherwise; gloo also carries CUDA tensors
+    (slower), which lets several processes share one GPU, where NCCL refuses."""
+    if spec not in DIST_BACKENDS:
+        raise SsenetError(f"config key run.dist_backend: {spec!r} is not one of {DIST_BACKENDS}")
+    backend = ("nccl" if device.type == "cuda" else "gloo") if spec == "auto" else spec
+    if backend == "nccl" and device.type != "cuda":
+        raise SsenetError(
+            f"config key run.dist_backend: nccl needs CUDA devices, but run.device is {device}"
+        )
+    return backend
+
+
+def _check_one_gpu_per_rank(device: torch.device, backend: str) -> None:
+    """NCCL aborts ("duplicate GPU") when two ranks share a GPU: say so before it does."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if backend != "nccl" or local_ranks <= 1:
+        return
+    if device.index != torchrun_local_rank():
+        raise SsenetError(
+            f"run.device is {device} for every one of the {local_ranks} processes of this node, "
+            "and NCCL needs one GPU per process: use run.device=cuda (GPU = local rank), or "
+            "run.dist_backend=gloo to share one GPU"
+        )
+
+
+def init_distributed(device: torch.device, backend: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment; a single process otherwise.
+
+    Idempotent: every stage and verb may call it; the first call creates the group.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        name = dist_backend(device, backend)
+        _check_one_gpu_per_rank(device, name)
+        dist.init_process_group(backend=name, device_id=device if name == "nccl" else None)
+        if dist.get_rank() == 0:
+            print(f"ssenet: torchrun: {dist.get_world_size()} processes joined ({name}, rank 0 "
+                  f"on {device})", file=sys.stderr, flush=True)  # fmt: skip
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def join_ranks(run) -> DistInfo:
+    """Under torchrun, pick this rank's device and join the process group before any stage runs,
+    so that every stage (trained or found finished) and every inference verb can wait for the
+    other ranks' shards. `run` is the config's RunConfig; a single process returns at once."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return DistInfo()
+    return init_distributed(select_device(run.device), run.dist_backend)
+
+
+def leave_ranks() -> None:
+    """Destroy the process group this process joined, if any (at the end of a command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_rank() -> bool:
+    """Rank 0 of a process group, or the only process."""
+    return not _in_group() or dist.get_rank() == 0
+
+
+def _in_group() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+_main_only_depth = 0  # > 0 while rank 0 runs a main-only section (nested calls run directly)
+
+
+def on_main_rank(work: Callable[[], T]) -> T:
+    """Run `work` once, on rank 0, and give its result to every rank (one process: just run it).
+
+    For what all ranks need but one must compute: scoring, which reads every shard and writes
+    the scores. A failure on rank 0 reaches the other ranks as an error instead of a hang.
+    """
+    global _main_only_depth
+    if not _in_group() or _main_only_depth:
+        return work()
+    box: list = [None]
+    if dist.get_rank() == 0:
+        _main_only_depth += 1
+        try:
+            box[0] = ("ok", work())
+        except Exception as err:
+            box[0] = ("error", str(err))
+            dist.broadcast_object_list(box, src=0)
+            raise
+        finally:
+            _main_only_depth -= 1
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise SsenetError(f"rank 0 failed: {value}")
+    return value
 
 
 def barrier(info: DistInfo) -> None:
@@ -138,12 +261,14 @@ class _SumOverRanks(torch.autograd.Function):
 
 
 class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
-    """BatchNorm over the global batch of all ranks for CPU tensors (gloo).
+    """BatchNorm over the global batch of all ranks under gloo: CPU tensors, or CUDA tensors of
+    ranks that share one GPU.
 
-    PyTorch's SyncBatchNorm kernel and DDP refuse CPU modules. Here the batch statistics are sums
-    summed over ranks by an all_reduce whose backward all-reduces the gradients too,
-    so every rank gets the gradients of one BatchNorm over the whole global batch. Outside
-    training, or without a process group, it is a plain BatchNorm. Same state-dict keys.
+    PyTorch's SyncBatchNorm kernel refuses CPU modules and expects a GPU backend. Here the batch
+    statistics are sums summed over ranks by an all_reduce whose backward all-reduces the
+    gradients too, so every rank gets the gradients of one BatchNorm over the whole global
+    batch. Outside training, or without a process group, it is a plain BatchNorm. Same
+    state-dict keys.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -165,7 +290,7 @@ class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         x = input.to(torch.promote_types(input.dtype, torch.float32))
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         totals = _SumOverRanks.apply(torch.cat([x.sum(dims), count]))
         n = totals[-1].detach()
         mean = totals[:-1] / n
@@ -199,11 +324,58 @@ def trains_batchnorm(model: torch.nn.Module) -> bool:
     return found
 
 
+class CpuSyncBatchNormAct(CpuSyncBatchNorm):
+    """CpuSyncBatchNorm followed by the drop path and activation of the timm `BatchNormAct2d` it
+    replaces (EfficientNet's BatchNorm + ReLU6 is one layer): neither has parameters, so the
+    state-dict keys stay BatchNorm's."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(input)))
+
+
+def _plain_batchnorm_types() -> tuple[type, ...]:
+    """BatchNorm classes whose forward is BatchNorm alone, which a synchronised BatchNorm may
+    replace as it is."""
+    return (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
+            torch.nn.SyncBatchNorm, CpuSyncBatchNorm)  # fmt: skip
+
+
+def _batchnorm_act_type() -> type:
+    from timm.layers import BatchNormAct2d
+
+    return BatchNormAct2d
+
+
+def check_sync_convertible(model: torch.nn.Module) -> None:
+    """Refuse BatchNorm subclasses that add to BatchNorm's forward in a way the conversion does
+    not know: replacing them by a plain synchronised BatchNorm would silently train another
+    network than the one that is evaluated (timm's BatchNormAct2d lost its ReLU6 that way)."""
+    from timm.layers import SyncBatchNormAct
+
+    known = (*_plain_batchnorm_types(), CpuSyncBatchNormAct, _batchnorm_act_type(),
+             SyncBatchNormAct)  # fmt: skip
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and type(module) not in known:
+            raise SsenetError(
+                f"SyncBatchNorm: layer {name or type(model).__name__!r} is a "
+                f"{type(module).__module__}.{type(module).__qualname__}, a BatchNorm subclass "
+                "that cannot be synchronised across processes without changing what it computes; "
+                "train on one process or freeze its BatchNorm (model.freeze_bn=true)"
+            )
+
+
 def _cpu_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
-    """Replace every BatchNorm by a CpuSyncBatchNorm sharing its parameters and buffers."""
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum,
-                                  module.affine, module.track_running_stats)  # fmt: skip
+    """Replace every BatchNorm by a CpuSyncBatchNorm (BatchNormAct2d by a CpuSyncBatchNormAct
+    keeping its activation and drop path) sharing its parameters and buffers."""
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, CpuSyncBatchNorm
+    ):
+        with_act = isinstance(module, _batchnorm_act_type())
+        cls = CpuSyncBatchNormAct if with_act else CpuSyncBatchNorm
+        synced = cls(module.num_features, module.eps, module.momentum, module.affine,
+                     module.track_running_stats)  # fmt: skip
+        if with_act:
+            synced.drop, synced.act = module.drop, module.act
         if module.affine:
             synced.weight, synced.bias = module.weight, module.bias
         synced.running_mean, synced.running_var = module.running_mean, module.running_var
@@ -215,18 +387,29 @@ def _cpu_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def sync_batchnorm(
+    model: torch.nn.Module, device: torch.device, backend: str | None = None
+) -> torch.nn.Module:
     """Synchronise the statistics of training BatchNorms across ranks (before wrapping in DDP).
 
     Models whose BatchNorms are all frozen are returned unchanged. Otherwise the BatchNorms are
     replaced in place (unless `model` is one itself) by layers sharing their parameters and
-    buffers, with the same state-dict keys: nn.SyncBatchNorm, or CpuSyncBatchNorm on the CPU.
+    buffers, with the same state-dict keys: under NCCL timm's converter (nn.SyncBatchNorm, and
+    SyncBatchNormAct for its BatchNormAct2d, which keeps the activation), under gloo (`backend`,
+    by default the process group's, else gloo for CPU devices) CpuSyncBatchNorm /
+    CpuSyncBatchNormAct. Unknown BatchNorm subclasses are refused.
     """
     if not trains_batchnorm(model):
         return model
-    if device.type == "cpu":
+    check_sync_convertible(model)
+    if backend is None:
+        initialized = dist.is_available() and dist.is_initialized()
+        backend = dist.get_backend() if initialized else dist_backend(device)
+    if backend == "gloo":
         return _cpu_sync_batchnorm(model)
-    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
 
 
 def inference_batch_size(
@@ -250,11 +433,40 @@ def inference_batch_size(
         raise SsenetError(f"inference batch size must be at least 1, got {requested}")
     if device.type != "cuda":
         return requested
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_cuda_memory(device)
     peak = max(scales)
     pixels = round(image_hw[0] * peak) * round(image_hw[1] * peak)
     per_image = bytes_per_pixel_estimate * pixels * (2 if flip else 1)
     return max(1, min(requested, int(free * headroom // per_image)))
+
+
+def free_cuda_memory(device: torch.device) -> int:
+    """Bytes a new allocation on `device` can use: the driver's free memory plus what PyTorch's
+    caching allocator holds but does not use (reported as used by the driver, yet reusable), so
+    that batch sizes do not shrink as the cache grows."""
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free + max(cached, 0)
+
+
+def halving_on_oom(
+    work: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, what: str
+) -> torch.Tensor:
+    """`work(batch)`, retried on halves of the batch (recursively) when the GPU runs out of
+    memory, then concatenated: eval-mode networks treat each image on its own, so only the
+    speed changes. One image that does not fit is a clear error naming `what`."""
+    try:
+        return work(batch)
+    except torch.OutOfMemoryError as err:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) <= 1:
+            raise SsenetError(
+                f"{what}: one image of {tuple(batch.shape[1:])} does not fit in GPU memory "
+                f"({first_line(err)}); lower the inference scales or use run.amp=bf16"
+            ) from err
+    half = (len(batch) + 1) // 2
+    return torch.cat([halving_on_oom(work, part, what) for part in (batch[:half], batch[half:])])
 
 
 # Input pixels of one CPU forward pass. Passes whose activations outgrow the CPU caches run from

@@ -9,6 +9,7 @@ same command runs again; a finished one returns at once; a network trained under
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -50,8 +51,11 @@ def prepare_training(run) -> tuple[torch.device, DistInfo]:
     """
     set_threads(run.threads)
     device = select_device(run.device)
-    info = init_distributed(device)
+    info = init_distributed(device, run.dist_backend)
     seed_everything(run.seed)
+    if device.type == "cuda":
+        # Training crops have one fixed size, so cuDNN's per-shape search pays for itself.
+        torch.backends.cudnn.benchmark = True
     return device, info
 
 
@@ -90,8 +94,10 @@ def make_loader(
     num_workers: int,
     info: DistInfo,
     seed: int,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """Shuffled, drop-last batches; sharded across ranks under torch.distributed."""
+    """Shuffled, drop-last batches; sharded across ranks under torch.distributed. `pin_memory`
+    (for CUDA) makes the loop's non_blocking copies asynchronous."""
     if info.enabled:
         sampler = DistributedSampler(dataset, info.world_size, info.rank, seed=seed)
     else:
@@ -102,11 +108,20 @@ def make_loader(
         sampler=sampler,
         num_workers=num_workers,
         drop_last=True,
+        pin_memory=pin_memory,
     )
 
 
-def _set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
-    """Make an epoch's shuffling and augmentation a function of (seed, epoch) alone."""
+def _set_epoch(loader: DataLoader, seed: int, epoch: int, rank: int = 0) -> None:
+    """Make an epoch's shuffling and augmentation a function of (seed, epoch) alone.
+
+    Ranks other than 0 also reseed torch's generators from (seed, epoch, rank): every rank starts
+    from the same seed (same initial network), but must draw its own dropout masks, and a resumed
+    run must draw the same ones again (only rank 0's state is in the checkpoint). Rank 0 keeps
+    its continuous stream, so a single process trains as it always has.
+    """
+    if rank > 0:
+        torch.manual_seed(hash((seed, epoch, rank)) % 2**63)
     sampler = loader.sampler
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
@@ -163,7 +178,7 @@ def fit(
     if info.enabled:
         # Training BatchNorms see the global batch; converted in place (the objective holds the
         # model), before the optimizer collects the parameters and before DDP wraps them.
-        objective = sync_batchnorm(objective, device)
+        objective = sync_batchnorm(objective, device)  # the process group's backend decides
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -179,11 +194,11 @@ def fit(
             print(f"ssenet: {out_dir} was trained under other settings; training {name} again",
                   file=sys.stderr)  # fmt: skip
     barrier(info)
-    start_epoch, step, history = _resume(state, parts)
+    start_epoch, step, history = _resume(state, parts, device)
 
     writer = open_writer(out_dir / "tb", enabled=info.is_main)
     for epoch in range(start_epoch, epochs):
-        _set_epoch(loader, seed, epoch)
+        _set_epoch(loader, seed, epoch, info.rank)
         objective.train()
         sums: dict[str, float] = {}
         bar = progress_bar(
@@ -195,7 +210,11 @@ def fit(
                 inputs[0] = inputs[0].contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
                 losses = objective(*inputs)
-            check_finite(losses["loss"], name, step + 1, epoch + 1, ckpt_path)
+            # One host sync a step, for every loss at once: the guard below needs the value
+            # before the step, and the logs reuse it.
+            values = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()])
+                              .tolist(), strict=True))  # fmt: skip
+            check_finite(values["loss"], name, step + 1, epoch + 1, ckpt_path)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             scaler.step(optimizer)
@@ -203,7 +222,6 @@ def fit(
             step += 1
             writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
             scheduler.step()
-            values = {key: float(value.detach()) for key, value in losses.items()}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value
                 writer.add_scalar(f"loss/{key}", value, step)
@@ -211,7 +229,8 @@ def fit(
         history.append({k: v / len(loader) for k, v in sums.items()} | {"epoch": epoch + 1})
         if info.is_main:
             state = {key: part.state_dict() for key, part in parts.items()}
-            state |= {"epoch": epoch + 1, "step": step, "digest": digest, "rng": rng_state()}
+            state |= {"epoch": epoch + 1, "step": step, "digest": digest,
+                      "rng": rng_state(device)}  # fmt: skip
             state["history"] = json.dumps(history)
             save_checkpoint(ckpt_path, state)
         barrier(info)
@@ -248,7 +267,8 @@ def train_network(
         return done
     device, info = prepare_training(run)
     model = memory_format(build().to(device), run.channels_last)
-    loader = make_loader(dataset(model), batch_size, run.num_workers, info, run.seed)
+    loader = make_loader(dataset(model), batch_size, run.num_workers, info, run.seed,
+                         pin_memory=device.type == "cuda")  # fmt: skip
     return fit(
         name=name,
         model=model,
@@ -267,13 +287,13 @@ def train_network(
     )
 
 
-def check_finite(loss: torch.Tensor, name: str, step: int, epoch: int, ckpt: Path) -> None:
+def check_finite(loss: float, name: str, step: int, epoch: int, ckpt: Path) -> None:
     """Stop at the first non-finite loss, before it reaches the weights: a diverged run must
     not train on, or save, NaN weights."""
-    if not torch.isfinite(loss.detach()).all():
+    if not math.isfinite(loss):
         kept = f"{ckpt} keeps the last finished epoch" if ckpt.is_file() else "nothing was saved"
         raise SsenetError(
-            f"{name} training: the loss is {float(loss.detach())} at step {step} (epoch {epoch}); "
+            f"{name} training: the loss is {loss} at step {step} (epoch {epoch}); "
             f"{kept}. Lower the learning rate or check the inputs, then rerun to resume"
         )
 
@@ -300,12 +320,14 @@ def discard_training(out_dir: Path) -> None:
     shutil.rmtree(out_dir / "tb", ignore_errors=True)
 
 
-def _resume(state: dict | None, parts: dict) -> tuple[int, int, list[dict]]:
+def _resume(
+    state: dict | None, parts: dict, device: torch.device
+) -> tuple[int, int, list[dict]]:
     """Load a checkpoint of these settings into `parts`: (epoch, step, history) to continue
     from; (0, 0, []) without one."""
     if state is None:
         return 0, 0, []
     for key, part in parts.items():
         part.load_state_dict(state[key])
-    restore_rng_state(state["rng"])
+    restore_rng_state(state["rng"], device)
     return int(state["epoch"]), int(state["step"]), json.loads(state.get("history", "[]"))

@@ -261,13 +261,35 @@ class Permutohedral:
         return self.slice @ grid
 
 
+def _canonical(device: torch.device) -> bool:
+    """Whether sparse matrices on `device` must be canonical CSR (sorted, unique columns in each
+    row): cuSPARSE documents it as a precondition; the CPU kernels used here do not need it."""
+    return device.type != "cpu"
+
+
 def _csr(
     crow: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
 ) -> torch.Tensor:
-    """A CSR matrix with 32-bit indices where they fit (faster products)."""
+    """A CSR matrix with 32-bit indices where they fit (faster products).
+
+    The rows are built unsorted, and the blur's absent neighbours repeat column 0: on the CPU
+    that is kept as built (sorting the entries costs more than the products it would save); on
+    other devices the entries are sorted and duplicates summed first (`_canonical`), and the
+    result checked.
+    """
+    canonical = _canonical(values.device)
+    if canonical:
+        rows = torch.repeat_interleave(
+            torch.arange(shape[0], device=values.device), crow.diff().long()
+        )
+        coo = torch.sparse_coo_tensor(
+            torch.stack([rows, columns.long()]), values, shape, check_invariants=True
+        )
+        csr = coo.coalesce().to_sparse_csr()
+        crow, columns, values = csr.crow_indices(), csr.col_indices(), csr.values()
     index = torch.int32 if max(len(columns), *shape) < 2**31 else torch.int64
     with warnings.catch_warnings():  # "sparse CSR support is in beta": products are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            crow.to(index), columns.to(index), values, shape, check_invariants=False
+            crow.to(index), columns.to(index), values, shape, check_invariants=canonical
         )

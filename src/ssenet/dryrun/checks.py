@@ -172,8 +172,11 @@ def check_sections(cfg: Config, stages: Sequence[str], report: DryRunReport) -> 
         if not 0 < low <= high:
             report.errors.append(f"config key seg.scale_range: need 0 < low <= high, "
                                  f"got {[low, high]}")
-        if cfg.seg.head == "deeplabv3" and cfg.seg.batch_size < 2:
-            report.errors.append("config key seg.batch_size: the deeplabv3 head needs at least 2")
+        from ssenet.stages.s5_segmentation import pooling_batch_error
+
+        error = pooling_batch_error(cfg.seg, report.world_size)
+        if error:
+            report.errors.append(error)
     if set(stages) & {"cam", "crf", "rw"}:
         try:
             check_pseudo_label_scoring(cfg)

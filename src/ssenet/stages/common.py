@@ -14,6 +14,7 @@ from ssenet.data.source import open_split
 from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.metrics import evaluate_label_dirs
 from ssenet.fileio import write_json
+from ssenet.runtime import on_main_rank
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
 
@@ -73,7 +74,13 @@ def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
 
 
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
-    """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`."""
+    """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`.
+
+    Under torchrun, rank 0 scores (after `sync_ranks`) and every rank gets its figures."""
+    return on_main_rank(lambda: _score_labels(cfg, label_dir, list_name, out))
+
+
+def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
     if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
         check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)

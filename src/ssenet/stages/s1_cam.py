@@ -28,7 +28,7 @@ from ssenet.fileio import write_json
 from ssenet.inference import owned_images
 from ssenet.models.configured import build_cam_from_config, load_cam_model
 from ssenet.provenance import config_values, is_current, stamp, weights_stamp
-from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
 from ssenet.stages.common import gt_dir, label_lists, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Lists, Stage
@@ -49,6 +49,12 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
             on_single_scales=sweep.update if folded else None,
         )  # fmt: skip
     sync_ranks()
+    return on_main_rank(lambda: _score(cfg, layout, sweep))
+
+
+def _score(cfg: Config, layout: RunLayout, sweep: ScaleSweep | None) -> dict:
+    """The CAM labels' scores and the alpha sweep (Fig. 4), and the scale sweep when it was
+    filled during inference: once, after every rank's CAMs are written."""
     dataset = open_split(cfg.data, cfg.data.infer_list)
     if sweep is not None and sweep.seen == set(dataset.ids):  # a resumed pass saw only part
         sweep.write(layout.root)

@@ -19,7 +19,7 @@ from ssenet.inference import check_same_size, image_work, require_inputs, work_b
 from ssenet.models.configured import load_affinity_model
 from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
 from ssenet.randomwalk import affinity_features, score_stack, walk_scores
-from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.stages.common import label_lists, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Lists, Stage
@@ -82,7 +82,10 @@ def walk_labels(
         stride = cfg.model.output_stride
         for batch in work_batches(cfg, work, cfg.cam.infer_batch, "random walk", progress):
             images = torch.stack([image for _, image, _ in batch])
-            features = affinity_features(model, images, stride, cfg.run.amp)
+            features = halving_on_oom(
+                lambda part: affinity_features(model, part, stride, cfg.run.amp), images,
+                "random-walk features",
+            )  # fmt: skip
             for (image_id, image, _), feats in zip(batch, features, strict=True):
                 cams, keys = load_cams(cam_dir / f"{image_id}.npz")
                 check_same_size(cam_dir / f"{image_id}.npz", cams, image)

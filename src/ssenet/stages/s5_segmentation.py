@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ssenet.inference import image_work, require_inputs, work_batches
 from ssenet.models.configured import load_seg_model
 from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, is_current, stamp, weights_stamp
-from ssenet.runtime import rank_shard, select_device, set_threads
+from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.segmentation import SegObjective, multiscale_probs
 from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
 from ssenet.stages.layout import RunLayout
@@ -91,9 +92,18 @@ def _check_seg_config(cfg: Config) -> None:
         raise SsenetError(
             f"config key seg.scale_range: need 0 < low <= high, got {list(seg.scale_range)}"
         )
-    if seg.head == "deeplabv3" and seg.batch_size < 2:
-        # Its image-pooling branch has BatchNorm over a 1x1 map: one image per batch cannot train.
-        raise SsenetError("config key seg.batch_size: the deeplabv3 head needs at least 2")
+    error = pooling_batch_error(seg, int(os.environ.get("WORLD_SIZE", 1)))
+    if error:
+        raise SsenetError(error)
+
+
+def pooling_batch_error(seg, world_size: int) -> str | None:
+    """deeplabv3's image-pooling branch has a BatchNorm over a 1x1 map: it needs 2 images in
+    its batch, which SyncBatchNorm gathers over every process (`seg` is the config's section)."""
+    if seg.head != "deeplabv3" or seg.batch_size * world_size >= 2:
+        return None
+    return ("config key seg.batch_size: the deeplabv3 head needs at least 2 images a step "
+            f"over all processes, got {seg.batch_size} x {world_size}")  # fmt: skip
 
 
 def train_seg(
@@ -190,12 +200,17 @@ def infer_seg(
         refine = _crf_function() if cfg.seg.crf else None
         for batch in work_batches(cfg, work, cfg.seg.infer_batch, "infer seg", progress):
             images = torch.stack([image for _, image, _ in batch])
-            probs = multiscale_probs(
-                model, images, cfg.seg.infer_scales, cfg.seg.infer_flip, cfg.run.amp
-            )
+            probs = halving_on_oom(
+                lambda part: multiscale_probs(
+                    model, part, cfg.seg.infer_scales, cfg.seg.infer_flip, cfg.run.amp
+                ),
+                images, "segmentation inference",
+            )  # fmt: skip
             for (image_id, image, _), prob in zip(batch, probs.cpu().numpy(), strict=True):
                 if refine is not None:
-                    prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend)
+                    # the torch backend runs where the network does (pydensecrf: the CPU)
+                    prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend,
+                                  device=next(model.parameters()).device)  # fmt: skip
                 label = np.asarray(prob).argmax(axis=0).astype(np.uint8)
                 write_label_png(label_dir / f"{image_id}.png", label, made_from)
     return work.counts(label_dir=str(label_dir))

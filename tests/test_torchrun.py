@@ -1,0 +1,97 @@
+"""`torchrun` on the CPU (gloo): the command-line paths of a multi-process run.
+
+A finished CAM stage is resumed by 2 processes with the later stages: the ranks must join the
+process group although nothing is trained first, shard the CRF and the random walk, wait for
+each other's shards, and score once; the CRF labels and score equal one process's. A CUDA
+device asked for on a machine without one is a one-line error on every rank, not a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssenet.config import dump_config
+from ssenet.data.synthetic import make_benchmark
+from ssenet.pipeline import run_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 -m ssenet.cli ARGS`, one thread per rank."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "ssenet.cli", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("torchrun")
+    make_benchmark(root / "data", size=48, num_train=16, num_train_eval=8, num_val=8,
+                   num_workers=1, progress=False)  # fmt: skip
+    return root
+
+
+def write_config(root: Path, tiny_run_config, **run) -> Path:
+    cfg = tiny_run_config(root / "data")
+    cfg.crf.backend = "torch"
+    cfg.run.threads = 1
+    cfg.aff.batch_size = cfg.seg.batch_size = 4  # 8 training images: 4 a process
+    for key, value in run.items():
+        setattr(cfg.run, key, value)
+    path = root / f"config_{len(list(root.glob('config_*.yaml')))}.yaml"
+    path.write_text(dump_config(cfg))
+    return path
+
+
+def test_resumed_run_under_torchrun_joins_shards_waits_and_scores_once(bench, tiny_run_config):
+    from ssenet.config import load_config
+
+    config = write_config(bench, tiny_run_config)
+    cfg = load_config(str(config))
+    single, ranks = bench / "single", bench / "ranks"
+    run_pipeline(cfg, single, ["cam", "crf"], progress=False)
+    run_pipeline(cfg, ranks, ["cam"], progress=False)  # a finished CAM network and CAMs
+
+    done = torchrun("run", "--config", str(config), "--run-dir", str(ranks), "--no-progress",
+                    "--stages", "crf,aff,rw,seg")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("ssenet: torchrun: 2 processes joined (gloo") == 1
+    results = json.loads((ranks / "eval" / "results.json").read_text())
+    assert set(results) == {"cam", "crf", "rw", "seg"}
+    expected = json.loads((single / "eval" / "results.json").read_text())
+    assert results["crf"] == expected["crf"]  # scored on both ranks' shards
+    labels = sorted(p.name for p in (ranks / "crf" / "labels").glob("*.png"))
+    assert labels == sorted(p.name for p in (single / "crf" / "labels").glob("*.png"))
+    assert len(labels) == 8
+    for name in labels:
+        assert (ranks / "crf" / "labels" / name).read_bytes() == (
+            single / "crf" / "labels" / name
+        ).read_bytes()
+    assert done.stdout.count("crf   mIoU") == 1  # rank 0 alone reports
+    assert len(list((ranks / "rw" / "labels").glob("*.png"))) == 8
+    assert len(list((ranks / "seg" / "labels").glob("*.png"))) == 8
+    leftovers = [p for p in ranks.rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers
+
+
+def test_cuda_under_torchrun_without_cuda_is_a_one_line_error(bench, tiny_run_config):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error under test cannot happen here")
+    config = write_config(bench, tiny_run_config, device="cuda")
+    done = torchrun("run", "--config", str(config), "--run-dir", str(bench / "cuda"),
+                    "--no-progress", timeout=120)  # fmt: skip
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ssenet: error:")]
+    assert len(lines) == 2  # one line from each rank
+    assert all("run.device: 'cuda' requested but CUDA is not available" in x for x in lines)
+    assert "Traceback" not in done.stderr.split("ssenet: error:")[0]
