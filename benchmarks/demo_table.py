@@ -47,6 +47,7 @@ def mean_std(values: list[float], digits: int = 3) -> str:
 
 
 BEGIN, END = "<!-- demo_table: begin -->", "<!-- demo_table: end -->"
+HEADLINE = ("<!-- demo_headline: begin -->", "<!-- demo_headline: end -->")
 CONSISTENCY = ("0.5-2.0", "1.0-0.5", "1.0-2.0")
 
 
@@ -96,14 +97,29 @@ def markdown_tables(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(page: Path, tables: str) -> None:
-    """Replace what lies between the BEGIN and END lines of `page` with `tables`."""
+def headline_table(results: list[dict]) -> str:
+    """The README's short table: the figures the demo exists to show, mean ± std."""
+    lines = [f"| {len(results)} seeds | CAM mIoU | CAM mFP | CAM+CRF mIoU | CAM+rw mIoU "
+             "| DeepLab mIoU (val) | scale consistency 0.5-2.0 |", "|" + "---|" * 7]  # fmt: skip
+    for method, name in zip(METHODS, ("baseline", "SSENet"), strict=True):
+        runs = [r[method] for r in results]
+        cells = [mean_std([r["cam"]["miou"] for r in runs]),
+                 mean_std([r["cam"]["mfp"] for r in runs], 2),
+                 *(mean_std([r[stage]["miou"] for r in runs]) for stage in ("crf", "rw", "seg")),
+                 f"{statistics.mean(r['scale_consistency']['0.5-2.0'] for r in runs):.3f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(page: Path, tables: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    """Replace what lies between the two marker lines of `page` with `tables`."""
+    begin, end = markers
     text = page.read_text()
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        sys.exit(f"{page}: needs one {BEGIN} line and one {END} line after it")
-    before, rest = text.split(BEGIN)
-    after = rest.split(END)[1]
-    page.write_text(f"{before}{BEGIN}\n{tables}\n{END}{after}")
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        sys.exit(f"{page}: needs one {begin} line and one {end} line after it")
+    before, rest = text.split(begin)
+    after = rest.split(end)[1]
+    page.write_text(f"{before}{begin}\n{tables}\n{end}{after}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,11 +127,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="demo output directories")
     parser.add_argument("--markdown", type=Path, metavar="PAGE",
                         help="write the tables into PAGE between its demo_table lines")  # fmt: skip
+    parser.add_argument("--headline", type=Path, metavar="README",
+                        help="write the short table into README between its demo_headline lines")
     args = parser.parse_args(argv)
     results = [json.loads((run / "results.json").read_text()) for run in args.runs]
     if args.markdown:
         write_markdown(args.markdown, markdown_tables(results))
         print(f"tables written to {args.markdown}")
+    if args.headline:
+        write_markdown(args.headline, headline_table(results), HEADLINE)
+        print(f"headline written to {args.headline}")
     table = {m: [figures(r[m]) for r in results] for m in METHODS}
     for run, result in zip(args.runs, results, strict=True):
         print(f"{run} (seed {result['meta']['seed']}, {result['meta']['seconds']:.0f} s)")

@@ -66,3 +66,35 @@ def test_a_page_without_the_markers_is_refused(demo_table, tmp_path):
     with pytest.raises(SystemExit, match="needs one"):
         demo_table.main([str(run), "--markdown", str(page)])
     assert page.read_text() == "# Results\n"
+
+
+def test_headline_table_for_the_readme(demo_table, tmp_path):
+    runs = [write_run(tmp_path / "s0", 0, 0.40, 0.46), write_run(tmp_path / "s1", 1, 0.42, 0.48)]
+    readme = tmp_path / "README.md"
+    begin, end = demo_table.HEADLINE
+    readme.write_text(f"intro\n{begin}\n{end}\nrest\n")
+    demo_table.main([*map(str, runs), "--headline", str(readme)])
+    lines = readme.read_text().splitlines()
+    assert lines[0] == "intro" and lines[-1] == "rest"
+    assert lines[2].startswith("| 2 seeds | CAM mIoU | CAM mFP |")
+    assert lines[4] == ("| baseline | 0.410 ± 0.014 | 1.50 ± 0.00 | 0.710 ± 0.014 | 0.510 ± 0.014 "
+                        "| 0.460 ± 0.014 | 0.200 |")  # fmt: skip
+
+
+def test_the_readme_and_results_page_carry_the_script_layout(demo_table):
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    results = (root / "docs" / "results.md").read_text()
+    runs = [json.loads(json.dumps({"baseline": method(0.4, 0), "ssenet": method(0.5, 0.1),
+                                   "meta": {"seed": 0, "seconds": 1}}))] * 3  # fmt: skip
+    # The committed tables have the columns the script writes (their figures come from runs).
+    for text, (begin, end), table in (
+        (readme, demo_table.HEADLINE, demo_table.headline_table(runs)),
+        (results, (demo_table.BEGIN, demo_table.END), demo_table.markdown_tables(runs)),
+    ):
+        block = text.split(begin)[1].split(end)[0]
+        headers = [line for line in block.splitlines() if line.startswith("| ") and "---" not in
+                   line and ("seeds |" in line or line.startswith("| seed |"))]  # fmt: skip
+        expected = [line for line in table.splitlines()
+                    if "seeds |" in line or line.startswith("| seed |")]  # fmt: skip
+        assert headers == expected
