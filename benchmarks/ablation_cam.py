@@ -26,7 +26,8 @@ from ssenet.stages.s1_cam_figures import classifier_stage, scale_consistency
 # this ablation written out (so the table does not move when demo.yaml does): the regime (image
 # 160 px, crop 128 at stride 8, r = 0.5), then AdamW 0.002 with the reference's 1/2/10/20
 # multipliers, the reference head, colour jitter, and the second branch kept out of the
-# BatchNorm statistics. Each setting then adds its own overrides: one row of the README's table.
+# BatchNorm statistics. Each setting then adds its own overrides: one row of the ablation table
+# in docs/results.md.
 PACKAGE = [
     "model.output_stride=8", "model.input_scale=1", "model.head_channels=0",
     "model.head_norm=false", "model.dropout=0.5", "model.freeze_bn=false",

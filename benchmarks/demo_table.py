@@ -1,11 +1,15 @@
-"""The README's demo table from several `ssenet demo --seed S --out DIR` runs: mean ± std.
+"""The demo's results table from several `ssenet demo --seed S --out DIR` runs: mean ± std.
 
     for s in 0 1 2; do ssenet demo --seed $s --out demo_s$s; done
     python benchmarks/demo_table.py demo_s0 demo_s1 demo_s2
+    python benchmarks/demo_table.py demo_s0 demo_s1 demo_s2 --markdown docs/results.md
 
-Prints every seed's figures, then the Markdown table (CAM, CAM+CRF, CAM+rw, DeepLab on val,
-classifier mAP, scale consistency) and the SSENet - baseline differences the issue's targets
-name, each as mean ± standard deviation over the runs.
+Prints every seed's figures, then a Markdown table (CAM, CAM+CRF, CAM+rw, DeepLab on val,
+classifier mAP, scale consistency) and the SSENet - baseline differences, each as mean ± standard
+deviation over the runs. With --markdown PAGE it also writes the manual's two tables (the mean
+± std over the seeds and every seed's figures) into PAGE, between the lines
+`<!-- demo_table: begin -->` and `<!-- demo_table: end -->`, so the results page is written by
+the script that measures it, never copied by hand.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 METHODS = ("baseline", "ssenet")
@@ -41,11 +46,97 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def main() -> None:
+BEGIN, END = "<!-- demo_table: begin -->", "<!-- demo_table: end -->"
+HEADLINE = ("<!-- demo_headline: begin -->", "<!-- demo_headline: end -->")
+CONSISTENCY = ("0.5-2.0", "1.0-0.5", "1.0-2.0")
+
+
+def markdown_tables(results: list[dict]) -> str:
+    """The results page's tables: mean ± std over the runs, then one row per run."""
+    n = len(results)
+    head = (f"| {n} seeds | CAM mIoU | mFN | mFP | best-alpha mIoU | CAM+CRF | CAM+rw | mFN | mFP "
+            "| DeepLab (val) | classifier mAP (val) | scale consistency "
+            + " / ".join(CONSISTENCY) + " |")  # fmt: skip
+    lines = [head, "|" + "---|" * 12]
+    for method, name in zip(METHODS, ("baseline", "SSENet"), strict=True):
+        runs = [r[method] for r in results]
+
+        def cell(get, digits: int = 3, runs=runs) -> str:
+            return mean_std([get(r) for r in runs], digits)
+
+        cells = [
+            cell(lambda r: r["cam"]["miou"]), cell(lambda r: r["cam"]["mfn"], 2),
+            cell(lambda r: r["cam"]["mfp"], 2), cell(lambda r: r["cam_alpha_sweep"]["best_miou"]),
+            cell(lambda r: r["crf"]["miou"]), cell(lambda r: r["rw"]["miou"]),
+            cell(lambda r: r["rw"]["mfn"], 2), cell(lambda r: r["rw"]["mfp"], 2),
+            cell(lambda r: r["seg"]["miou"]), cell(lambda r: r["classifier"]["map"]),
+            " / ".join(f"{statistics.mean(r['scale_consistency'][p] for r in runs):.3f}"
+                       for p in CONSISTENCY),
+        ]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Every seed (baseline / SSENet; demo time by the demo's own clock):", "",
+              "| seed | CAM | best alpha -> mIoU | CAM+CRF | CAM+rw | DeepLab (val) | mAP "
+              "| consistency 0.5-2.0 | demo time |", "|" + "---|" * 9]  # fmt: skip
+    for result in results:
+        b, s = result["baseline"], result["ssenet"]
+
+        def pair(get, b=b, s=s) -> str:
+            return f"{get(b):.3f} / {get(s):.3f}"
+
+        def best(r: dict) -> str:
+            sweep = r["cam_alpha_sweep"]
+            return f"{sweep['best_alpha']:.2f} -> {sweep['best_miou']:.3f}"
+
+        cells = [
+            str(result["meta"]["seed"]), pair(lambda r: r["cam"]["miou"]), f"{best(b)} / {best(s)}",
+            pair(lambda r: r["crf"]["miou"]), pair(lambda r: r["rw"]["miou"]),
+            pair(lambda r: r["seg"]["miou"]), pair(lambda r: r["classifier"]["map"]),
+            pair(lambda r: r["scale_consistency"]["0.5-2.0"]), f"{result['meta']['seconds']:.0f} s",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline_table(results: list[dict]) -> str:
+    """The README's short table: the figures the demo exists to show, mean ± std."""
+    lines = [f"| {len(results)} seeds | CAM mIoU | CAM mFP | CAM+CRF mIoU | CAM+rw mIoU "
+             "| DeepLab mIoU (val) | scale consistency 0.5-2.0 |", "|" + "---|" * 7]  # fmt: skip
+    for method, name in zip(METHODS, ("baseline", "SSENet"), strict=True):
+        runs = [r[method] for r in results]
+        cells = [mean_std([r["cam"]["miou"] for r in runs]),
+                 mean_std([r["cam"]["mfp"] for r in runs], 2),
+                 *(mean_std([r[stage]["miou"] for r in runs]) for stage in ("crf", "rw", "seg")),
+                 f"{statistics.mean(r['scale_consistency']['0.5-2.0'] for r in runs):.3f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(page: Path, tables: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    """Replace what lies between the two marker lines of `page` with `tables`."""
+    begin, end = markers
+    text = page.read_text()
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        sys.exit(f"{page}: needs one {begin} line and one {end} line after it")
+    before, rest = text.split(begin)
+    after = rest.split(end)[1]
+    page.write_text(f"{before}{begin}\n{tables}\n{end}{after}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="demo output directories")
-    args = parser.parse_args()
+    parser.add_argument("--markdown", type=Path, metavar="PAGE",
+                        help="write the tables into PAGE between its demo_table lines")  # fmt: skip
+    parser.add_argument("--headline", type=Path, metavar="README",
+                        help="write the short table into README between its demo_headline lines")
+    args = parser.parse_args(argv)
     results = [json.loads((run / "results.json").read_text()) for run in args.runs]
+    if args.markdown:
+        write_markdown(args.markdown, markdown_tables(results))
+        print(f"tables written to {args.markdown}")
+    if args.headline:
+        write_markdown(args.headline, headline_table(results), HEADLINE)
+        print(f"headline written to {args.headline}")
     table = {m: [figures(r[m]) for r in results] for m in METHODS}
     for run, result in zip(args.runs, results, strict=True):
         print(f"{run} (seed {result['meta']['seed']}, {result['meta']['seconds']:.0f} s)")

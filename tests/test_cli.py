@@ -146,3 +146,26 @@ def test_run_checks_every_list_before_training(tmp_path, capsys, ids, message):
     assert err.startswith("ssenet: error: ") and err.count("\n") == 1, err
     assert __import__("re").search(message, err), err
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_run_report_is_written_last_and_shows_the_classifier_map(tiny_run_config, tmp_path,
+                                                                  capsys):  # fmt: skip
+    import json
+
+    from ssenet.config import dump_config
+    from ssenet.data.synthetic import make_benchmark
+    from ssenet.report.markup import fmt
+
+    make_benchmark(tmp_path / "bench", size=48, num_train=12, num_train_eval=6, num_val=6,
+                   num_workers=1, progress=False)  # fmt: skip
+    cfg = tiny_run_config(tmp_path / "bench")
+    cfg.run.out_dir, cfg.run.threads = str(tmp_path / "run"), 1
+    config = tmp_path / "run.yaml"
+    config.write_text(dump_config(cfg))
+    assert main(["run", "--config", str(config), "--stages", "cam", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    classifier = json.loads((tmp_path / "run" / "eval" / "classifier.json").read_text())
+    assert f"classifier mAP {classifier['map']:.4f}" in printed
+    report = (tmp_path / "run" / "report.html").read_text()
+    summary = report[report.index("<h2>1. Results</h2>"):report.index("<h2>2.")]
+    assert fmt(classifier["map"]) in summary and fmt(classifier["prior_map"]) in summary

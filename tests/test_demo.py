@@ -19,10 +19,16 @@ def run_demo(out):
 
 
 def test_quick_demo_end_to_end_and_resume(tmp_path):
+    from ssenet.demo import QUICK_NOTICE
+
     out = tmp_path / "demo"
     stdout = run_demo(out)
     for header in ("CAM", "CAM + CRF", "CAM + rw", "segmentation", "baseline", "ssenet", "Fig. 5"):
         assert header in stdout
+    # First the time it will take here, measured; before the table, that it is a smoke test.
+    assert stdout.splitlines()[1].startswith("ssenet demo --quick: about ")
+    assert "a CAM training step takes" in stdout.splitlines()[1]
+    assert stdout.index(QUICK_NOTICE) < stdout.index("CAM + CRF")
     results = json.loads((out / "results.json").read_text())
     for method in ("baseline", "ssenet"):
         for stage in STAGES:
@@ -45,12 +51,13 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
         assert len(list((run_dir / "rw" / "labels").glob("*.png"))) == 48
     report = (out / "report.html").read_text()
     assert "report_files/" in report and "baseline" in report
+    assert report.index("SMOKE TEST") < report.index("<h2>1. Results</h2>")
 
     # A rerun finds every stage complete: no model or label file is written again and the
     # numbers are the same.
     outputs = [p for p in out.glob("*/*/**/*") if p.suffix in (".pth", ".png", ".npz")]
     written = {p: p.stat().st_mtime_ns for p in outputs}
-    run_demo(out)
+    assert "resuming" in run_demo(out).splitlines()[0]  # no time estimate for finished work
     assert {p: p.stat().st_mtime_ns for p in outputs} == written
     again = json.loads((out / "results.json").read_text())
     for method in ("baseline", "ssenet"):
@@ -76,3 +83,28 @@ def test_the_table_says_when_a_classifier_has_not_learned():
         "WARNING ssenet: the classifier has not learned (val mAP 0.250, a constant scorer gets "
         "0.200): its pseudo-label figures mean nothing"
     ]
+
+
+def test_the_quick_table_says_smoke_test_first_and_caps_exploding_ratios():
+    from ssenet.demo import QUICK_NOTICE, format_results
+    from ssenet.evaluation.metrics import RATIO_NOTE
+
+    fine = {"miou": 0.3, "mfn": 0.5, "mfp": 1.25}
+    exploded = {"miou": 0.1, "mfn": 432.0, "mfp": 863.0}  # a class with TP near 0
+    method = {"cam": fine, "crf": fine, "rw": fine, "seg": exploded,
+              "cam_alpha_sweep": {"best_alpha": 0.2, "best_miou": 0.3},
+              "scale_sweep": {"1.0": fine}, "scale_consistency": {"0.5-2.0": 0.2},
+              "classifier": {"map": 0.9, "prior_map": 0.2}}  # fmt: skip
+    quick = {"baseline": method, "ssenet": method, "meta": {"seconds": 1.0, "quick": True}}
+    text = format_results(quick)
+    assert text.startswith(QUICK_NOTICE)
+    assert "432" not in text and "863" not in text
+    row = next(line for line in text.splitlines() if line.startswith("baseline"))
+    assert row.split()[-3:-1] == [">10", ">10"] and "1.25" in row
+    assert RATIO_NOTE in text
+    full = format_results(quick | {"meta": {"seconds": 1.0, "quick": False}})
+    assert QUICK_NOTICE not in full
+    calm = {"cam": fine, "crf": fine, "rw": fine, "seg": fine}
+    assert RATIO_NOTE not in format_results(
+        {"baseline": method | calm, "ssenet": method | calm, "meta": {"seconds": 1.0}}
+    )

@@ -14,9 +14,11 @@ from ssenet.data.palette import VOC_CLASSES, write_label_png
 from ssenet.data.voc import read_ids
 from ssenet.errors import SsenetError
 from ssenet.evaluation.metrics import (
+    RATIO_NOTE,
     ConfusionMeter,
     evaluate_label_dirs,
     format_table,
+    ratio_text,
     sweep_cam_thresholds,
 )
 from ssenet.fileio import write_json
@@ -265,6 +267,21 @@ def test_format_table():
     assert any(line.split() == ["FP/union", "0.278"] for line in lines)
     with pytest.raises(SsenetError, match="3 class names for metrics of 4 classes"):
         format_table(m, ["background", "cat", "dog"])
+    assert RATIO_NOTE not in table
+
+
+def test_format_table_caps_ratios_of_classes_almost_never_found():
+    meter = ConfusionMeter(3)
+    gt = np.array([[1] * 50 + [2] * 50])
+    pred = np.array([[1] * 2 + [0] * 48 + [2] * 50])  # class 1: 2 of 50 pixels found
+    meter.update(pred.astype(np.uint8), gt.astype(np.uint8))
+    m = meter.metrics()
+    assert m["fn_tp"][1] == 24.0 and m["mfn"] == 12.0
+    table = format_table(m, ["background", "cat", "dog"])
+    assert table.splitlines()[2].split() == ["cat", "0.0400", ">10", "0.000"]
+    assert any(line.split() == ["mFN", ">10"] for line in table.splitlines())
+    assert RATIO_NOTE in table and "24.000" not in table
+    assert ratio_text(10.0) == "10.00" and ratio_text(10.01) == ">10" and ratio_text(None) == "-"
 
 
 def test_cli_eval_labels_and_cams(tmp_path, capsys):

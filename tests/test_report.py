@@ -21,7 +21,7 @@ from ssenet.models.deeplab import build_seg_model
 from ssenet.report import write_report
 from ssenet.report.figures import heat_overlay
 from ssenet.report.inference import cam_max, common_ids, inference_model
-from ssenet.report.markup import fmt
+from ssenet.report.markup import esc, fmt
 from ssenet.report.regime import regime_rows
 
 NUM_CLASSES = 9  # the benchmark: background + 8 classes
@@ -321,3 +321,20 @@ def test_regime_rows_count_cells_by_hand():
     assert regime_rows(cfg, (160, 200))[0][2] == "16"
     cfg.cam.method = "baseline"
     assert not any("second branch" in row[0] for row in regime_rows(cfg, (160, 200)))
+
+
+def test_report_notice_comes_first_and_exploding_ratios_are_capped(setup, tmp_path):
+    from ssenet.evaluation.metrics import RATIO_NOTE
+
+    _, runs = setup
+    cfg = runs["baseline"][0]
+    run_dir = tmp_path / "run"
+    write_eval(run_dir, "results", {"seg": {"miou": 0.0953, "mfn": 432.1, "mfp": 9.5}})
+    path = write_report(tmp_path / "out", {"only": (cfg, run_dir)}, examples=0,
+                        notice="SMOKE TEST <quick>")  # fmt: skip
+    text = path.read_text()
+    assert text.index('<p class="notice">SMOKE TEST &lt;quick&gt;</p>') < text.index("<h2>1.")
+    assert "432" not in text and "&gt;10" in text and "9.500" in text
+    assert esc(RATIO_NOTE) in text
+    plain = write_report(tmp_path / "plain", runs, examples=0).read_text()
+    assert 'class="notice"' not in plain and esc(RATIO_NOTE) not in plain

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ssenet import __version__
 from ssenet.commands import (
     add_config_args,
     cmd_config_show,
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ssenet",
         description="Weakly supervised semantic segmentation with scale-equivariant CAMs (SSENet).",
     )
+    parser.add_argument("--version", action="version", version=f"ssenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     demo = sub.add_parser("demo", help="build the embedded benchmark, train and score both models")

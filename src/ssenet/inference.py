@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ssenet.config import Config
 from ssenet.data.datasets import ImageListDataset, SegmentationDataset, image_size
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
+from ssenet.progress import progress_bar
 from ssenet.runtime import shard as take_shard
 
 Batch = list[tuple[str, torch.Tensor, np.ndarray]]
@@ -113,7 +113,7 @@ def same_size_batches(
     )
     pending: Batch = []
     group = None
-    for image, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for image, labels, index in progress_bar(loader, desc=desc, enabled=progress):
         new_group = groups[index] if groups is not None else None
         if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape
                         or new_group != group):  # fmt: skip

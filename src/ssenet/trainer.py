@@ -24,6 +24,7 @@ from ssenet.checkpoint import load_checkpoint, restore_rng_state, rng_state, sav
 from ssenet.choices import OPTIMIZERS
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
+from ssenet.progress import progress_bar
 from ssenet.runtime import (
     DistInfo,
     autocast,
@@ -168,8 +169,6 @@ def fit(
     Writes out_dir/model.pth, train.json (digest, loss history), checkpoints/last.pth and
     TensorBoard scalars in out_dir/tb (losses, lr).
     """
-    from tqdm import tqdm
-
     max_steps = len(loader) * epochs
     if max_steps == 0:
         raise SsenetError(
@@ -205,11 +204,8 @@ def fit(
         _set_epoch(loader, seed, epoch, info.rank)
         objective.train()
         sums: dict[str, float] = {}
-        bar = tqdm(
-            loader,
-            desc=f"{name} epoch {epoch + 1}/{epochs}",
-            disable=not (progress and info.is_main),
-            leave=False,
+        bar = progress_bar(
+            loader, desc=f"{name} epoch {epoch + 1}/{epochs}", enabled=progress and info.is_main
         )
         for batch in bar:
             inputs = [t.to(device, non_blocking=True) for t in batch[:-1]]

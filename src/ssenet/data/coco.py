@@ -33,8 +33,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ssenet.data.coco_annotations import (
     coco_index,
     image_labels,
@@ -46,6 +44,7 @@ from ssenet.data.palette import write_label_png
 from ssenet.data.voc import read_id_list
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
+from ssenet.progress import progress_bar
 from ssenet.provenance import is_current, stamp
 
 SPLITS = ("train2014", "val2014")
@@ -282,7 +281,7 @@ def _build_split(path: Path, split: str, masks: Path, key: list) -> dict:
     made_from = stamp(*key)
     images = {}
     try:
-        for info in tqdm(data["images"], desc=f"COCO masks {split}", leave=False, disable=None):
+        for info in progress_bar(data["images"], desc=f"COCO masks {split}"):
             image_id = Path(info["file_name"]).stem
             anns = coco.imgToAnns.get(info["id"], [])
             images[image_id] = [info["file_name"], image_labels(anns, class_of), len(anns)]

@@ -13,8 +13,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ssenet.data.datasets import (
     TEXT_ENCODING,
     PathLike,
@@ -28,6 +26,7 @@ from ssenet.data.datasets import (
 from ssenet.data.palette import VOC_CLASSES
 from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
+from ssenet.progress import progress_bar
 
 IMAGE_DIR = "JPEGImages"
 VOC_MASK_DIR = "SegmentationClass"
@@ -229,7 +228,7 @@ def _labels_from_masks(
     num_foreground: int,
 ) -> dict[str, tuple[int, ...]]:
     labels = {}
-    for image_id, line_no in tqdm(lines, desc="image labels from masks", leave=False, disable=None):
+    for image_id, line_no in progress_bar(lines, desc="image labels from masks", enabled=None):
         path = mask_paths[image_id]
         if not path.is_file():
             raise SsenetError(

@@ -147,7 +147,7 @@ def check_weights(cfg: Config, report: DryRunReport) -> None:
             return
         report.warnings.append(
             f"model.weights is unset: the {m.backbone} backbone starts from random weights; "
-            "the paper starts from ImageNet weights (see 'Reproducing the paper' in the README)"
+            "the paper starts from ImageNet weights (see docs/reproducing.md)"
         )
         return
     path = Path(m.weights)

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ssenet.camfile import load_cams
 from ssenet.data.palette import IGNORE_INDEX, read_label_png
 from ssenet.errors import SsenetError
+from ssenet.progress import progress_bar
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -134,7 +134,7 @@ def evaluate_label_dirs(
     _require_files(pred_dir, ids, ".png", "prediction")
     _require_files(gt_dir, ids, ".png", "ground-truth")
     meter = ConfusionMeter(num_classes)
-    for image_id in tqdm(ids, desc="eval", disable=not progress):
+    for image_id in progress_bar(ids, desc="eval", enabled=progress, leave=True):
         pred_path = pred_dir / f"{image_id}.png"
         meter.update(
             read_label_png(pred_path),
@@ -196,7 +196,7 @@ def sweep_cam_thresholds(
     _require_files(gt_dir, ids, ".png", "ground-truth")
     alpha_arr = np.asarray(alphas, dtype=np.float64)
     meters = [ConfusionMeter(num_classes) for _ in alphas]
-    for image_id in tqdm(ids, desc="alpha sweep", disable=not progress):
+    for image_id in progress_bar(ids, desc="alpha sweep", enabled=progress, leave=True):
         cam_path = cam_dir / f"{image_id}.npz"
         cams, keys = load_cams(cam_path)
         gt = read_label_png(gt_dir / f"{image_id}.png")
@@ -229,6 +229,25 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+# FN/TP (or FP/TP) above this says only that a class was almost never found: FN/TP > 10 means
+# its true positives are under 1/11 of its ground truth, and the ratio then grows without bound
+# as TP goes to 0 (the quick demo's mFN of 432). Shown as ">10" so that it does not read as a
+# measurement; results.json keeps the value.
+RATIO_SHOWN_UP_TO = 10.0
+CAPPED_RATIO = f">{RATIO_SHOWN_UP_TO:g}"
+RATIO_NOTE = (
+    ">10: FN/TP or FP/TP above 10, a class almost never found (its true positives near 0); "
+    "the ratio then says only that"
+)
+
+
+def ratio_text(value: float | None, digits: int = 2) -> str:
+    """An FN/TP or FP/TP ratio for a table: ">10" past `RATIO_SHOWN_UP_TO`, "-" when missing."""
+    if value is not None and not math.isnan(value) and value > RATIO_SHOWN_UP_TO:
+        return CAPPED_RATIO
+    return _fmt(value, digits)
+
+
 def format_table(metrics: dict, class_names: Sequence[str]) -> str:
     """Per-class IoU, FN/TP, FP/TP table followed by mIoU, mFN, mFP and FP/FN over the union."""
     iou = metrics["iou"]
@@ -239,7 +258,8 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
     width = max(12, *(len(n) for n in class_names))
     lines = [f"{'class':<{width}} {'IoU':>7} {'FN/TP':>7} {'FP/TP':>7}"]
     for name, i, fn, fp in zip(class_names, iou, fn_tp, fp_tp, strict=True):
-        lines.append(f"{name:<{width}} {_fmt(i, 4):>7} {_fmt(fn, 3):>7} {_fmt(fp, 3):>7}")
+        lines.append(f"{name:<{width}} {_fmt(i, 4):>7} {ratio_text(fn, 3):>7} "
+                     f"{ratio_text(fp, 3):>7}")
     lines.append("-" * len(lines[0]))
     summary = [
         ("mIoU", metrics["miou"], 4),
@@ -249,9 +269,14 @@ def format_table(metrics: dict, class_names: Sequence[str]) -> str:
         ("FN/union", metrics["fn_union"], 3),
         ("pixel acc", metrics.get("pixel_acc"), 4),
     ]
-    lines += [f"{label:<{width}} {_fmt(value, digits):>7}" for label, value, digits in summary]
+    shown = {"mFN": ratio_text, "mFP": ratio_text}
+    lines += [f"{label:<{width}} {shown.get(label, _fmt)(value, digits):>7}"
+              for label, value, digits in summary]  # fmt: skip
     lines.append(f"{'images':<{width}} {metrics.get('images', '-'):>7}")
     if metrics.get("tp_zero"):
         names = ", ".join(class_names[c] for c in metrics["tp_zero"])
         lines.append(f"no true positives (left out of mFN/mFP): {names}")
+    ratios = [*fn_tp, *fp_tp, metrics["mfn"], metrics["mfp"]]
+    if any(ratio_text(r) == CAPPED_RATIO for r in ratios):
+        lines.append(RATIO_NOTE)
     return "\n".join(lines)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.palette import colorize, read_label_png
+from ssenet.progress import progress_bar
 from ssenet.report.figures import ReportFiles, heat_overlay
 from ssenet.report.inference import CAM_SCALES, compute_examples
 from ssenet.report.markup import NOT_RUN, esc, img_cell, legend, note, safe_name
@@ -107,6 +107,6 @@ def render_examples(
     )
     blocks = [
         example_block(i, dataset, gts / f"{i}.png", runs, computed, files)
-        for i in tqdm(ids, desc="report images", disable=not progress)
+        for i in progress_bar(ids, desc="report images", enabled=progress, leave=True)
     ]
     return title + text + legend(dataset.class_names) + "".join(blocks)

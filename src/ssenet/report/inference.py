@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ssenet.cam import iter_single_scale_cams, normalized_present_cams
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.errors import SsenetError
 from ssenet.models.configured import load_cam_model, load_seg_model
+from ssenet.progress import progress_bar
 from ssenet.report.rundata import RunData
 from ssenet.runtime import memory_format, select_device
 from ssenet.segmentation import multiscale_probs
@@ -95,7 +95,7 @@ def compute_examples(
     """The example ids and, per method, its (CAM heat maps, segmentation labels) results."""
     ids = common_ids([datasets[run.name].ids for run in runs], count)
     computed = {}
-    for run in tqdm(runs, desc="report examples", disable=not progress):
+    for run in progress_bar(runs, desc="report examples", enabled=progress, leave=True):
         dataset = datasets[run.name]
         computed[run.name] = (cam_heats(run, dataset, ids), seg_labels(run, dataset, ids))
     return ids, computed

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ssenet.data.palette import colorize
+from ssenet.evaluation.metrics import ratio_text
 from ssenet.report.rundata import RunData
 
 NOT_RUN = "not run"
@@ -24,6 +25,7 @@ td.name, th.name { text-align: left; }
 td.img { text-align: center; vertical-align: top; font-size: small; }
 td.img img { width: 128px; image-rendering: pixelated; display: block; margin: auto; }
 .note { color: #888; font-style: italic; }
+.notice { border: 2px solid #c60; background: #fff4e5; padding: 0.6em 1em; font-weight: bold; }
 .swatch { display: inline-block; width: 1em; height: 1em; vertical-align: middle;
   border: 1px solid #999; margin: 0 0.2em 0 0.8em; }
 """
@@ -34,6 +36,14 @@ def fmt(value: object, digits: int = 4) -> str:
     if value is None or not isinstance(value, (int, float)) or math.isnan(value):
         return "&ndash;"
     return f"{value:.{digits}f}"
+
+
+def ratio(value: object, digits: int = 3) -> str:
+    """An FN/TP or FP/TP figure: a dash when missing, ">10" past the cap (a class almost never
+    found: see `ssenet.evaluation.metrics.RATIO_SHOWN_UP_TO`)."""
+    if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return "&ndash;"
+    return esc(ratio_text(value, digits))
 
 
 def esc(text: object) -> str:
@@ -81,13 +91,17 @@ def legend(class_names: Sequence[str]) -> str:
     return f"<p>VOC palette: {items}</p>"
 
 
-def page(title: str, runs: list[RunData], sections: list[str]) -> str:
-    """The whole HTML document: the title, the methods compared, then the sections."""
+def page(
+    title: str, runs: list[RunData], sections: list[str], notice: str | None = None
+) -> str:
+    """The whole HTML document: the title, the notice if any, the methods compared, then the
+    sections."""
     methods = ", ".join(f"{esc(run.name)} ({esc(run.cfg.cam.method)})" for run in runs)
+    shown = f'<p class="notice">{esc(notice)}</p>' if notice else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1><p>Methods: {methods}.</p>"
+        f"<h1>{esc(title)}</h1>{shown}<p>Methods: {methods}.</p>"
         + "\n".join(sections)
         + "</body></html>\n"
     )

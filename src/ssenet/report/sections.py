@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ssenet.evaluation.metrics import CAPPED_RATIO, RATIO_NOTE
 from ssenet.report.figures import ReportFiles, alpha_figure, loss_figure, scale_figure
-from ssenet.report.markup import NOT_RUN, esc, fmt, html_table, note
+from ssenet.report.markup import NOT_RUN, esc, fmt, html_table, note, ratio
 from ssenet.report.rundata import RunData
 from ssenet.stages import STAGES, scored_stages
 
@@ -31,7 +32,7 @@ def summary_section(runs: list[RunData]) -> str:
             if m is None:
                 row += [NOT_RUN, "", ""]
             else:
-                row += [fmt(m.get("miou")), fmt(m.get("mfn"), 3), fmt(m.get("mfp"), 3)]
+                row += [fmt(m.get("miou")), ratio(m.get("mfn")), ratio(m.get("mfp"))]
         sweep = (run.evals["cam"] or {}).get("alpha_sweep") or {}
         row += [fmt(sweep.get("best_alpha"), 2), fmt(sweep.get("best_miou"))]
         cls = run.evals["classifier"]
@@ -52,7 +53,7 @@ def summary_section(runs: list[RunData]) -> str:
     )
     if lists:
         text += f"<p>Scored lists: {lists}.</p>"
-    return "<h2>1. Results</h2>" + text + html_table(header, rows)
+    return "<h2>1. Results</h2>" + text + html_table(header, rows) + _ratio_note(rows)
 
 
 def per_class_section(runs: list[RunData], class_names: Sequence[str]) -> str:
@@ -111,12 +112,13 @@ def scale_section(runs: list[RunData], files: ReportFiles) -> str:
     src = files.figure("fig5_scale", scale_figure(sweeps))
     header = ["method", "scale", "mIoU", "mFN", "mFP"]
     rows = [
-        [esc(name), esc(s), fmt(sweep[s].get("miou")), fmt(sweep[s].get("mfn"), 3),
-         fmt(sweep[s].get("mfp"), 3)]
+        [esc(name), esc(s), fmt(sweep[s].get("miou")), ratio(sweep[s].get("mfn")),
+         ratio(sweep[s].get("mfp"))]
         for name, sweep in sweeps.items()
         for s in sorted(sweep, key=float)
     ]  # fmt: skip
     body = f'<img src="{src}" alt="mFN and mFP against the test scale">' + html_table(header, rows)
+    body += _ratio_note(rows)
     if missing:
         body += note(f"{', '.join(missing)}: scale sweep {NOT_RUN}")
     return title + body
@@ -149,6 +151,12 @@ def loss_section(runs: list[RunData], files: ReportFiles) -> str:
         return title + note(f"{NOT_RUN}: no train.json")
     src = files.figure("losses", loss_figure(networks))
     return title + f'<img src="{src}" alt="training losses">'
+
+
+def _ratio_note(rows: list[list[str]]) -> str:
+    """The note that explains ">10" cells, when a table has one."""
+    capped = esc(CAPPED_RATIO)
+    return note(RATIO_NOTE) if any(cell == capped for row in rows for cell in row) else ""
 
 
 def _lookup(rows: list[dict], key: str, value: float, field: str) -> object:

@@ -36,10 +36,12 @@ def write_report(
     title: str = "ssenet report",
     examples: int = 4,
     progress: bool = False,
+    notice: str | None = None,
 ) -> Path:
     """Write `out_dir/report.html` (and `out_dir/report_files/*.png`) for the given runs.
 
-    `runs` maps a method name to its (config, run directory). Returns the HTML file's path;
+    `runs` maps a method name to its (config, run directory); `notice`, if given, is shown
+    before every section (what the figures are and are not). Returns the HTML file's path;
     it is written last and atomically, so it exists only when every image it shows does.
     """
     if not runs:
@@ -61,5 +63,5 @@ def write_report(
         render_examples(loaded, datasets, examples, files, progress),
     ]
     path = out_dir / "report.html"
-    write_text_atomic(path, page(title, loaded, sections))
+    write_text_atomic(path, page(title, loaded, sections, notice))
     return path

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from ssenet.cam_labels import background_power
 from ssenet.camfile import load_cams
@@ -33,6 +32,7 @@ from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.inference import check_same_size, image_work, require_inputs
+from ssenet.progress import progress_bar
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
 from ssenet.runtime import rank_shard, select_device, set_threads
 from ssenet.stages.common import label_lists, score_labels, sync_ranks
@@ -152,7 +152,7 @@ def _run(cfg: Config, jobs: _CrfJobs, progress: bool) -> None:
     # DataLoader workers are plain processes with one torch thread each, exactly what a
     # per-image CPU job wants; batch_size=None hands over one id at a time.
     loader = DataLoader(jobs, batch_size=None, num_workers=min(workers, len(jobs)))
-    for _ in tqdm(loader, total=len(jobs), desc="crf", disable=not progress, leave=False):
+    for _ in progress_bar(loader, total=len(jobs), desc="crf", enabled=progress):
         pass
 
 

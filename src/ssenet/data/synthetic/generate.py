@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ssenet.data.palette import colorize, write_label_png
 from ssenet.data.synthetic.compose import render_sample
@@ -33,6 +32,7 @@ from ssenet.data.synthetic.layout import (
 from ssenet.data.synthetic.spec import BenchmarkSpec, check_spec
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path
+from ssenet.progress import progress_bar
 
 
 def make_benchmark(
@@ -104,7 +104,7 @@ def write_preview(
 
 def _run(tasks: list[tuple], num_workers: int, progress: bool) -> list[dict]:
     """Render and write every task, in this process or in `num_workers` spawned ones."""
-    bar = tqdm(total=len(tasks), desc="benchmark", unit="img", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="benchmark", unit="img", enabled=progress, leave=True)
     records = []
     with bar:
         if num_workers == 1:
