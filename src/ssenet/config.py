@@ -22,6 +22,7 @@ from ssenet.config_parsing import coerce, parse_overrides, yaml_problem
 from ssenet.crf.params import CrfParams
 from ssenet.equivariance import transform_steps
 from ssenet.errors import SsenetError
+from ssenet.provenance import content_digest
 
 
 @dataclass
@@ -187,6 +188,12 @@ NOT_TRAINING_KEYS = {
 }
 # Run settings that change what training computes (the rest decide where and how fast).
 TRAINING_RUN_KEYS = ("seed", "amp")
+# Where the data lies is no setting: a moved dataset, or its path written another way, must keep
+# its trained networks. The training data enters every digest by content instead (the stages add
+# the training ids with their image labels; a folder dataset's label file holds nothing else).
+LOCATION_KEYS = {"data": ("root", "label_file")}
+# Settings that name a file whose content decides training: the digest holds the content's hash.
+FILE_KEYS = {"data": ("class_names",), "model": ("weights",)}
 
 
 @dataclass
@@ -207,14 +214,20 @@ class Config:
         """A short hash of the given sections and the seed and precision, to tell whether a
         trained network or checkpoint belongs to them.
 
-        Keys no training reads (`NOT_TRAINING_KEYS`) are left out, so changing them never
-        retrains or refuses a finished stage.
+        Keys no training reads (`NOT_TRAINING_KEYS`) and locations (`LOCATION_KEYS`) are left
+        out, so changing them never retrains a finished stage; a key naming a file
+        (`FILE_KEYS`) counts by the file's content.
         """
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
         payload["run"] = {key: getattr(self.run, key) for key in TRAINING_RUN_KEYS}
-        for section, keys in NOT_TRAINING_KEYS.items():
+        for left_out in (NOT_TRAINING_KEYS, LOCATION_KEYS):
+            for section, keys in left_out.items():
+                for key in keys:
+                    payload.get(section, {}).pop(key, None)
+        for section, keys in FILE_KEYS.items():
             for key in keys:
-                payload.get(section, {}).pop(key, None)
+                if payload.get(section, {}).get(key) is not None:
+                    payload[section][key] = "content:" + content_digest(payload[section][key])
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -176,7 +176,7 @@ def infer_cams(
 
 def cam_file_stamp(cfg: Config, weights: str | Path) -> str:
     """The `made_from` stamp of CAM files: the network and every setting that decides them."""
-    keys = "data.kind data.root cam.infer_scales cam.infer_flip run.amp"
+    keys = "data.kind cam.infer_scales cam.infer_flip run.amp"
     return stamp("cams", weights_stamp(weights), config_values(cfg, keys))
 
 

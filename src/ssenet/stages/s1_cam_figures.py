@@ -58,7 +58,7 @@ class ScaleSweep:
 
 
 SWEEP_KEYS = (
-    "data.kind data.root data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
+    "data.kind data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
     "cam.alpha run.amp"
 )
 
@@ -117,7 +117,7 @@ def unlearned_warning(report: dict, method: str = "") -> str | None:
     )
 
 
-CLASSIFIER_KEYS = "data.kind data.root data.val_list cam.infer_batch"
+CLASSIFIER_KEYS = "data.kind data.val_list cam.infer_batch"
 
 
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:

@@ -203,7 +203,7 @@ def infer_seg(
 
 def seg_label_stamp(cfg: Config, weights: str | Path) -> str:
     """The `made_from` stamp of predicted labels: the network and the inference settings."""
-    keys = "data.kind data.root seg.infer_scales seg.infer_flip seg.crf run.amp"
+    keys = "data.kind seg.infer_scales seg.infer_flip seg.crf run.amp"
     crf = dataclasses.asdict(cfg.crf) if cfg.seg.crf else None
     return stamp("seg", weights_stamp(weights), config_values(cfg, keys), crf)
 
