@@ -81,10 +81,11 @@ def weights_stamp(path: str | os.PathLike) -> str:
     meta = path.parent / "train.json"
     if path.name == "model.pth" and meta.is_file():
         try:
-            digest = json.loads(meta.read_text()).get("digest")
-        except (OSError, ValueError):
-            digest = None
-        if digest:
+            recorded = json.loads(meta.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            recorded = None
+        digest = recorded.get("digest") if isinstance(recorded, dict) else None
+        if isinstance(digest, str) and digest:
             return f"trained:{digest}"
     found = content_digest(path)
     return found if found == "missing" else f"file:{found}"

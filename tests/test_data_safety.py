@@ -1,0 +1,94 @@
+"""Nothing lost, nothing injected: each test tries, as a user would, a move, a mistake or a hostile
+file on a shared machine, and checks that no file ssenet did not make is deleted, replaced or
+followed, and that no file steers ssenet beyond the settings it may hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ssenet.errors import SsenetError
+from ssenet.runtime import DistInfo
+from ssenet.trainer import fit, make_loader
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# ---------------------------------------------------------------------------------------------
+# A trained network is never deleted (issue items 1-2)
+# ---------------------------------------------------------------------------------------------
+
+
+class TinyNet(nn.Module):
+    """The least `fit` trains: one linear layer, its weight and bias in the first two groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+
+    def parameter_groups(self) -> list[list[nn.Parameter]]:
+        return [[self.linear.weight], [self.linear.bias], [], []]
+
+
+class SquaredOutput(nn.Module):
+    def __init__(self, model: TinyNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": self.model.linear(inputs).pow(2).mean()}
+
+
+def train_tiny(out_dir: Path, digest: str) -> dict:
+    torch.manual_seed(0)
+    model = TinyNet()
+    data = TensorDataset(torch.randn(4, 3), torch.zeros(4))  # (input, index) as fit expects
+    optim = SimpleNamespace(lr=0.1, weight_decay=0.0, optimizer="sgd", momentum=0.0,
+                            lr_power=0.9, lr_multipliers=(1.0, 1.0, 1.0, 1.0))  # fmt: skip
+    info = DistInfo(rank=0, world_size=1, local_rank=0)
+    loader = make_loader(data, 2, 0, info, seed=0)
+    return fit(name="tiny", model=model, objective=SquaredOutput(model), loader=loader,
+               optim_cfg=optim, epochs=1, out_dir=out_dir, digest=digest,
+               device=torch.device("cpu"), info=info, progress=False).meta  # fmt: skip
+
+
+def test_a_network_trained_under_other_settings_is_moved_aside_not_deleted(tmp_path, capsys):
+    out = tmp_path / "cam"
+    train_tiny(out, "aaaa-1111")
+    first_weights = (out / "model.pth").read_bytes()
+    assert train_tiny(out, "bbbb-2222")["digest"] == "bbbb-2222"
+    kept = out / "stale-aaaa-1111"
+    assert f"moved to {kept}" in capsys.readouterr().err
+    assert (kept / "model.pth").read_bytes() == first_weights
+    assert json.loads((kept / "train.json").read_text())["digest"] == "aaaa-1111"
+    assert (kept / "checkpoints" / "last.pth").is_file() and any((kept / "tb").iterdir())
+    train_tiny(out, "aaaa-1111")  # back to the first settings, twice stale: nothing overwritten
+    assert json.loads((out / "stale-bbbb-2222" / "train.json").read_text())["digest"] == "bbbb-2222"
+    assert (kept / "model.pth").read_bytes() == first_weights
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"train.json": "my notes, not JSON"},
+        {"train.json": '{"steps": 10}'},  # JSON without a digest
+        {"train.json": '["a", "list"]'},
+        {"train.json": '{"digest": "../../escape"}'},  # a digest names a folder: never a path
+        {"model.pth": "somebody's network"},  # a network with nothing to say ssenet made it
+    ],
+)
+def test_a_folder_with_a_network_ssenet_did_not_train_is_refused(tmp_path, foreign):
+    out = tmp_path / "project"
+    (out / "tb").mkdir(parents=True)
+    (out / "tb" / "events.theirs").write_text("their log")
+    for name, text in foreign.items():
+        (out / name).write_text(text)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SsenetError, match="ssenet did not|not made by ssenet|not a train.json"):
+        train_tiny(out, "aaaa-1111")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
