@@ -92,3 +92,35 @@ def test_a_folder_with_a_network_ssenet_did_not_train_is_refused(tmp_path, forei
     with pytest.raises(SsenetError, match="ssenet did not|not made by ssenet|not a train.json"):
         train_tiny(out, "aaaa-1111")
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The run lock writes only its own file (issue item 3)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_linked_lock_file_is_refused_and_its_target_kept(tmp_path, link):
+    import os
+
+    from ssenet.fileio import run_lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a colleague's notes\n")
+    (tmp_path / "run").mkdir()
+    if link == "symbolic":
+        (tmp_path / "run" / ".lock").symlink_to("../victim.txt")
+    else:
+        os.link(victim, tmp_path / "run" / ".lock")
+    with pytest.raises(SsenetError, match=r"\.lock: a symbolic link|\.lock: not a plain file"):
+        with run_lock(tmp_path / "run"):
+            pass
+    assert victim.read_text() == "a colleague's notes\n"
+
+
+def test_the_lock_file_is_still_taken_and_released(tmp_path):
+    from ssenet.fileio import run_lock
+
+    with run_lock(tmp_path / "run"):
+        assert (tmp_path / "run" / ".lock").read_text().startswith("pid ")
+    assert (tmp_path / "run" / ".lock").read_text() == ""

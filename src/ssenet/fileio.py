@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import re
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -92,7 +95,7 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
-    with open(path, "a+") as handle:
+    with _open_lock_file(path) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,6 +113,29 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
         finally:
             handle.seek(0)
             handle.truncate()
+
+
+def _open_lock_file(path: Path) -> IO[str]:
+    """Open (or create) the lock file for reading and writing, refusing anything but a plain
+    file of its own: the lock's text is replaced, and through a link (symbolic or hard) that
+    would empty another file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise SsenetError(
+            f"{path}: a symbolic link; ssenet never writes through a link it did not make. "
+            "Remove the link and run again"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise SsenetError(
+            f"{path}: not a plain file of its own (a hard link, a device or a pipe); ssenet "
+            "writes its lock there. Remove it and run again"
+        )
+    return os.fdopen(fd, "r+")
 
 
 def _jsonable(obj: object) -> object:
