@@ -13,8 +13,8 @@ Training has its own guard (the digest in train.json and in every checkpoint, se
 
 A location is not a setting: neither digests nor stamps hold a path (`data.root` and the like),
 so a moved dataset, or its path written another way, keeps every trained network and output.
-What the data is counts instead: the training ids and image labels (in the digests), and the
-content of the files a setting names (`content_digest`).
+What the data is counts instead: each image's id, image-level labels and file size
+(`image_stamp`, `data_stamp`), and the content of the files a setting names (`content_digest`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from ssenet.fileio import write_text_atomic
 
 if TYPE_CHECKING:  # the config imports this module for `content_digest`
     from ssenet.config import Config
+    from ssenet.data.datasets import SegmentationDataset
 
 STAMP_KEY = "made_from"  # the npz array / PNG text chunk holding a file's stamp
 STAMPS_FILE = "stamps.json"  # beside cached JSON results: {file name: stamp}
@@ -72,6 +74,25 @@ def _hashed_file(path: str, size: int, mtime_ns: int, inode: int) -> str:
     weights file of hundreds of MB is read once per process, not once per stage."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha1").hexdigest()[:16]
+
+
+def image_stamp(path: str | os.PathLike) -> int | str:
+    """What tells an input image from another wherever it lies: its size in bytes. A moved or
+    copied image keeps it and another image almost never has it, while a content hash would
+    read every image of a list at every check."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return "missing"
+
+
+def data_stamp(dataset: SegmentationDataset, ids: Sequence[str] | None = None) -> str:
+    """What a list's images are, not where they lie: each id with its image-level labels and
+    its image's `image_stamp` (an edited mask or a replaced image is other data)."""
+    return stamp(*(
+        (i, dataset.labels(i).tolist(), image_stamp(dataset.image_path(i)))
+        for i in (dataset.ids if ids is None else ids)
+    ))  # fmt: skip
 
 
 def weights_stamp(path: str | os.PathLike) -> str:
