@@ -186,6 +186,8 @@ NOT_TRAINING_KEYS = {
     "cam": ("alpha_sweep", "scale_sweep", "infer_scales", "infer_flip", "infer_batch", "alpha"),
     "seg": ("infer_scales", "infer_flip", "infer_batch", "crf"),
 }
+MAX_LOGT = 12  # random-walk steps 2^logt: 4096, 16x the reference's 256
+MAX_SCALES = 16  # inference scales of one image
 # Run settings that change what training computes (the rest decide where and how fast).
 TRAINING_RUN_KEYS = ("seed", "amp")
 # Where the data lies is no setting: a moved dataset, or its path written another way, must keep
@@ -297,6 +299,16 @@ def validate(config: Config) -> None:
         ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
         ("run.num_workers", ">=", 0),
         ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
+        # Upper bounds far above every published setting (scales to 2, radius 5, 2^8 walk steps,
+        # width 1, crops of 448-512), each where the next step up is an out-of-memory error or
+        # an hours-long hang rather than an experiment (a shared config may hold any value).
+        ("cam.infer_scales cam.scale_sweep seg.infer_scales model.input_scale", "<=", 4),
+        ("rw.logt", "<=", MAX_LOGT),  # 2^logt sparse products per image
+        ("rw.radius aff.radius", "<=", 24),
+        ("model.width", "<=", 4),
+        ("model.head_channels", "<=", 4096),
+        ("cam.crop_size aff.crop_size seg.crop_size", "<=", 2048),
+        ("cam.resize_long", "<=", 4096),
     )
     comparisons = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
                    "<=": (operator.le, "at most")}  # fmt: skip
@@ -332,6 +344,13 @@ def validate(config: Config) -> None:
                         ("seg.infer_scales", config.seg.infer_scales)):
         if not scales:
             raise SsenetError(f"config key {key}: at least one scale is needed")
+        if len(scales) > MAX_SCALES:  # each scale is a forward pass of every image
+            raise SsenetError(f"config key {key}: at most {MAX_SCALES} scales, got {len(scales)}")
+    if config.aff.resize_long is not None and max(config.aff.resize_long) > 4096:
+        raise SsenetError(
+            f"config key aff.resize_long: every value must be at most 4096, "
+            f"got {list(config.aff.resize_long)}"
+        )
     if config.data.kind == "folder" and not config.data.label_file:
         raise SsenetError("config key data.label_file: required when data.kind is folder")
 
