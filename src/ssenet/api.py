@@ -145,10 +145,12 @@ class TrainedNetwork:
         device = select_device(device or saved.config.run.device)
         return cls(network.to(device), saved.class_names, saved.config, saved.weights)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write `folder/model.safetensors` and `folder/config.json` (backbone, head, class
-        names, normalisation, inference settings): what `from_pretrained` needs, no run."""
-        return save_folder(folder, self.kind, self.network, self.class_names, self.config)
+        names, normalisation, inference settings): what `from_pretrained` needs, no run. A
+        folder holding a saved network is refused unless `overwrite`."""
+        return save_folder(folder, self.kind, self.network, self.class_names, self.config,
+                           overwrite)  # fmt: skip
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
