@@ -124,3 +124,31 @@ def test_the_lock_file_is_still_taken_and_released(tmp_path):
     with run_lock(tmp_path / "run"):
         assert (tmp_path / "run" / ".lock").read_text().startswith("pid ")
     assert (tmp_path / "run" / ".lock").read_text() == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API writes beside its inputs, never over them (issue item 9)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_write_labels_into_the_image_folder_never_replaces_an_input(tiny_run_config, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ssenet.api import Segmenter
+    from ssenet.models.deeplab import build_seg_model
+
+    cfg = tiny_run_config("unused")
+    network = build_seg_model(cfg.model, "deeplabv2", 3, imagenet=False).eval()
+    segmenter = Segmenter(network, ("background", "a", "b"), cfg)
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    Image.fromarray(rgb).save(tmp_path / "other.jpg")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(SsenetError, match=r"photo\.png: an input image"):
+        segmenter.write_labels(tmp_path, tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    written = segmenter.write_labels([tmp_path / "other.jpg"], tmp_path)  # beside it: fine
+    assert written == [tmp_path / "other.png"] and (tmp_path / "photo.png").read_bytes() == before[
+        tmp_path / "photo.png"
+    ]
