@@ -152,3 +152,46 @@ def test_write_labels_into_the_image_folder_never_replaces_an_input(tiny_run_con
     assert written == [tmp_path / "other.png"] and (tmp_path / "photo.png").read_bytes() == before[
         tmp_path / "photo.png"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# No file makes ssenet allocate what its header claims (issue item 7)
+# ---------------------------------------------------------------------------------------------
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims width x height (greyscale) and holds no pixels: what a decompression
+    bomb's header looks like to a reader that checks before it decodes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("size", [(30000, 30000), (5000, 4000)], ids=["bomb", "too large"])
+def test_an_oversized_image_is_refused_from_its_header(tmp_path, size):
+    from ssenet.data.datasets import image_size
+    from ssenet.data.palette import read_label_png, read_rgb
+    from ssenet.provenance import read_stamp
+
+    path = png_header_only(tmp_path / "huge.png", *size)
+    for read in (read_rgb, read_label_png, image_size):
+        with pytest.raises(SsenetError, match=r"huge\.png: .*larger than the 16\.8 megapixels"):
+            read(path)
+    assert read_stamp(path) is None  # an output file like this is made again, never trusted
+
+
+def test_the_largest_image_ssenet_reads_is_read(tmp_path):
+    from PIL import Image
+
+    from ssenet.data.palette import MAX_IMAGE_PIXELS, read_rgb
+
+    Image.new("L", (4096, MAX_IMAGE_PIXELS // 4096)).save(tmp_path / "large.png")
+    assert read_rgb(tmp_path / "large.png").shape == (4096, 4096, 3)

@@ -123,7 +123,7 @@ def read_stamp(path: str | os.PathLike) -> str | None:
         with Image.open(path) as image:
             return image.text.get(STAMP_KEY)
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
-            zipfile.BadZipFile, UnidentifiedImageError):  # fmt: skip
+            zipfile.BadZipFile, UnidentifiedImageError, Image.DecompressionBombError):  # fmt: skip
         return None  # e.g. a single .npy array saved under an .npz name: not ours, made again
 
 
