@@ -195,3 +195,95 @@ def test_the_largest_image_ssenet_reads_is_read(tmp_path):
 
     Image.new("L", (4096, MAX_IMAGE_PIXELS // 4096)).save(tmp_path / "large.png")
     assert read_rgb(tmp_path / "large.png").shape == (4096, 4096, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared outputs get the user's umask (issue item 8)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Run the test under a given umask, then put the old one back."""
+    import os
+
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def written_files(tmp_path: Path) -> dict[str, Path]:
+    """One file of every kind of output, each through its own writer."""
+    import numpy as np
+
+    from ssenet.camfile import save_cams
+    from ssenet.checkpoint import save_checkpoint
+    from ssenet.data.palette import write_label_png
+    from ssenet.fileio import run_lock, write_json
+
+    write_label_png(tmp_path / "labels" / "a.png", np.zeros((4, 4), np.uint8), "stamp")
+    save_cams(tmp_path / "cams" / "a.npz", np.zeros((1, 4, 4), np.float32), np.array([1]), "s")
+    save_checkpoint(tmp_path / "checkpoints" / "last.pth", {"epoch": 1})
+    write_json(tmp_path / "eval" / "results.json", {"miou": 0.5})
+    with run_lock(tmp_path):
+        pass
+    return {name: tmp_path / name for name in ("labels/a.png", "cams/a.npz",
+            "checkpoints/last.pth", "eval/results.json", ".lock")}  # fmt: skip
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_mode_of_any_new_file_under_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    files = written_files(tmp_path)
+    modes = {name: oct(path.stat().st_mode & 0o777) for name, path in files.items()}
+    assert modes == dict.fromkeys(files, oct(mode))
+
+
+def test_the_label_cache_in_a_shared_dataset_root_is_readable_by_colleagues(tmp_path, umask):
+    from ssenet.data.synthetic import make_benchmark
+    from ssenet.data.voc import CACHE_DIR, open_voc
+
+    make_benchmark(tmp_path, size=32, num_train=4, num_train_eval=2, num_val=2, num_workers=1,
+                   progress=False)  # fmt: skip
+    open_voc(tmp_path, "train")
+    caches = list((tmp_path / CACHE_DIR).iterdir())
+    assert caches and all(p.stat().st_mode & 0o777 == 0o644 for p in caches)
+
+
+def test_a_link_output_leaves_its_targets_mode_alone(tmp_path, umask):
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from ssenet.data.palette import write_label_png
+    from ssenet.predict import write_voc_layout
+
+    Image.new("RGB", (4, 3)).save(tmp_path / "x.jpg")
+    os.chmod(tmp_path / "x.jpg", 0o600)  # a private image stays private
+    write_label_png(tmp_path / "out" / "labels" / "x.png", np.ones((3, 4), np.uint8))
+    write_voc_layout(tmp_path / "out", "train", {"x": tmp_path / "x.jpg"},
+                     tmp_path / "out" / "labels")  # fmt: skip
+    assert (tmp_path / "x.jpg").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("hostile", [[0], [999], ["x"], None])
+def test_a_label_cache_with_values_no_mask_gives_is_made_again(tmp_path, hostile):
+    """A cache in a shared dataset root is anyone's file: class 0 would index the last class,
+    999 or a string would fail far from the cause; each is ignored and the masks read again."""
+    import numpy as np
+
+    from ssenet.data.synthetic import make_benchmark
+    from ssenet.data.voc import CACHE_DIR, open_voc
+
+    make_benchmark(tmp_path, size=32, num_train=4, num_train_eval=2, num_val=2, num_workers=1,
+                   progress=False)  # fmt: skip
+    first = open_voc(tmp_path, "train")
+    (cache,) = (tmp_path / CACHE_DIR).iterdir()
+    data = json.loads(cache.read_text())
+    without_last = next(i for i in first.ids if not first.labels(i)[-1])  # [0] would add it
+    data["labels"][without_last] = hostile
+    cache.write_text(json.dumps(data))
+    again = open_voc(tmp_path, "train")
+    for image_id in first.ids:
+        np.testing.assert_array_equal(again.labels(image_id), first.labels(image_id))
