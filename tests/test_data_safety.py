@@ -287,3 +287,61 @@ def test_a_label_cache_with_values_no_mask_gives_is_made_again(tmp_path, hostile
     again = open_voc(tmp_path, "train")
     for image_id in first.ids:
         np.testing.assert_array_equal(again.labels(image_id), first.labels(image_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# No file runs code; no output is written through a link (the promises of docs/security.md)
+# ---------------------------------------------------------------------------------------------
+
+
+class RunsCode:
+    """Unpickling (or YAML-constructing) this would write `marker`: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+def test_a_config_with_a_python_tag_is_refused_and_never_run(tmp_path):
+    from ssenet.config import load_config
+
+    marker = tmp_path / "RAN"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"cam: !!python/object/apply:os.system [\"touch {marker}\"]\n")
+    with pytest.raises(SsenetError, match=r"c\.yaml: invalid YAML"):
+        load_config(config)
+    assert not marker.exists()
+
+
+def test_a_cam_file_holding_pickled_objects_is_refused_and_never_run(tmp_path):
+    import numpy as np
+
+    from ssenet.camfile import load_cams
+    from ssenet.provenance import read_stamp
+
+    marker = tmp_path / "RAN"
+    path = tmp_path / "cams" / "a.npz"
+    path.parent.mkdir()
+    objects = np.empty(1, dtype=object)
+    objects[0] = RunsCode(marker)
+    np.savez(path, cams=objects, keys=np.array([1]), made_from=objects)
+    with pytest.raises(SsenetError, match=r"a\.npz: cannot read CAM file"):
+        load_cams(path)
+    assert read_stamp(path) is None and not marker.exists()
+
+
+def test_an_output_that_is_a_link_is_replaced_never_written_through(tmp_path):
+    import numpy as np
+
+    from ssenet.data.palette import read_label_png, write_label_png
+
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"a colleague's file")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.png").symlink_to(victim)
+    write_label_png(tmp_path / "labels" / "a.png", np.ones((2, 2), np.uint8))
+    assert victim.read_bytes() == b"a colleague's file"
+    assert not (tmp_path / "labels" / "a.png").is_symlink()
+    assert read_label_png(tmp_path / "labels" / "a.png").sum() == 4

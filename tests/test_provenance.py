@@ -113,11 +113,22 @@ def test_a_moved_and_respelled_dataset_root_keeps_every_network_and_output(
     cfg = tiny_run_config("./moved//VOC2012/")
     before = snapshot(run_dir)
     assert all(before[group] for group in GROUPS)  # every group has files to keep
+    data_before = dataset_files(tmp_path / "moved")
     run_pipeline(cfg, run_dir, progress=False)
     assert remade(before, snapshot(run_dir)) == set()
+    # Outside the run folder only the image-label cache is written (in the data root here).
+    assert dataset_files(tmp_path / "moved") == data_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved", "run"]
     assert json.loads((run_dir / "eval" / "results.json").read_text()) == json.loads(
         (finished_run / "eval" / "results.json").read_text()
     )
+
+
+def dataset_files(root):
+    """{path: bytes} of every file under `root` but ssenet's label cache."""
+    from ssenet.data.voc import CACHE_DIR
+
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and CACHE_DIR not in p.parts}
 
 
 def test_a_file_setting_counts_by_content_not_by_path(tmp_path):
