@@ -94,6 +94,18 @@ def test_a_folder_with_a_network_ssenet_did_not_train_is_refused(tmp_path, forei
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("checkpoint", [{"model": torch.zeros(2)}, [torch.zeros(2)]])
+def test_a_checkpoint_ssenet_did_not_write_is_refused_and_kept(tmp_path, checkpoint):
+    out = tmp_path / "project"
+    (out / "checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, out / "checkpoints" / "last.pth")
+    before = (out / "checkpoints" / "last.pth").read_bytes()
+    with pytest.raises(SsenetError, match=r"last\.pth: not made by ssenet"):
+        train_tiny(out, "aaaa-1111")
+    assert (out / "checkpoints" / "last.pth").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The run lock writes only its own file (issue item 3)
 # ---------------------------------------------------------------------------------------------

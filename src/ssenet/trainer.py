@@ -324,9 +324,9 @@ def _train_meta(path: Path) -> dict:
     return meta
 
 
-def _digest_of(record: dict, path: Path) -> str:
+def _digest_of(record: object, path: Path) -> str:
     """The training digest `record` (train.json or a checkpoint, read from `path`) holds."""
-    found = record.get("digest")
+    found = record.get("digest") if isinstance(record, dict) else None
     if not isinstance(found, str) or not _DIGEST.match(found):
         raise SsenetError(
             f"{path}: not made by ssenet (no training digest); move it away or train into "
@@ -340,10 +340,12 @@ def discard_training(out_dir: Path, stale: str) -> Path:
     of `out_dir`, so the stage trains again, nothing stale is used or reported, and nothing
     trained is lost (delete the folder, or move it back, by hand). Returns that folder."""
     kept = out_dir / f"stale-{stale}"
-    for number in range(2, 10_000):  # the same settings can go stale twice
+    for number in range(2, 1000):  # the same settings can go stale twice
         if not kept.exists():
             break
         kept = out_dir / f"stale-{stale}-{number}"
+    else:
+        raise SsenetError(f"{kept}: 1000 stale copies of one network; delete some")
     for name in ("checkpoints/last.pth", "model.pth", "train.json", "tb"):
         source = out_dir / name
         if source.exists() or source.is_symlink():
