@@ -11,10 +11,12 @@ need to coordinate, and an old output is never reported as a new one. Cached eva
 Training has its own guard (the digest in train.json and in every checkpoint, see
 `ssenet.trainer`): a network trained under other settings is moved aside, never deleted.
 
-A location is not a setting: neither digests nor stamps hold a path (`data.root` and the like),
-so a moved dataset, or its path written another way, keeps every trained network and output.
-What the data is counts instead: each image's id, image-level labels and file size
-(`image_stamp`, `data_stamp`), and the content of the files a setting names (`content_digest`).
+A location is not a setting: no digest or per-image stamp holds a path (`data.root`,
+`data.label_file`, `data.class_names`, `model.weights`), so a moved dataset, or its path written
+another way, keeps every trained network and output. What the data is counts instead: each
+image's id, image-level labels and file size (`image_stamp`, `data_stamp`), and the content of
+the files a setting names (`content_digest`). (`data.mask_dir`, which picks the ground truth of
+the cached scale sweep, counts there as written.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,12 +87,11 @@ def image_stamp(path: str | os.PathLike) -> int | str:
         return "missing"
 
 
-def data_stamp(dataset: SegmentationDataset, ids: Sequence[str] | None = None) -> str:
+def data_stamp(dataset: SegmentationDataset) -> str:
     """What a list's images are, not where they lie: each id with its image-level labels and
     its image's `image_stamp` (an edited mask or a replaced image is other data)."""
     return stamp(*(
-        (i, dataset.labels(i).tolist(), image_stamp(dataset.image_path(i)))
-        for i in (dataset.ids if ids is None else ids)
+        (i, dataset.labels(i).tolist(), image_stamp(dataset.image_path(i))) for i in dataset.ids
     ))  # fmt: skip
 
 
