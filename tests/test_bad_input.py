@@ -649,7 +649,9 @@ def _(ctx):
     ctx.succeed(ctx.infer_cam(None, weights=weights))
     cam = ctx.out / "cams" / "train_000000.npz"
     good = cam.read_bytes()
-    os.utime(weights, ns=(1, 1))  # other weights: the CAMs are made again
+    state = torch.load(weights, weights_only=True)  # other weights: the CAMs are made again
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    torch.save(state | {first: state[first] + 1}, weights)
     ctx.monkeypatch.setattr(np, "savez", lambda file, **arrays: full_disk(Path(file), good))
 
     def intact():

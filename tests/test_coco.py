@@ -278,6 +278,11 @@ BAD_FILES = [
     (lambda d: d["images"][0].update(file_name="../x.jpg"), r"'../x.jpg' is not a file name"),
     (lambda d: d["categories"].append({"id": 1, "name": "again"}),
      r"category id 1 appears twice"),
+    # sizes the mask would be allocated at: 200000 x 200000 is 40 GB, -5 no size at all
+    (lambda d: d["images"][0].update(height=200000, width=200000),
+     r"image id 1 \(.*\): height x width 200000 x 200000 is not a size ssenet reads"),
+    (lambda d: d["images"][0].update(height=-5), r"height x width -5 x 8 is not a size"),
+    (lambda d: d["images"][0].update(width=0), r"height x width 6 x 0 is not a size"),
 ]  # fmt: skip
 
 

@@ -85,6 +85,15 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
         ("rw.beta=0", "rw.beta: must be greater than 0"),
         ("run.num_workers=-1", "run.num_workers: must be at least 0, got -1"),
         ("run.crf_workers=-2", "run.crf_workers: must be at least 0, got -2"),
+        # upper bounds: a value that hangs or exhausts memory, not an experiment
+        ("rw.logt=40", "rw.logt: must be at most 12, got 40"),
+        ("seg.infer_scales=[1.0, 40]", "seg.infer_scales: every value must be at most 4"),
+        ("cam.infer_scales=[" + "1.0, " * 16 + "1.0]", "cam.infer_scales: at most 16 scales"),
+        ("model.input_scale=100", "model.input_scale: must be at most 4"),
+        ("rw.radius=1000", "rw.radius: must be at most 24"),
+        ("model.width=64", "model.width: must be at most 4"),
+        ("seg.crop_size=100000", "seg.crop_size: must be at most 2048"),
+        ("aff.resize_long=[448, 100000]", "aff.resize_long: every value must be at most 4096"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, message):
@@ -96,7 +105,7 @@ def test_range_limits_and_transform_compositions_are_accepted():
     cfg = load_config(overrides=[
         "cam.transform=scale+flip", "cam.alpha=0", "cam.eta=0", "cam.weight_decay=0",
         "rw.logt=0", "aff.radius=2", "rw.radius=1", "seg.infer_batch=1", "run.num_workers=0",
-        "run.crf_workers=0",
+        "run.crf_workers=0", "rw.logt=12", "seg.infer_scales=[4.0, 0.25]", "model.width=4",
     ])  # fmt: skip
     assert cfg.cam.transform == "scale+flip" and cfg.aff.radius == 2
     assert load_config(overrides=["cam.transform=rot90+scale", "cam.alpha=1"]).cam.alpha == 1.0

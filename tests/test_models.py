@@ -1,5 +1,6 @@
 """Backbones, heads and weight files: psa names and sizes, freezing, MXNet and .pth reading."""
 
+import re
 import struct
 
 import numpy as np
@@ -168,6 +169,30 @@ def _psa_to_mxnet(key: str) -> str:
         return f"arg:res{stage}{letter}_{branch}_{leaf}"
     prefix = "aux:" if "running" in leaf else "arg:"
     return f"{prefix}bn{stage}{letter}_{branch}_{leaves[leaf]}"
+
+
+def _one_array_file(shape_bytes: bytes, name: bytes = b"arg:conv1a_weight",
+                    name_length: int | None = None) -> bytes:  # fmt: skip
+    body = struct.pack("<QQQ", 0x112, 0, 1) + struct.pack("<IiI", 0xF993FAC9, 0, 1) + shape_bytes
+    body += struct.pack("<iii", 1, 0, 0) + struct.pack("<f", 1.0)
+    length = len(name) if name_length is None else name_length
+    return body + struct.pack("<QQ", 1, length) + name
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (_one_array_file(struct.pack("<q", -5)), r"not an MXNet NDArray \(shape \[-5\]\)"),
+    (_one_array_file(struct.pack("<q", 2**61)), "truncated MXNet file"),
+    (_one_array_file(struct.pack("<q", 1), name_length=2**62), "truncated MXNet file"),
+    (_one_array_file(struct.pack("<q", 1), name=b"\xff\xfe"), "a name is not UTF-8"),
+    (struct.pack("<QQQ", 0x112, 0, 1) + struct.pack("<II", 0xF993FAC8, 2**31), "dimensions"),
+], ids=["negative dim", "huge dim", "huge name", "bad name", "many dims"])  # fmt: skip
+def test_malformed_mxnet_headers_name_the_file(tmp_path, data, message):
+    """Counts and sizes read from a hostile .params file give a clear error, never a raw
+    struct.error or an attempt to allocate what the header claims."""
+    path = tmp_path / "bad.params"
+    path.write_bytes(data)
+    with pytest.raises(SsenetError, match=re.escape(str(path)) + ": .*" + message):
+        load_mxnet_params(path)
 
 
 def test_mxnet_names():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -176,7 +177,7 @@ def test_the_voc_layout_copies_where_symlinks_are_refused(tmp_path, monkeypatch)
     write_label_png(tmp_path / "out" / "labels" / "x.png", np.ones((3, 4), np.uint8))
 
     def refuse(*args, **kwargs):
-        raise OSError("symbolic links are not supported here")
+        raise OSError(errno.EPERM, "symbolic links are not supported here")
 
     monkeypatch.setattr(os, "symlink", refuse)
     base = write_voc_layout(tmp_path / "out", "train", {"x": tmp_path / "x.jpg"},
@@ -186,3 +187,62 @@ def test_the_voc_layout_copies_where_symlinks_are_refused(tmp_path, monkeypatch)
     assert copied.read_bytes() == (tmp_path / "out" / "labels" / "x.png").read_bytes()
     assert (base / "ImageSets" / "Segmentation" / "train.txt").read_text() == "x\n"
     assert len(VOCSegmentation(str(tmp_path / "out"), year="2012", image_set="train")) == 1
+
+
+def test_out_at_the_datasets_own_root_is_refused_and_the_dataset_kept(trained, tmp_path, capsys):
+    """`infer-seg --voc-split` with OUT/VOCdevkit/VOC2012 the dataset itself: refused before any
+    inference, every image, mask and list left as it was (none replaced by a link)."""
+    bench, config, weights, _ = trained
+    root = shutil.copytree(bench, tmp_path / "VOCdevkit" / "VOC2012")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    argv = ["infer-seg", "--config", str(config), "--weights", str(weights), "--list", "val",
+            "--out", str(tmp_path), "--voc-split", "val", f"data.root={root}", "--no-progress"]
+    assert main(argv) == 2
+    assert "holds files ssenet did not make" in capsys.readouterr().err
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before and not any(p.is_symlink() for p in root.rglob("*"))
+    assert not (tmp_path / "labels").exists()
+
+
+def test_a_layout_ssenet_made_is_remade_in_place_and_follows_no_link(tmp_path):
+    Image.new("RGB", (4, 3), (9, 9, 9)).save(tmp_path / "x.jpg")
+    write_label_png(tmp_path / "out" / "labels" / "x.png", np.ones((3, 4), np.uint8))
+    labels = tmp_path / "out" / "labels"
+    base = write_voc_layout(tmp_path / "out", "train", {"x": tmp_path / "x.jpg"}, labels)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept")
+    (base / "SegmentationClass" / "x.png").unlink()
+    (base / "SegmentationClass" / "x.png").symlink_to(victim)  # replaced, never followed
+    # The layout's own images as the input: each link goes to the image, never to itself.
+    images = {"x": base / "JPEGImages" / "x.jpg"}
+    assert write_voc_layout(tmp_path / "out", "train", images, labels) == base
+    assert os.readlink(base / "JPEGImages" / "x.jpg") == str(tmp_path / "x.jpg")
+    assert (base / "SegmentationClass" / "x.png").read_bytes() == (labels / "x.png").read_bytes()
+    assert victim.read_text() == "kept"
+
+
+def test_the_copy_fallback_never_writes_through_a_link(tmp_path, monkeypatch):
+    import ssenet.predict as predict
+
+    Image.new("RGB", (4, 3), (9, 9, 9)).save(tmp_path / "x.jpg")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept")
+    symlink = os.symlink
+
+    def taken(pointer, tmp):  # another user's link appears where ssenet's link was to be made
+        symlink(victim, tmp)
+        raise OSError(errno.EEXIST, "File exists")
+
+    monkeypatch.setattr(os, "symlink", taken)
+    with pytest.raises(FileExistsError):
+        predict._link(tmp_path / "x.jpg", tmp_path / "out" / "x.jpg")
+    assert victim.read_text() == "kept" and not (tmp_path / "out" / "x.jpg").exists()
+
+    def unsupported_after_a_planted_link(pointer, tmp):
+        symlink(victim, tmp)
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", unsupported_after_a_planted_link)
+    with pytest.raises(FileExistsError):  # the copy is made into a new file only
+        predict._link(tmp_path / "x.jpg", tmp_path / "out" / "x.jpg")
+    assert victim.read_text() == "kept"

@@ -180,6 +180,20 @@ BAD_FOLDERS = [  # (what is wrong, how to make it so, the file named, the messag
      "config.json", "normalization.std must be positive"),
     ("one class", lambda f: _edit(f, lambda d: d.update(class_names=["background"])),
      "config.json", "class_names: need background plus at least one class"),
+    # A shared folder may set its network's keys only, each within its bounds.
+    ("sets a data key", lambda f: _edit(f, lambda d: d["config"].update(
+        data={"mask_dir": "/elsewhere"})), "config.json",
+     r"config key data\.mask_dir is not one a segmentation network folder may set"),
+    ("sets a run key", lambda f: _edit(f, lambda d: d["config"].update(
+        run={"out_dir": "/elsewhere"})), "config.json", r"config key run\.out_dir is not one"),
+    ("sets another kind's key", lambda f: _edit(f, lambda d: d["config"].update(
+        rw={"logt": 1000})), "config.json", r"config key rw\.logt is not one"),
+    ("names ImageNet weights", lambda f: _edit(f, lambda d: d["config"]["model"].update(
+        weights="/elsewhere/w.pth")), "config.json", r"config key model\.weights is not one"),
+    ("asks for packaged weights", lambda f: _edit(f, lambda d: d["config"]["model"].update(
+        pretrained=True)), "config.json", r"config key model\.pretrained is not one"),
+    ("huge scale", lambda f: _edit(f, lambda d: d["config"]["seg"].update(infer_scales=[40])),
+     "config.json", r"config key seg\.infer_scales: every value must be at most 4"),
 ]  # fmt: skip
 
 
@@ -192,11 +206,17 @@ def test_bad_folders_name_the_file(change, file, message, tiny_run_config, tmp_p
         Segmenter.from_pretrained(folder, device="cpu")
 
 
-def test_saving_replaces_an_earlier_network_and_refuses_a_file(tiny_run_config, tmp_path):
+def test_saving_replaces_an_earlier_network_only_when_asked_and_refuses_a_file(
+    tiny_run_config, tmp_path
+):
     first, second = tiny("segmentation", tiny_run_config), tiny("segmentation", tiny_run_config)
     scrambled(second.network, 9)
     first.save_pretrained(tmp_path / "seg")
-    second.save_pretrained(tmp_path / "seg")
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "seg").iterdir()}
+    with pytest.raises(SsenetError, match=r"seg: holds a saved network already .*overwrite=True"):
+        second.save_pretrained(tmp_path / "seg")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "seg").iterdir()} == kept
+    second.save_pretrained(tmp_path / "seg", overwrite=True)
     loaded = Segmenter.from_pretrained(tmp_path / "seg", device="cpu").network.state_dict()
     assert all(torch.equal(v, loaded[k]) for k, v in second.network.state_dict().items())
     (tmp_path / "file").write_text("x")

@@ -99,6 +99,61 @@ def test_every_output_is_stamped_and_an_unchanged_rerun_touches_nothing(
     assert snapshot(run_dir) == before
 
 
+def test_a_moved_and_respelled_dataset_root_keeps_every_network_and_output(
+    bench, finished_run, tiny_run_config, tmp_path, monkeypatch
+):
+    """A location is not a setting: the dataset copied elsewhere and named by a relative path
+    spelled with `./` and a doubled slash remakes nothing, trained networks included."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    shutil.copytree(bench, tmp_path / "moved" / "VOC2012")
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_run_config("./moved//VOC2012/")
+    before = snapshot(run_dir)
+    assert all(before[group] for group in GROUPS)  # every group has files to keep
+    data_before = dataset_files(tmp_path / "moved")
+    run_pipeline(cfg, run_dir, progress=False)
+    assert remade(before, snapshot(run_dir)) == set()
+    # Outside the run folder only the image-label cache is written (in the data root here).
+    assert dataset_files(tmp_path / "moved") == data_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved", "run"]
+    assert json.loads((run_dir / "eval" / "results.json").read_text()) == json.loads(
+        (finished_run / "eval" / "results.json").read_text()
+    )
+
+
+def dataset_files(root):
+    """{path: bytes} of every file under `root` but ssenet's label cache."""
+    from ssenet.data.voc import CACHE_DIR
+
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and CACHE_DIR not in p.parts}
+
+
+def test_a_file_setting_counts_by_content_not_by_path(tmp_path):
+    from ssenet.config import Config
+
+    names = "background\ncircle\nsquare\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "names.txt").write_text(names)
+    (tmp_path / "b.txt").write_text(names)
+    for path in (tmp_path / "a" / "w.pth", tmp_path / "w.pth"):
+        path.write_bytes(b"the same ImageNet weights")
+    first, moved = Config(), Config()
+    first.data.class_names = str(tmp_path / "a" / "names.txt")
+    moved.data.class_names = str(tmp_path / "a" / ".." / "b.txt")
+    first.model.weights = str(tmp_path / "a" / "w.pth")
+    moved.model.weights = str(tmp_path / "w.pth")
+    moved.data.root, moved.data.label_file = "elsewhere/VOC2012", "labels.txt"
+    assert first.digest("data", "model") == moved.digest("data", "model")
+    (tmp_path / "w.pth").write_bytes(b"other ImageNet weights")  # another starting point
+    assert first.digest("data", "model") != moved.digest("data", "model")
+    (tmp_path / "w.pth").write_bytes(b"the same ImageNet weights")
+    (tmp_path / "b.txt").write_text(names + "triangle\n")  # other classes: another network
+    assert first.digest("data", "model") != moved.digest("data", "model")
+
+
 def test_affinity_digest_follows_its_crf_scores(bench, tiny_run_config, tmp_path):
     from ssenet.crffile import save_scores
     from ssenet.stages.s3_affinity import train_affinity

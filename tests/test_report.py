@@ -242,6 +242,23 @@ def test_report_bad_json_names_the_file(setup, tmp_path):
     assert not (tmp_path / "out" / "report.html").exists()
 
 
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_hostile_json_keys_and_run_names_reach_the_page_as_text(setup, tmp_path):
+    """A shared run's eval JSON keys and a caller's run name are shown, never run as markup."""
+    _, runs = setup
+    cfg = runs["baseline"][0]
+    run_dir = tmp_path / "run"
+    write_eval(run_dir, "scale_consistency", {HOSTILE: 0.5, "1.0-0.5": 0.7})
+    write_eval(run_dir, "scale_sweep", {"0.5": {"miou": 0.4, "mfn": 0.1, "mfp": 2.0}})
+    write_eval(run_dir, "cam", {**stage_json(0.4, 0.1, list_name=HOSTILE), "alpha": 0.2})
+    name = "<script>alert(2)</script>"
+    text = write_report(tmp_path / "out", {name: (cfg, run_dir)}, examples=0).read_text()
+    assert HOSTILE not in text and "<script>" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text and "&lt;script&gt;alert(2)" in text
+
+
 def test_report_needs_runs(tmp_path):
     with pytest.raises(SsenetError, match="no runs"):
         write_report(tmp_path, {})

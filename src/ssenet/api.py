@@ -145,10 +145,12 @@ class TrainedNetwork:
         device = select_device(device or saved.config.run.device)
         return cls(network.to(device), saved.class_names, saved.config, saved.weights)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write `folder/model.safetensors` and `folder/config.json` (backbone, head, class
-        names, normalisation, inference settings): what `from_pretrained` needs, no run."""
-        return save_folder(folder, self.kind, self.network, self.class_names, self.config)
+        names, normalisation, inference settings): what `from_pretrained` needs, no run. A
+        folder holding a saved network is refused unless `overwrite`."""
+        return save_folder(folder, self.kind, self.network, self.class_names, self.config,
+                           overwrite)  # fmt: skip
 
     @staticmethod
     def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
@@ -306,6 +308,15 @@ class Segmenter(TrainedNetwork):
         targets = [Path(out_dir) / f"{Path(path).stem}.png" for path in images]
         if len(set(targets)) < len(targets):
             raise SsenetError(f"{out_dir}: two of the images have one name; predict them apart")
+        # A target is replaced by a rename, so only a target that is itself an input matters.
+        inputs = {os.path.realpath(path) for path in images}
+        overwritten = [t for t in targets if os.path.join(os.path.realpath(t.parent), t.name)
+                       in inputs]  # fmt: skip
+        if overwritten:
+            raise SsenetError(
+                f"{overwritten[0]}: an input image; predicting into {out_dir} would replace it. "
+                "Choose another out_dir"
+            )
         for path, target in zip(images, targets, strict=True):
             write_label_png(target, self(path))
         return targets

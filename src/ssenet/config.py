@@ -22,6 +22,7 @@ from ssenet.config_parsing import coerce, parse_overrides, yaml_problem
 from ssenet.crf.params import CrfParams
 from ssenet.equivariance import transform_steps
 from ssenet.errors import SsenetError
+from ssenet.provenance import content_digest
 
 
 @dataclass
@@ -294,8 +295,16 @@ NOT_TRAINING_KEYS = {
     "cam": ("alpha_sweep", "scale_sweep", "infer_scales", "infer_flip", "infer_batch", "alpha"),
     "seg": ("infer_scales", "infer_flip", "infer_batch", "crf"),
 }
+MAX_LOGT = 12  # random-walk steps 2^logt: 4096, 16x the reference's 256
+MAX_SCALES = 16  # inference scales of one image
 # Run settings that change what training computes (the rest decide where and how fast).
 TRAINING_RUN_KEYS = ("seed", "amp")
+# Where the data lies is no setting: a moved dataset, or its path written another way, must keep
+# its trained networks. The training data enters every digest by content instead (the stages add
+# the training ids with their image labels; a folder dataset's label file holds nothing else).
+LOCATION_KEYS = {"data": ("root", "label_file")}
+# Settings that name a file whose content decides training: the digest holds the content's hash.
+FILE_KEYS = {"data": ("class_names",), "model": ("weights",)}
 
 
 @dataclass
@@ -316,14 +325,20 @@ class Config:
         """A short hash of the given sections and the seed and precision, to tell whether a
         trained network or checkpoint belongs to them.
 
-        Keys no training reads (`NOT_TRAINING_KEYS`) are left out, so changing them never
-        retrains or refuses a finished stage.
+        Keys no training reads (`NOT_TRAINING_KEYS`) and locations (`LOCATION_KEYS`) are left
+        out, so changing them never retrains a finished stage; a key naming a file
+        (`FILE_KEYS`) counts by the file's content.
         """
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
         payload["run"] = {key: getattr(self.run, key) for key in TRAINING_RUN_KEYS}
-        for section, keys in NOT_TRAINING_KEYS.items():
+        for left_out in (NOT_TRAINING_KEYS, LOCATION_KEYS):
+            for section, keys in left_out.items():
+                for key in keys:
+                    payload.get(section, {}).pop(key, None)
+        for section, keys in FILE_KEYS.items():
             for key in keys:
-                payload.get(section, {}).pop(key, None)
+                if payload.get(section, {}).get(key) is not None:
+                    payload[section][key] = "content:" + content_digest(payload[section][key])
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -382,6 +397,16 @@ BOUNDS = (
     ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
     ("run.num_workers", ">=", 0),
     ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
+    # Upper bounds far above every published setting (scales to 2, radius 5, 2^8 walk steps,
+    # width 1, crops of 448-512), each where the next step up is an out-of-memory error or
+    # an hours-long hang rather than an experiment (a shared config may hold any value).
+    ("cam.infer_scales cam.scale_sweep seg.infer_scales model.input_scale", "<=", 4),
+    ("rw.logt", "<=", MAX_LOGT),  # 2^logt sparse products per image
+    ("rw.radius aff.radius", "<=", 24),
+    ("model.width", "<=", 4),
+    ("model.head_channels", "<=", 4096),
+    ("cam.crop_size aff.crop_size seg.crop_size", "<=", 2048),
+    ("cam.resize_long", "<=", 4096),
 )
 COMPARISONS = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
                "<=": (operator.le, "at most")}  # fmt: skip
@@ -431,6 +456,13 @@ def validate(config: Config) -> None:
                         ("seg.infer_scales", config.seg.infer_scales)):
         if not scales:
             raise SsenetError(f"config key {key}: at least one scale is needed")
+        if len(scales) > MAX_SCALES:  # each scale is a forward pass of every image
+            raise SsenetError(f"config key {key}: at most {MAX_SCALES} scales, got {len(scales)}")
+    if config.aff.resize_long is not None and max(config.aff.resize_long) > 4096:
+        raise SsenetError(
+            f"config key aff.resize_long: every value must be at most 4096, "
+            f"got {list(config.aff.resize_long)}"
+        )
     if config.data.kind == "folder" and not config.data.label_file:
         raise SsenetError("config key data.label_file: required when data.kind is folder")
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import re
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -28,7 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`, on error delete it.
 
     The temporary name keeps the final suffix so libraries that pick a format from the
-    extension (PIL, numpy) still do the right thing.
+    extension (PIL, numpy) still do the right thing. The file gets the mode any new file gets
+    (0666 less the umask: readable by a colleague under the usual 022), not mkstemp's 0600.
+    The rename replaces whatever is at `path` (a link included) and never writes through it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _give_new_file_mode(tmp_path)
         os.replace(tmp_path, path)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
@@ -47,6 +53,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _give_new_file_mode(path: Path) -> None:
+    """chmod a written temporary file to 0666 less the umask; a link put there by the writer
+    (a symlink output) is left alone, its target never touched."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # a symlink (ELOOP) or a file the writer removed
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc), else set to
+    the strictest value for an instant and put back (no file made meanwhile is more open)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -92,7 +127,7 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
-    with open(path, "a+") as handle:
+    with _open_lock_file(path) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,6 +145,29 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
         finally:
             handle.seek(0)
             handle.truncate()
+
+
+def _open_lock_file(path: Path) -> IO[str]:
+    """Open (or create) the lock file for reading and writing, refusing anything but a plain
+    file of its own: the lock's text is replaced, and through a link (symbolic or hard) that
+    would empty another file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise SsenetError(
+            f"{path}: a symbolic link; ssenet never writes through a link it did not make. "
+            "Remove the link and run again"
+        ) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise SsenetError(
+            f"{path}: not a plain file of its own (a hard link, a device or a pipe); ssenet "
+            "writes its lock there. Remove it and run again"
+        )
+    return os.fdopen(fd, "r+")
 
 
 def _jsonable(obj: object) -> object:

@@ -6,11 +6,15 @@ with `seg_map_path` set to that folder. torchvision's `VOCSegmentation` reads fi
 names only (`VOCdevkit/VOC2012/{JPEGImages, SegmentationClass}` and
 `ImageSets/Segmentation/<image_set>.txt`, image_set train, trainval or val for 2012), so
 `voc_split` also lays OUT out as such a root, with links to the images and predictions.
+
+That layout is made only in a folder of its own: `OUT/VOCdevkit/VOC2012` must not exist, be
+empty, or be a layout ssenet made (it holds `LAYOUT_MARK`), so OUT at a dataset's own root is
+refused before any image is replaced.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -30,6 +34,12 @@ from ssenet.stages.s5_segmentation import infer_seg
 VOC_SPLITS = ("train", "trainval", "val")
 VOC_BASE = Path("VOCdevkit", "VOC2012")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+# Written first into every VOC layout ssenet makes: the files beside it are ssenet's to replace.
+LAYOUT_MARK = ".ssenet_layout"
+LAYOUT_FOLDERS = ("JPEGImages", "SegmentationClass", "ImageSets", "ImageSets/Segmentation")
+# How os.symlink says that links cannot be made here (any other error is not a reason to copy).
+NO_SYMLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+WINDOWS_PRIVILEGE_NOT_HELD = 1314
 
 
 def images_to_predict(
@@ -73,9 +83,7 @@ def predict_seg(
     dataset = images_to_predict(cfg, list_name, images, class_names)
     if voc_split is not None:
         check_voc_layout(voc_split, dataset)  # before any inference
-    if images is not None:  # the labels' stamps name the folder they were made from
-        folder = str(Path(images).resolve())
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=folder))
+        claim_voc_layout(out_dir)
     result = infer_seg(cfg, weights, out_dir, shard=shard, progress=progress, dataset=dataset,
                        model=model)  # fmt: skip
     if voc_split is not None:
@@ -113,10 +121,12 @@ def write_voc_layout(
     images and to `label_dir/<id>.png`, `ImageSets/Segmentation/<split>.txt` lists every id of
     `image_paths` (one a line, as mmsegmentation's ann_file too). Only `ids` (default all) are
     linked, so shards of one list each link their own. Returns the VOC2012 folder."""
-    base = Path(root) / VOC_BASE
+    base = claim_voc_layout(root)
     label_dir = Path(label_dir)
     for image_id in image_paths if ids is None else ids:
-        _link(Path(image_paths[image_id]), base / "JPEGImages" / f"{image_id}.jpg")
+        # The image itself, not a link to it: the layout may have been the images' own folder.
+        image = Path(image_paths[image_id]).resolve(strict=True)
+        _link(image, base / "JPEGImages" / f"{image_id}.jpg")
         _link(label_dir / f"{image_id}.png", base / "SegmentationClass" / f"{image_id}.png",
               relative=True)  # fmt: skip
     listing = "".join(f"{image_id}\n" for image_id in image_paths)
@@ -124,15 +134,53 @@ def write_voc_layout(
     return base
 
 
+def claim_voc_layout(root: str | os.PathLike) -> Path:
+    """`root/VOCdevkit/VOC2012`, marked as a layout of ssenet's: refused unless it is missing,
+    empty or already marked, and unless its folders are folders of its own (not links out), so
+    no file ssenet did not make (a dataset's images, masks or lists) is ever replaced."""
+    base = Path(root) / VOC_BASE
+    linked = [base / name for name in ("", *LAYOUT_FOLDERS) if (base / name).is_symlink()]
+    if linked:
+        raise SsenetError(
+            f"{linked[0]}: a link; ssenet writes its VOC layout only into folders of its own. "
+            "Choose another OUT"
+        )
+    mark = base / LAYOUT_MARK
+    if mark.is_file() and not mark.is_symlink():
+        return base
+    if base.is_dir() and any(base.iterdir()):
+        raise SsenetError(
+            f"{base}: holds files ssenet did not make (a dataset?); it never replaces them. "
+            "Choose an OUT whose VOCdevkit/VOC2012 does not exist yet"
+        )
+    write_text_atomic(mark, "A VOC 2012 layout made by ssenet infer-seg --voc-split: its files "
+                            "are links or copies ssenet may replace.\n")  # fmt: skip
+    return base
+
+
 def _link(target: Path, link: Path, relative: bool = False) -> None:
     """`link` pointing at `target` (absolute, or `relative` to the link's folder, so that the
-    layout and the predictions can move together), replaced atomically; a copy where the file
-    system refuses symlinks."""
+    layout and the predictions can move together), replaced atomically (a rename: whatever was
+    at `link` is never followed); a copy where the file system cannot make symlinks."""
     with atomic_path(link) as tmp:
         tmp.unlink()
         target = target.absolute()
         pointer = Path(os.path.relpath(target, link.parent.absolute())) if relative else target
         try:
             os.symlink(pointer, tmp)
-        except OSError:  # e.g. Windows without the symlink privilege
-            shutil.copyfile(target, tmp)
+        except (OSError, NotImplementedError) as err:
+            if not _symlinks_unsupported(err):
+                raise
+            _copy_new(target, tmp)
+
+
+def _symlinks_unsupported(err: BaseException) -> bool:
+    if isinstance(err, NotImplementedError):
+        return True
+    return err.errno in NO_SYMLINKS or getattr(err, "winerror", None) == WINDOWS_PRIVILEGE_NOT_HELD
+
+
+def _copy_new(source: Path, copy: Path) -> None:
+    """Copy into a file created here and now ("x": a link put at `copy` fails, never followed)."""
+    with open(source, "rb") as reader, open(copy, "xb") as writer:
+        shutil.copyfileobj(reader, writer)

@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from ssenet import __version__
-from ssenet.config import Config, config_from_mapping
+from ssenet.config import Config, ModelConfig, config_from_mapping
 from ssenet.data.datasets import load_class_names
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path, write_text_atomic
@@ -82,13 +82,21 @@ def save_folder(
     network: nn.Module,
     class_names: tuple[str, ...] | list[str],
     cfg: Config,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `folder/model.safetensors` and `folder/config.json` (replacing earlier ones)."""
+    """Write `folder/model.safetensors` and `folder/config.json`; a folder that holds either
+    already is refused unless `overwrite` (a shared network is never replaced by mistake)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SsenetError(f"{folder}: exists and is not a folder")
+    held = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if os.path.lexists(folder / name)]
+    if held and not overwrite:
+        raise SsenetError(
+            f"{folder}: holds a saved network already ({', '.join(held)}); save elsewhere, or "
+            "pass overwrite=True to replace it"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     # config.json is written last, so a folder interrupted while saving is never taken as whole.
     (folder / CONFIG_FILE).unlink(missing_ok=True)
@@ -137,7 +145,7 @@ def read_folder(
     if not weights.is_file():
         raise SsenetError(f"{weights}: weights file not found (the folder has {CONFIG_FILE})")
     return SavedNetwork(kind, _class_names(path, data.get("class_names")),
-                        _config(path, data.get("config"), overrides), mean, std, weights,
+                        _config(path, saved, data.get("config"), overrides), mean, std, weights,
                         path)  # fmt: skip
 
 
@@ -186,11 +194,38 @@ def _normalization(path: Path, value: Any) -> tuple[tuple[float, ...], tuple[flo
     return mean, std
 
 
-def _config(path: Path, sections: Any, overrides: list[str] | None) -> Config:
+def allowed_keys(kind: str) -> set[str]:
+    """The config keys a folder of `kind` may set: its network's (`model.*` but the ImageNet
+    start) and its inference settings (`KIND_KEYS`), nothing about data, runs or training."""
+    model = {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)} - {
+        f"model.{name}" for name in _NOT_SAVED
+    }
+    return model | set(KIND_KEYS[kind].split())
+
+
+def _config_keys() -> set[str]:
+    """Every key a config has, "section.key"."""
+    return {f"{section}.{key}" for section, values in Config().to_dict().items() for key in values}
+
+
+def _config(path: Path, kind: str, sections: Any, overrides: list[str] | None) -> Config:
     if not isinstance(sections, dict) or not isinstance(sections.get("model"), dict):
         raise SsenetError(f"{path}: config must be a mapping of sections with a model section")
+    # A shared folder is read, not trusted: it may set its own network's keys only, never where
+    # data is read or written (data.*, run.*) nor anything else a colleague did not choose.
+    allowed, known = allowed_keys(kind), _config_keys()
+    for section, values in sections.items():
+        if not isinstance(values, dict):
+            raise SsenetError(f"{path}: config section {section!r} must be a mapping")
+        named = {f"{section}.{key}" for key in values}  # unknown keys: refused as such below
+        refused = sorted(named & known - allowed)
+        if refused:
+            raise SsenetError(
+                f"{path}: config key {refused[0]} is not one a {kind} network folder may set "
+                f"(it may set model.* and {', '.join(KIND_KEYS[kind].split())})"
+            )
     # The saved weights replace any ImageNet start: nothing needs the packaged weights.
-    sections = {**sections, "model": {"pretrained": False, **sections["model"]}}
+    sections = {**sections, "model": {**sections["model"], "pretrained": False}}
     try:
         return config_from_mapping(sections, str(path), overrides)
     except SsenetError as err:  # cross-field checks name the key only

@@ -3,14 +3,16 @@
 A stage builds its model, its loss module (one forward returns a dict of losses with "loss") and
 its data loader, then calls `fit`. A killed run continues from its last epoch checkpoint when the
 same command runs again; a finished one returns at once; a network trained under other settings
-(another digest) is deleted and trained again.
+(another digest) is moved aside to `stale-<digest>/` in its folder and trained again. A folder
+holding a network ssenet did not train (a train.json or checkpoint without a digest, a model.pth
+alone) is refused: nothing ssenet did not make is ever replaced or deleted.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -141,7 +143,7 @@ def finished(out_dir: Path, digest: str) -> FitResult | None:
     """The result of an earlier complete run with the same config, if there is one."""
     final, meta_path = out_dir / "model.pth", out_dir / "train.json"
     if final.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = _train_meta(meta_path)
         if meta.get("digest") == digest:
             return FitResult(final, meta)
     return None
@@ -190,12 +192,13 @@ def fit(
     ckpt_path = out_dir / "checkpoints" / "last.pth"
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     state = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None  # read once
-    if trained_under_other_settings(out_dir, digest, state):
-        state = None  # every rank starts over; the main one deletes the stale files
+    stale = trained_under_other_settings(out_dir, digest, state)
+    if stale:
+        state = None  # every rank starts over; the main one moves the stale files aside
         if info.is_main:
-            discard_training(out_dir)
-            print(f"ssenet: {out_dir} was trained under other settings; training {name} again",
-                  file=sys.stderr)  # fmt: skip
+            kept = discard_training(out_dir, stale)
+            print(f"ssenet: {out_dir} was trained under other settings (moved to {kept}); "
+                  f"training {name} again", file=sys.stderr)  # fmt: skip
     barrier(info)
     start_epoch, step, history = _resume(state, parts, device)
 
@@ -301,26 +304,73 @@ def check_finite(loss: float, name: str, step: int, epoch: int, ckpt: Path) -> N
         )
 
 
-def trained_under_other_settings(out_dir: Path, digest: str, state: dict | None) -> bool:
-    """Whether the network in `out_dir` (train.json) or its checkpoint `state` was made under
-    another digest than `digest`."""
-    recorded = [] if state is None else [state.get("digest")]
+def trained_under_other_settings(out_dir: Path, digest: str, state: dict | None) -> str | None:
+    """The digest the network in `out_dir` (train.json) or its checkpoint `state` was made
+    under, when it is not `digest`; None when there is none or it is this one. Refuses a folder
+    whose network ssenet did not train, rather than replace it."""
+    recorded = []
     meta_path = out_dir / "train.json"
     if meta_path.is_file():
-        try:
-            recorded.append(json.loads(meta_path.read_text()).get("digest"))
-        except ValueError:
-            recorded.append(None)
-    return any(found != digest for found in recorded)
+        recorded.append(_digest_of(_train_meta(meta_path), meta_path))
+    if state is not None:
+        recorded.append(_digest_of(state, out_dir / "checkpoints" / "last.pth"))
+    if not recorded and (out_dir / "model.pth").exists():
+        raise SsenetError(
+            f"{out_dir / 'model.pth'}: a network ssenet did not train here (no train.json or "
+            "checkpoint beside it); move it away or train into another folder"
+        )
+    return next((found for found in recorded if found != digest), None)
 
 
-def discard_training(out_dir: Path) -> None:
-    """Delete a trained network, its checkpoint and its TensorBoard log, so the stage trains
-    again and nothing stale is left to be used or reported."""
-    for path in (out_dir / "checkpoints" / "last.pth", out_dir / "model.pth",
-                 out_dir / "train.json"):  # fmt: skip
-        path.unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "tb", ignore_errors=True)
+# A training digest (hashes joined by "-"): it names the stale folder, so never a path.
+_DIGEST = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+def _train_meta(path: Path) -> dict:
+    """A train.json ssenet wrote; a foreign one is refused, never replaced."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SsenetError(
+            f"{path}: not a train.json ssenet wrote ({err}); move it away or train into "
+            "another folder"
+        ) from None
+    if not isinstance(meta, dict):
+        raise SsenetError(
+            f"{path}: not a train.json ssenet wrote (no mapping); move it away or train into "
+            "another folder"
+        )
+    return meta
+
+
+def _digest_of(record: object, path: Path) -> str:
+    """The training digest `record` (train.json or a checkpoint, read from `path`) holds."""
+    found = record.get("digest") if isinstance(record, dict) else None
+    if not isinstance(found, str) or not _DIGEST.match(found):
+        raise SsenetError(
+            f"{path}: not made by ssenet (no training digest); move it away or train into "
+            "another folder"
+        )
+    return found
+
+
+def discard_training(out_dir: Path, stale: str) -> Path:
+    """Move a trained network, its checkpoint and its TensorBoard log into `stale-<digest>/`
+    of `out_dir`, so the stage trains again, nothing stale is used or reported, and nothing
+    trained is lost (delete the folder, or move it back, by hand). Returns that folder."""
+    kept = out_dir / f"stale-{stale}"
+    for number in range(2, 1000):  # the same settings can go stale twice
+        if not kept.exists():
+            break
+        kept = out_dir / f"stale-{stale}-{number}"
+    else:
+        raise SsenetError(f"{kept}: 1000 stale copies of one network; delete some")
+    for name in ("checkpoints/last.pth", "model.pth", "train.json", "tb"):
+        source = out_dir / name
+        if source.exists() or source.is_symlink():
+            (kept / name).parent.mkdir(parents=True, exist_ok=True)
+            source.rename(kept / name)  # the folder's own file system: a rename, never a copy
+    return kept
 
 
 def _resume(

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ssenet.data.datasets import PathLike
-from ssenet.data.palette import IGNORE_INDEX
+from ssenet.data.palette import IGNORE_INDEX, MAX_IMAGE_PIXELS
 from ssenet.errors import SsenetError
 
 
@@ -81,6 +81,12 @@ def check_images(images: list, path: Path) -> None:
         if Path(name).name != name or "\\" in name or not stem or stem.startswith("."):
             raise SsenetError(
                 f"{path}: image id {image['id']}: file_name {name!r} is not a file name"
+            )
+        height, width = image["height"], image["width"]
+        if height < 1 or width < 1 or height * width > MAX_IMAGE_PIXELS:
+            raise SsenetError(
+                f"{path}: image id {image['id']} ({name}): height x width {height} x {width} is "
+                f"not a size ssenet reads (1 to {MAX_IMAGE_PIXELS:,} pixels)"
             )
         if image["id"] in ids or stem in stems:
             raise SsenetError(f"{path}: image id {image['id']} ({name}) appears twice")

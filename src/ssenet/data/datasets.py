@@ -16,9 +16,9 @@ from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from ssenet.data.palette import IGNORE_INDEX, read_label_png, read_rgb
+from ssenet.data.palette import IGNORE_INDEX, open_image, read_label_png, read_rgb
 from ssenet.errors import SsenetError
 
 PathLike = str | os.PathLike
@@ -155,7 +155,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
     if not path.is_file():
         raise SsenetError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return image.height, image.width
     except (UnidentifiedImageError, OSError) as err:
         raise SsenetError(f"{path}: cannot read image ({err})") from err

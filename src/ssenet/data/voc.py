@@ -300,8 +300,19 @@ def _read_cache(
         labels = data.get("labels")
         if not isinstance(labels, dict) or set(labels) != {i for i, _ in lines}:
             continue
+        if not all(_valid_classes(classes, num_foreground) for classes in labels.values()):
+            continue  # a cache in a shared root is anyone's file: checked, else made again
         return {image_id: tuple(labels[image_id]) for image_id, _ in lines}
     return None
+
+
+def _valid_classes(classes: object, num_foreground: int) -> bool:
+    """A cached label list as `_labels_from_masks` writes it: increasing class indices 1..K."""
+    return (
+        isinstance(classes, list)
+        and all(type(c) is int and 1 <= c <= num_foreground for c in classes)
+        and classes == sorted(set(classes))
+    )
 
 
 def _write_cache(

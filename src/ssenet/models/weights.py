@@ -25,6 +25,7 @@ CLASSIFIER_PREFIXES = ("fc.", "fc8.", "fc7.", "classifier.", "linear1000")
 MXNET_LIST_MAGIC = 0x112
 MXNET_V2_MAGIC = 0xF993FAC9  # followed by storage type, then the shape
 MXNET_V1_MAGIC = 0xF993FAC8
+MXNET_MAX_NDIM = 32  # MXNet's own limit on an NDArray's dimensions
 MXNET_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32,
                 5: np.int8, 6: np.int64}
 MXNET_LEAVES = {"weight": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
@@ -38,7 +39,10 @@ class _Reader:
         self.path, self.data, self.pos = path, path.read_bytes(), 0
 
     def take(self, fmt: str) -> tuple:
-        size = struct.calcsize(fmt)
+        try:
+            size = struct.calcsize(fmt)
+        except struct.error:  # a count read from the file that no file can hold
+            size = len(self.data) + 1
         if self.pos + size > len(self.data):
             raise SsenetError(f"{self.path}: truncated MXNet file (ends at byte {len(self.data)})")
         values = struct.unpack_from("<" + fmt, self.data, self.pos)
@@ -46,9 +50,18 @@ class _Reader:
         return values
 
     def array(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
+        if min(shape) < 0:
+            raise SsenetError(f"{self.path}: not an MXNet NDArray (shape {list(shape)})")
+        count = int(np.prod(shape, dtype=object))  # Python ints: a hostile shape cannot wrap
         raw = self.take(f"{count * np.dtype(dtype).itemsize}s")[0]
         return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape).copy()
+
+
+def _ndim(reader: _Reader) -> int:
+    (ndim,) = reader.take("I")
+    if ndim > MXNET_MAX_NDIM:
+        raise SsenetError(f"{reader.path}: not an MXNet NDArray ({ndim} dimensions)")
+    return ndim
 
 
 def _read_ndarray(reader: _Reader) -> np.ndarray:
@@ -58,16 +71,15 @@ def _read_ndarray(reader: _Reader) -> np.ndarray:
         if stype != 0:
             raise SsenetError(f"{reader.path}: sparse MXNet arrays (storage type {stype}) "
                               "are not supported")
-        (ndim,) = reader.take("I")
-        shape = reader.take(f"{ndim}q")
+        shape = reader.take(f"{_ndim(reader)}q")
     elif magic == MXNET_V1_MAGIC:
-        (ndim,) = reader.take("I")
-        shape = reader.take(f"{ndim}q")
+        shape = reader.take(f"{_ndim(reader)}q")
     else:  # legacy: the word is ndim, then uint32 dimensions
         ndim = magic
-        if ndim > 32:
+        if ndim > MXNET_MAX_NDIM:
             raise SsenetError(f"{reader.path}: not an MXNet NDArray (bad array header {magic:#x})")
         shape = reader.take(f"{ndim}I")
+    ndim = len(shape)
     if ndim == 0:
         return np.zeros((0,), np.float32)
     _dev_type, _dev_id, type_flag = reader.take("iii")
@@ -90,7 +102,10 @@ def read_mxnet_ndarrays(path: str | Path) -> dict[str, np.ndarray]:
     names = []
     for _ in range(num_names):
         (length,) = reader.take("Q")
-        names.append(reader.take(f"{length}s")[0].decode("utf-8"))
+        try:
+            names.append(reader.take(f"{length}s")[0].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SsenetError(f"{path}: not an MXNet .params file (a name is not UTF-8)") from None
     return dict(zip(names, arrays, strict=True))
 
 

@@ -1,6 +1,9 @@
 """The report's sections of numbers and curves: the results table (the paper's Tables 1 and
 3), per-class IoU, mIoU against alpha (Fig. 4), mFN and mFP against the test scale (Fig. 5),
-scale consistency and the training losses. Each takes the loaded runs and returns its HTML."""
+scale consistency and the training losses. Each takes the loaded runs and returns its HTML.
+
+Every text from a run (its name, its JSON keys and values) is escaped: a shared run folder is
+shown, never executed, in a browser."""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def summary_section(runs: list[RunData]) -> str:
         row += [fmt(cls.get(k)) for k in keys] if cls else [NOT_RUN, "", ""]
         rows.append(row)
     lists = "; ".join(
-        f"{run.name} {stage}: {esc(m['list'])}"
+        f"{esc(run.name)} {stage}: {esc(m['list'])}"
         for run in runs
         for stage, _ in _scored()
         if (m := run.evals.get(stage)) and "list" in m
@@ -137,7 +140,7 @@ def consistency_section(runs: list[RunData]) -> str:
         "flip), the second scale's labels taken as ground truth: 1 means the CAM names the same "
         "pixels whatever the input scale.</p>"
     )
-    return title + text + html_table(["method", *(f"scales {p}" for p in pairs)], rows)
+    return title + text + html_table(["method", *(f"scales {esc(p)}" for p in pairs)], rows)
 
 
 def loss_section(runs: list[RunData], files: ReportFiles) -> str:

@@ -27,7 +27,14 @@ from ssenet.evaluation.metrics import sweep_cam_thresholds
 from ssenet.fileio import write_json
 from ssenet.inference import owned_images
 from ssenet.models.configured import build_cam_from_config, load_cam_model
-from ssenet.provenance import config_values, is_current, stamp, weights_stamp
+from ssenet.provenance import (
+    config_values,
+    data_stamp,
+    image_stamp,
+    is_current,
+    stamp,
+    weights_stamp,
+)
 from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
 from ssenet.stages.common import gt_dir, label_lists, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
@@ -91,9 +98,9 @@ def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitRes
     """
     out_dir = Path(out_dir)
     dataset = open_split(cfg.data, cfg.data.train_list)
-    # The image-level labels are part of the digest: an edited mask is other training data.
-    labels = stamp(*((i, dataset.labels(i).tolist()) for i in dataset.ids))
-    digest = cfg.digest("data", "model", "cam") + "-" + labels[:12]
+    # The data are part of the digest by content (ids, image labels, image sizes), not by
+    # location: an edited mask is other training data, a moved dataset the same.
+    digest = cfg.digest("data", "model", "cam") + "-" + data_stamp(dataset)[:12]
     cam = cfg.cam
 
     def transform(model: nn.Module) -> CamTrainDataset:
@@ -149,7 +156,8 @@ def infer_cams(
     dataset, ids = owned_images(cfg, list_name or cfg.data.infer_list, shard)
     cam_dir, label_dir = out_dir / "cams", out_dir / "labels"
     base = cam_file_stamp(cfg, weights)  # per image, with its classes: an edited mask counts
-    cams_stamp = {i: stamp(base, dataset.labels(i).tolist()) for i in ids}
+    cams_stamp = {i: stamp(base, dataset.labels(i).tolist(), image_stamp(dataset.image_path(i)))
+                  for i in ids}  # fmt: skip
     label_stamp = {i: stamp("cam labels", cams_stamp[i], cfg.cam.alpha) for i in ids}
     current = {i for i in ids if is_current(cam_dir / f"{i}.npz", cams_stamp[i])}
     todo = [i for i in ids if i not in current]
@@ -182,7 +190,7 @@ def infer_cams(
 
 def cam_file_stamp(cfg: Config, weights: str | Path) -> str:
     """The `made_from` stamp of CAM files: the network and every setting that decides them."""
-    keys = "data.kind data.root cam.infer_scales cam.infer_flip run.amp"
+    keys = "data.kind cam.infer_scales cam.infer_flip run.amp"
     return stamp("cams", weights_stamp(weights), config_values(cfg, keys))
 
 

@@ -18,7 +18,14 @@ from ssenet.evaluation.metrics import ConfusionMeter
 from ssenet.fileio import write_json
 from ssenet.models.configured import load_cam_model
 from ssenet.multilabel import classification_report
-from ssenet.provenance import cached_json, config_values, record_json_stamp, stamp, weights_stamp
+from ssenet.provenance import (
+    cached_json,
+    config_values,
+    data_stamp,
+    record_json_stamp,
+    stamp,
+    weights_stamp,
+)
 from ssenet.runtime import select_device
 from ssenet.stages.common import gt_dir, summary
 
@@ -58,15 +65,17 @@ class ScaleSweep:
 
 
 SWEEP_KEYS = (
-    "data.kind data.root data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
+    "data.kind data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
     "cam.alpha run.amp"
 )
 
 
 def sweep_stamp(cfg: Config, run_dir: Path) -> str:
-    """What the scale sweep's figures depend on: the CAM network and the sweep settings."""
+    """What the scale sweep's figures depend on: the CAM network, the sweep settings and the
+    scored images (by content, not location)."""
     weights = weights_stamp(run_dir / "cam" / "model.pth")
-    return stamp("scale sweep", weights, config_values(cfg, SWEEP_KEYS))
+    images = data_stamp(open_split(cfg.data, cfg.data.infer_list))
+    return stamp("scale sweep", weights, config_values(cfg, SWEEP_KEYS), images)
 
 
 def scale_sweep_done(cfg: Config, run_dir: Path) -> bool:
@@ -117,7 +126,7 @@ def unlearned_warning(report: dict, method: str = "") -> str | None:
     )
 
 
-CLASSIFIER_KEYS = "data.kind data.root data.val_list cam.infer_batch"
+CLASSIFIER_KEYS = "data.kind data.val_list cam.infer_batch"
 
 
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
@@ -125,11 +134,12 @@ def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     out = run_dir / "eval" / "classifier.json"
     weights = run_dir / "cam" / "model.pth"
-    made_from = stamp("classifier", weights_stamp(weights), config_values(cfg, CLASSIFIER_KEYS))
+    dataset = open_split(cfg.data, cfg.data.val_list)
+    made_from = stamp("classifier", weights_stamp(weights), config_values(cfg, CLASSIFIER_KEYS),
+                      data_stamp(dataset))  # fmt: skip
     cached = cached_json(out, made_from)
     if cached is not None:
         return cached
-    dataset = open_split(cfg.data, cfg.data.val_list)
     model = load_cam_model(cfg, weights, dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
     with torch.no_grad():

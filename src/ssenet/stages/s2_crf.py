@@ -40,7 +40,7 @@ from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Lists, Stage
 
 # Settings that decide the CRF outputs (the backends agree to float precision).
-CRF_KEYS = "data.kind data.root " + " ".join(
+CRF_KEYS = "data.kind " + " ".join(
     f"crf.{f.name}" for f in dataclasses.fields(CrfConfig) if f.name != "backend"
 )
 

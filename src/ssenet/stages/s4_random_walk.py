@@ -39,7 +39,7 @@ def walk_label(
 
 
 RW_KEYS = (
-    "data.kind data.root rw.beta rw.logt rw.radius rw.background rw.bg_power "
+    "data.kind rw.beta rw.logt rw.radius rw.background rw.bg_power "
     "rw.reference_border cam.alpha model.output_stride run.amp"
 )
 

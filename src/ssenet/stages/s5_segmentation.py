@@ -22,10 +22,10 @@ from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
-from ssenet.inference import image_work, require_inputs, work_batches
+from ssenet.inference import image_work, owned_images, require_inputs, work_batches
 from ssenet.models.configured import load_seg_model
 from ssenet.models.deeplab import build_seg_model
-from ssenet.provenance import config_values, is_current, stamp, weights_stamp
+from ssenet.provenance import config_values, image_stamp, is_current, stamp, weights_stamp
 from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.segmentation import SegObjective, multiscale_probs
 from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
@@ -188,9 +188,12 @@ def infer_seg(
     """
     _check_infer_config(cfg)
     label_dir = Path(out_dir) / "labels"
-    made_from = seg_label_stamp(cfg, weights)
-    work = image_work(cfg, list_name or cfg.data.val_list, shard,
-                      lambda i: is_current(label_dir / f"{i}.png", made_from), dataset,
+    list_name = list_name or cfg.data.val_list
+    dataset, ids = owned_images(cfg, list_name, shard, dataset, image_labels=False)
+    base = seg_label_stamp(cfg, weights)  # per image, with the image's size: another image counts
+    made_from = {i: stamp(base, image_stamp(dataset.image_path(i))) for i in ids}
+    work = image_work(cfg, list_name, shard,
+                      lambda i: is_current(label_dir / f"{i}.png", made_from[i]), dataset,
                       image_labels=False)  # fmt: skip
     if work.todo:
         set_threads(cfg.run.threads)
@@ -212,13 +215,13 @@ def infer_seg(
                     prob = refine(image.numpy(), prob, cfg.crf, backend=cfg.crf.backend,
                                   device=next(model.parameters()).device)  # fmt: skip
                 label = np.asarray(prob).argmax(axis=0).astype(np.uint8)
-                write_label_png(label_dir / f"{image_id}.png", label, made_from)
+                write_label_png(label_dir / f"{image_id}.png", label, made_from[image_id])
     return work.counts(label_dir=str(label_dir))
 
 
 def seg_label_stamp(cfg: Config, weights: str | Path) -> str:
     """The `made_from` stamp of predicted labels: the network and the inference settings."""
-    keys = "data.kind data.root seg.infer_scales seg.infer_flip seg.crf run.amp"
+    keys = "data.kind seg.infer_scales seg.infer_flip seg.crf run.amp"
     crf = dataclasses.asdict(cfg.crf) if cfg.seg.crf else None
     return stamp("seg", weights_stamp(weights), config_values(cfg, keys), crf)
 
