@@ -45,7 +45,7 @@ def test_the_reference_lists_every_key_its_default_and_allowed_values():
     by_name = {f"{k.section}.{k.key}": k for k in keys}
     for name, allowed in CHOICE_KEYS.items():
         assert by_name[name].allowed == ", ".join(f"`{v}`" for v in allowed)
-    assert by_name["aff.radius"].allowed == "at least 2"
+    assert by_name["aff.radius"].allowed == "at least 2, at most 24"
     assert by_name["cam.lr_multipliers"].default == "`[1.0, 2.0, 10.0, 20.0]`"
     assert by_name["cam.lr_multipliers"].type == "list of 4 numbers"
     assert by_name["aff.resize_long"].type == "list of 2 integers or null"
