@@ -206,9 +206,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     title = f"ssenet run {run_dir.name}"
     report = write_report(run_dir, {cfg.cam.method: (cfg, run_dir)}, title=title)
+    from ssenet.stages.common import result_line
+
     for stage, metrics in results.items():
-        print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
-              f"mFP {metrics['mfp']:.3f}")
+        print(result_line(stage, metrics))
     if _layout(cfg, args).weights("cam").is_file():  # the figures above mean something only if
         from ssenet.stages.s1_cam_figures import classifier_stage, unlearned_warning
 

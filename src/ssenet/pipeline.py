@@ -14,7 +14,13 @@ from ssenet.errors import SsenetError
 from ssenet.fileio import remove_stale_temporaries, run_lock, write_json, write_text_atomic
 from ssenet.runtime import rank_shard
 from ssenet.stages import STAGES, RunLayout, stage_lists
-from ssenet.stages.common import check_pseudo_label_scoring, gt_dir, missing_ground_truth, summary
+from ssenet.stages.common import (
+    check_pseudo_label_scoring,
+    gt_dir,
+    masks_optional,
+    missing_ground_truth,
+    stage_result,
+)
 
 
 def preflight(cfg: Config, stages: list[str]) -> None:
@@ -25,6 +31,7 @@ def preflight(cfg: Config, stages: list[str]) -> None:
         check_pseudo_label_scoring(cfg)  # a stage scores pseudo labels
     readers: dict[str, list[str]] = {}  # list name -> the stages that read it
     scored: set[str] = set()
+    masked: dict[str, bool] = {}  # scored list -> whether any of its images has a mask
     for stage, spec in plan.items():
         for name in dict.fromkeys(n for group in spec.values() for n in group):
             readers.setdefault(name, []).append(stage)
@@ -38,11 +45,19 @@ def preflight(cfg: Config, stages: list[str]) -> None:
         if not dataset.ids:
             raise SsenetError(f"list {list_name!r} (read by {by}) has no images")
         missing = missing_ground_truth(cfg, dataset.ids) if list_name in scored else []
-        if missing:
+        if list_name in scored:
+            masked[list_name] = len(missing) < len(dataset.ids)
+        if missing and not masks_optional(cfg):  # folder data: scored where there is a mask
             raise SsenetError(
                 f"{gt_dir(cfg)}: no ground truth for {len(missing)} image(s) of the scored "
                 f"list {list_name!r} (e.g. {', '.join(missing[:3])})"
             )
+    if masks_optional(cfg) and cfg.data.mask_dir and masked and not any(masked.values()):
+        raise SsenetError(  # masks asked for and none found: misnamed, not absent
+            f"{gt_dir(cfg)} (data.mask_dir): no mask <id>.png for any image of the scored "
+            f"list(s) {', '.join(masked)}; name each mask after its image, or unset "
+            "data.mask_dir to run without scoring"
+        )
 
 
 def record_run(cfg: Config, layout: RunLayout) -> None:
@@ -89,8 +104,9 @@ def _run_stages(
         metrics = STAGES[name].run(cfg, layout, progress)
         if seconds is not None:
             seconds[name] = round(time.perf_counter() - start, 1)
-        if "miou" in metrics:
-            results[name] = summary(metrics)
+        result = stage_result(metrics)
+        if result is not None:
+            results[name] = result
             write_json(results_path, results)
     return results
 

@@ -16,6 +16,8 @@ from ssenet.evaluation.metrics import evaluate_label_dirs
 from ssenet.fileio import write_json
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
+# What a stage's scores say when none of its images has a mask (folder data may have none).
+NOT_SCORED = "no ground truth: not scored"
 
 
 def gt_dir(cfg: Config) -> Path:
@@ -27,7 +29,24 @@ def gt_dir(cfg: Config) -> Path:
 
 
 def summary(metrics: dict) -> dict:
-    return {key: metrics[key] for key in SUMMARY_KEYS}
+    """What results.json keeps of a stage's scores: mIoU, mFN, mFP, or why there are none."""
+    entry = {key: metrics[key] for key in SUMMARY_KEYS if key in metrics}
+    if "note" in metrics:
+        entry["note"] = metrics["note"]
+    return entry
+
+
+def stage_result(metrics: dict) -> dict | None:
+    """A stage's results.json entry, or None for a stage that scores nothing (AffinityNet)."""
+    return summary(metrics) if "miou" in metrics or "note" in metrics else None
+
+
+def result_line(stage: str, entry: dict) -> str:
+    """One terminal line of a results.json entry."""
+    if "miou" not in entry:
+        return f"{stage:<5} {entry.get('note', NOT_SCORED)}"
+    line = f"{stage:<5} mIoU {entry['miou']:.4f}  mFN {entry['mfn']:.3f}  mFP {entry['mfp']:.3f}"
+    return f"{line}  ({entry['note']})" if "note" in entry else line
 
 
 def sync_ranks() -> None:
@@ -65,6 +84,20 @@ def check_pseudo_label_scoring(cfg: Config) -> None:
     check_pseudo_label_eval(cfg.data, gt_dir(cfg), cfg.data.infer_list)
 
 
+def masks_optional(cfg: Config) -> bool:
+    """Whether images may lack a mask: a folder of one's own images (weak supervision is for
+    data without masks); VOC and COCO ship one per image, so there a missing mask is an error."""
+    return cfg.data.kind == "folder"
+
+
+def scorable_ids(cfg: Config, ids: Sequence[str]) -> list[str]:
+    """The ids whose labels are scored: every id (VOC, COCO), or those with a mask (folder)."""
+    if not masks_optional(cfg):
+        return list(ids)
+    missing = set(missing_ground_truth(cfg, ids))
+    return [i for i in ids if i not in missing]
+
+
 def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
     """The ids without a mask in the folder scoring reads (all of them when it does not exist)."""
     gt = gt_dir(cfg)
@@ -73,11 +106,17 @@ def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
 
 
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
-    """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`."""
+    """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`.
+
+    Folder data score the images that have a mask; with none, `note` says so instead."""
     if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
         check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)
-    metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), dataset.ids, dataset.num_classes)
+    ids = scorable_ids(cfg, dataset.ids)
+    if ids:
+        metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), ids, dataset.num_classes)
+    else:  # the labels are written all the same; only their score is missing
+        metrics = {"note": NOT_SCORED}
     metrics["list"] = list_name
     write_json(out, metrics)
     return metrics

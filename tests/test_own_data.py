@@ -1,0 +1,112 @@
+"""A user's own images with image-level labels and no masks, through `ssenet run` end to end:
+every stage's labels and the segmentation network's predictions are written, and every stage
+says once that it has no ground truth to be scored against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from ssenet.cli import main
+from ssenet.stages import RunLayout
+from ssenet.stages.common import NOT_SCORED
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CLASSES = ("cat", "dog")
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200)}
+
+
+def write_photos(folder: Path, count: int = 8, size: tuple[int, int] = (40, 48)) -> Path:
+    """`count` images of one or two coloured squares on noise, and their label file."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for index in range(count):
+        image = rng.integers(0, 70, (*size, 3), dtype=np.uint8)
+        names = [CLASSES[index % 2]] + ([CLASSES[1 - index % 2]] if index % 3 == 0 else [])
+        for slot, name in enumerate(names):
+            top, left = 4 + 16 * slot, 6 + 18 * slot
+            image[top : top + 14, left : left + 16] = COLOURS[name]
+        Image.fromarray(image).save(folder / f"photo{index}.jpg")
+        lines.append(f"photo{index}.jpg {' '.join(names)}")
+    label_file = folder.parent / "labels.txt"
+    label_file.write_text("\n".join(lines) + "\n")
+    return label_file
+
+
+def tiny_folder_config(folder: Path, label_file: Path, out: Path, **data: object) -> dict:
+    """A folder-data config that trains each network for one epoch on 40-px crops."""
+    return {
+        "data": {"kind": "folder", "root": str(folder), "label_file": str(label_file),
+                 "train_list": "all", "infer_list": "all", "val_list": "all", **data},
+        "model": {"width": 0.125, "pretrained": False},
+        "cam": {"epochs": 1, "batch_size": 4, "optimizer": "adamw", "resize_long": [40, 56],
+                "crop_size": 40, "infer_scales": [1.0, 0.5], "scale_sweep": [0.5, 1.0]},
+        "aff": {"epochs": 1, "batch_size": 4, "crop_size": 40, "radius": 2},
+        "rw": {"radius": 2, "logt": 3},
+        "seg": {"epochs": 1, "batch_size": 4, "crop_size": 40, "infer_scales": [1.0],
+                "optimizer": "adamw"},
+        "run": {"device": "cpu", "num_workers": 0, "threads": 1, "out_dir": str(out)},
+    }  # fmt: skip
+
+
+def test_a_folder_without_masks_runs_every_stage_and_says_it_is_not_scored(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    label_file = write_photos(folder)
+    out = tmp_path / "run"
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml.safe_dump(tiny_folder_config(folder, label_file, out)))
+    assert main(["run", "--config", str(config), "--dry-run"]) == 0, capsys.readouterr().err
+    assert f"no mask for the 8 images of all: {NOT_SCORED}" in capsys.readouterr().out
+
+    assert main(["run", "--config", str(config), "--no-progress"]) == 0, capsys.readouterr().err
+
+    printed = capsys.readouterr().out
+    layout = RunLayout(out)
+    ids = [f"photo{i}" for i in range(8)]
+    for stage in ("cam", "crf", "rw", "seg"):  # every stage's labels, of every image
+        assert sorted(p.stem for p in layout.labels(stage).glob("*.png")) == ids, stage
+        assert printed.count(f"{stage:<5} {NOT_SCORED}\n") == 1, printed
+        assert json.loads(layout.eval_json(stage).read_text())["note"] == NOT_SCORED
+    results = json.loads(layout.results.read_text())
+    assert results == {stage: {"note": NOT_SCORED} for stage in ("cam", "crf", "rw", "seg")}
+    assert printed.count(NOT_SCORED) == 4
+    report = (out / "report.html").read_text()
+    assert report.count(NOT_SCORED) >= 4 and "not run" not in report.split("<h2>2.")[0]
+    assert json.loads(layout.eval_json("scale_sweep").read_text()) == {}  # nothing to score
+    agreement = json.loads(layout.eval_json("scale_consistency").read_text())
+    assert set(agreement) == {"1.0-0.5"} and 0 <= agreement["1.0-0.5"] <= 1  # needs no masks
+
+
+def test_preflight_refuses_misnamed_masks_and_missing_voc_masks(tmp_path):
+    from ssenet.config import config_from_mapping
+    from ssenet.data.synthetic import make_benchmark
+    from ssenet.errors import SsenetError
+    from ssenet.pipeline import preflight
+    from ssenet.stages import STAGES
+
+    folder = tmp_path / "photos"
+    label_file = write_photos(folder, count=4)
+    (folder / "masks").mkdir()
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(folder / "masks" / "photo0.jpg.png")
+    data = tiny_folder_config(folder, label_file, tmp_path / "run", mask_dir="masks")
+    with pytest.raises(SsenetError, match=r"masks \(data.mask_dir\): no mask <id>.png for any"):
+        preflight(config_from_mapping(data, "test"), list(STAGES))
+    data["data"].pop("mask_dir")  # no masks asked for: a run without scores
+    preflight(config_from_mapping(data, "test"), list(STAGES))
+
+    bench = tmp_path / "bench"  # VOC data ship a mask per image: a missing one is an error
+    make_benchmark(bench, size=32, num_train=4, num_train_eval=2, num_val=2, num_workers=1,
+                   progress=False)  # fmt: skip
+    missing = sorted((bench / "SegmentationClass").glob("train_*.png"))[0]
+    (bench / "SegmentationClassAug").mkdir()  # its labels come from SBD's mask; VOC's is gone
+    missing.rename(bench / "SegmentationClassAug" / missing.name)
+    voc = config_from_mapping({"data": {"root": str(bench)}}, "test")
+    with pytest.raises(SsenetError, match=f"no ground truth for 1 image.*{missing.stem}"):
+        preflight(voc, list(STAGES))
