@@ -110,3 +110,46 @@ def test_preflight_refuses_misnamed_masks_and_missing_voc_masks(tmp_path):
     voc = config_from_mapping({"data": {"root": str(bench)}}, "test")
     with pytest.raises(SsenetError, match=f"no ground truth for 1 image.*{missing.stem}"):
         preflight(voc, list(STAGES))
+
+
+def test_some_masks_are_scored_and_say_on_how_many(tmp_path):
+    from ssenet.config import config_from_mapping
+    from ssenet.data.palette import write_label_png
+    from ssenet.evaluation.metrics import evaluate_label_dirs
+    from ssenet.pipeline import preflight
+    from ssenet.report.rundata import RunData
+    from ssenet.report.sections import summary_section
+    from ssenet.stages import STAGES
+    from ssenet.stages.common import result_line, score_labels, stage_result
+
+    folder = tmp_path / "photos"
+    label_file = write_photos(folder, count=4)
+    masks, predicted = folder / "masks", tmp_path / "labels"
+    for index in range(4):
+        mask = np.zeros((40, 48), np.uint8)
+        mask[4:18, 6:22] = 1 + index % 2
+        if index in (0, 2):  # two of the four images were annotated
+            write_label_png(masks / f"photo{index}.png", mask)
+        write_label_png(predicted / f"photo{index}.png", mask if index < 2 else mask * 0)
+    data = tiny_folder_config(folder, label_file, tmp_path / "run", mask_dir="masks")
+    cfg = config_from_mapping(data, "test")
+    preflight(cfg, list(STAGES))  # some masks: accepted
+
+    metrics = score_labels(cfg, predicted, "all", tmp_path / "cam.json")
+
+    expected = evaluate_label_dirs(predicted, masks, ["photo0", "photo2"], 3)
+    assert 0 < expected["miou"] < 1  # photo0 right, photo2 all background
+    assert metrics["miou"] == expected["miou"] and metrics["images"] == 2
+    assert metrics["note"] == "scored on 2 of 4 images" and metrics["list_images"] == 4
+    entry = stage_result(metrics)
+    assert entry == {"miou": expected["miou"], "mfn": expected["mfn"], "mfp": expected["mfp"],
+                     "note": "scored on 2 of 4 images"}  # fmt: skip
+    assert result_line("cam", entry) == (
+        f"cam   mIoU {expected['miou']:.4f}  mFN {expected['mfn']:.3f}  "
+        f"mFP {expected['mfp']:.3f}  (scored on 2 of 4 images)"
+    )
+    evals = dict.fromkeys(("results", "crf", "rw", "seg", "classifier", "scale_sweep"))
+    run = RunData("mine", cfg, tmp_path / "run", {**evals, "cam": metrics})
+    assert f"{expected['miou']:.4f}<br><small>scored on 2 of 4 images</small>" in (
+        summary_section([run])
+    )

@@ -34,7 +34,8 @@ def summary_section(runs: list[RunData]) -> str:
             elif "miou" not in m:  # ran, but no image had a mask
                 row += [esc(m.get("note", NOT_SCORED)), "", ""]
             else:
-                row += [fmt(m.get("miou")), fmt(m.get("mfn"), 3), fmt(m.get("mfp"), 3)]
+                part = f"<br><small>{esc(m['note'])}</small>" if "note" in m else ""
+                row += [fmt(m.get("miou")) + part, fmt(m.get("mfn"), 3), fmt(m.get("mfp"), 3)]
         sweep = (run.evals["cam"] or {}).get("alpha_sweep") or {}
         row += [fmt(sweep.get("best_alpha"), 2), fmt(sweep.get("best_miou"))]
         cls = run.evals["classifier"]

@@ -108,7 +108,8 @@ def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
     """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`.
 
-    Folder data score the images that have a mask; with none, `note` says so instead."""
+    Folder data score the images that have a mask, and `note` says on how many ("scored on 50
+    of 5,000 images") or, with none, that the stage is not scored."""
     if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
         check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)
@@ -117,6 +118,10 @@ def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dic
         metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), ids, dataset.num_classes)
     else:  # the labels are written all the same; only their score is missing
         metrics = {"note": NOT_SCORED}
+    if len(ids) < len(dataset.ids):
+        metrics["list_images"] = len(dataset.ids)
+        if ids:  # e.g. a user annotated 50 of their 5,000 images to check the labels
+            metrics["note"] = f"scored on {len(ids):,} of {len(dataset.ids):,} images"
     metrics["list"] = list_name
     write_json(out, metrics)
     return metrics
