@@ -35,6 +35,11 @@ class DataConfig:
     train_list: str = "train_aug"  # CAM and AffinityNet training
     infer_list: str = "train"  # where pseudo labels are made and scored (VOC train, as the paper)
     val_list: str = "val"  # held out: classifier quality and the segmentation network
+    # Folder data: hold out this fraction of the label file's images, drawn by split_seed (a
+    # data setting, not run.seed: another training seed keeps the same held-out images). The
+    # lists `train` and `held_out` then name the two parts; 0 makes no split.
+    held_out: float = 0.0
+    split_seed: int = 0
     # Refuse to score pseudo labels against SBD masks or on train_aug / val (VOC), or on val2014
     # (COCO): the paper scores them on VOC train against SegmentationClass, the COCO literature
     # on train2014. false scores anyway.
@@ -321,6 +326,14 @@ def validate(config: Config) -> None:
             raise SsenetError(f"config key {key}: at least one scale is needed")
     if config.data.kind == "folder" and not config.data.label_file:
         raise SsenetError("config key data.label_file: required when data.kind is folder")
+    held_out = config.data.held_out
+    if not 0 <= held_out < 1:  # NaN fails too
+        raise SsenetError(f"config key data.held_out: must lie in [0, 1), got {held_out}")
+    if config.data.held_out and config.data.kind != "folder":
+        raise SsenetError(
+            f"config key data.held_out: splits folder data only; {config.data.kind} data have "
+            "their own held-out list (data.val_list)"
+        )
 
 
 def dump_config(config: Config) -> str:

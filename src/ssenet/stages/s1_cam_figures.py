@@ -64,8 +64,8 @@ class ScaleSweep:
 
 
 SWEEP_KEYS = (
-    "data.kind data.root data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
-    "cam.alpha run.amp"
+    "data.kind data.root data.infer_list data.held_out data.split_seed data.mask_dir "
+    "cam.scale_sweep cam.infer_flip cam.alpha run.amp"
 )
 
 
@@ -123,7 +123,9 @@ def unlearned_warning(report: dict, method: str = "") -> str | None:
     )
 
 
-CLASSIFIER_KEYS = "data.kind data.root data.val_list cam.infer_batch"
+CLASSIFIER_KEYS = (
+    "data.kind data.root data.val_list data.held_out data.split_seed cam.infer_batch"
+)
 
 
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
