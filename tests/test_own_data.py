@@ -82,6 +82,15 @@ def test_a_folder_without_masks_runs_every_stage_and_says_it_is_not_scored(tmp_p
     assert json.loads(layout.eval_json("scale_sweep").read_text()) == {}  # nothing to score
     agreement = json.loads(layout.eval_json("scale_consistency").read_text())
     assert set(agreement) == {"1.0-0.5"} and 0 <= agreement["1.0-0.5"] <= 1  # needs no masks
+    # the label-free signals: the classifier, and what each stage's labels give each class
+    classifier = json.loads(layout.eval_json("classifier").read_text())
+    assert classifier["images"] == 8 and len(classifier["f1"]) == 2
+    shares = json.loads(layout.eval_json("rw").read_text())["label_free"]
+    assert shares["images"] == 8 and shares["named_share"] == [1.0, 5 / 8, 6 / 8]  # cats, dogs
+    assert 0 <= shares["class_recall"] <= 1 and sum(shares["pixel_share"]) == pytest.approx(1)
+    section = report.split("<h2>9. Label-free signals")[1]
+    assert f"mean F1 {classifier['mean_f1']:.4f} on 8 images" in section
+    assert f"{100 * shares['class_recall']:.1f}%" in section
 
 
 def test_preflight_refuses_misnamed_masks_and_missing_voc_masks(tmp_path):

@@ -56,6 +56,8 @@ def summary_section(runs: list[RunData]) -> str:
     )
     if lists:
         text += f"<p>Scored lists: {lists}.</p>"
+    if _unscored(runs):
+        text += "<p>Without masks, section 9's label-free signals judge the labels.</p>"
     return "<h2>1. Results</h2>" + text + html_table(header, rows)
 
 

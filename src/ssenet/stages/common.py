@@ -12,6 +12,7 @@ from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
 from ssenet.evaluation.guard import check_pseudo_label_eval
+from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import evaluate_label_dirs
 from ssenet.fileio import write_json
 
@@ -123,5 +124,6 @@ def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dic
         if ids:  # e.g. a user annotated 50 of their 5,000 images to check the labels
             metrics["note"] = f"scored on {len(ids):,} of {len(dataset.ids):,} images"
     metrics["list"] = list_name
+    metrics["label_free"] = label_shares(label_dir, dataset)  # with or without masks
     write_json(out, metrics)
     return metrics
