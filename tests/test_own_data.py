@@ -1,10 +1,12 @@
-"""A user's own images with image-level labels and no masks, through `ssenet run` end to end:
-every stage's labels and the segmentation network's predictions are written, and every stage
-says once that it has no ground truth to be scored against."""
+"""A user's own images with image-level labels and no masks, through `ssenet run` end to end
+with the config of docs/own-data.md: every stage's labels and the segmentation network's
+predictions are written, and every stage says once that it has no ground truth to be scored
+against; with masks for some images, the stages are scored on those."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,40 +58,72 @@ def tiny_folder_config(folder: Path, label_file: Path, out: Path, **data: object
     }  # fmt: skip
 
 
-def test_a_folder_without_masks_runs_every_stage_and_says_it_is_not_scored(tmp_path, capsys):
+DOC = Path(__file__).resolve().parents[1] / "docs" / "own-data.md"
+# docs/own-data.md's config, shrunk to seconds: one epoch per network on 40-px crops, one thread.
+TINY = ["cam.epochs=1", "cam.batch_size=4", "cam.resize_long=[40, 56]", "cam.crop_size=40",
+        "cam.infer_scales=[1.0, 0.5]", "cam.scale_sweep=[0.5, 1.0]", "cam.infer_batch=4",
+        "aff.epochs=1", "aff.batch_size=4", "aff.crop_size=40", "rw.logt=3", "seg.epochs=1",
+        "seg.batch_size=4", "seg.crop_size=40", "seg.infer_scales=[1.0]", "seg.infer_batch=4",
+        "run.crf_workers=0", "run.threads=1"]  # fmt: skip
+
+
+def doc_config() -> dict:
+    """The `my.yaml` block of docs/own-data.md."""
+    block = re.search(r"```yaml\n(# my.yaml.*?)```", DOC.read_text(), re.S)
+    assert block, f"{DOC}: no my.yaml block"
+    return yaml.safe_load(block.group(1))
+
+
+def test_the_documented_flow_runs_a_folder_without_masks_end_to_end(tmp_path, capsys):
     folder = tmp_path / "photos"
     label_file = write_photos(folder)
-    out = tmp_path / "run"
     config = tmp_path / "my.yaml"
-    config.write_text(yaml.safe_dump(tiny_folder_config(folder, label_file, out)))
-    assert main(["run", "--config", str(config), "--dry-run"]) == 0, capsys.readouterr().err
-    assert f"no mask for the 8 images of all: {NOT_SCORED}" in capsys.readouterr().out
+    config.write_text(yaml.safe_dump(doc_config()))
+    out = tmp_path / "runs" / "mine"
+    where = [f"data.root={folder}", f"data.label_file={label_file}", f"run.out_dir={out}"]
+    command = ["run", "--config", str(config), *where, *TINY]
+    assert main([*command, "--dry-run"]) == 0, capsys.readouterr().err
+    assert f"no data.mask_dir: no mask for the 7 images of train: {NOT_SCORED}" in (
+        capsys.readouterr().out
+    )
 
-    assert main(["run", "--config", str(config), "--no-progress"]) == 0, capsys.readouterr().err
+    assert main([*command, "--no-progress"]) == 0, capsys.readouterr().err
 
     printed = capsys.readouterr().out
     layout = RunLayout(out)
     ids = [f"photo{i}" for i in range(8)]
-    for stage in ("cam", "crf", "rw", "seg"):  # every stage's labels, of every image
-        assert sorted(p.stem for p in layout.labels(stage).glob("*.png")) == ids, stage
+    held_out = sorted(p.stem for p in layout.labels("seg").glob("*.png"))
+    train = [i for i in ids if i not in held_out]
+    assert len(held_out) == 1  # data.held_out 0.1 of 8 images
+    for path in ("config.yaml", "classes.txt", "cam/model.pth", "aff/model.pth",
+                 "seg/model.pth", "report.html", "eval/results.json"):  # fmt: skip
+        assert (out / path).is_file(), path  # what docs/own-data.md says comes out
+    assert sorted(p.stem for p in layout.cams.glob("*.npz")) == train
+    for stage in ("cam", "crf", "rw"):  # every stage's pseudo labels, of every training image
+        assert sorted(p.stem for p in layout.labels(stage).glob("*.png")) == train, stage
+    for stage in ("cam", "crf", "rw", "seg"):
         assert printed.count(f"{stage:<5} {NOT_SCORED}\n") == 1, printed
         assert json.loads(layout.eval_json(stage).read_text())["note"] == NOT_SCORED
+    assert printed.count(NOT_SCORED) == 4 and " on held_out (a constant scorer" in printed
     results = json.loads(layout.results.read_text())
     assert results == {stage: {"note": NOT_SCORED} for stage in ("cam", "crf", "rw", "seg")}
-    assert printed.count(NOT_SCORED) == 4
     report = (out / "report.html").read_text()
     assert report.count(NOT_SCORED) >= 4 and "not run" not in report.split("<h2>2.")[0]
     assert json.loads(layout.eval_json("scale_sweep").read_text()) == {}  # nothing to score
     agreement = json.loads(layout.eval_json("scale_consistency").read_text())
     assert set(agreement) == {"1.0-0.5"} and 0 <= agreement["1.0-0.5"] <= 1  # needs no masks
-    # the label-free signals: the classifier, and what each stage's labels give each class
+    # the label-free signals: the classifier on the held-out image, and what each stage's
+    # labels give each class
     classifier = json.loads(layout.eval_json("classifier").read_text())
-    assert classifier["images"] == 8 and len(classifier["f1"]) == 2
+    assert classifier["images"] == 1 and len(classifier["f1"]) == 2
     shares = json.loads(layout.eval_json("rw").read_text())["label_free"]
-    assert shares["images"] == 8 and shares["named_share"] == [1.0, 5 / 8, 6 / 8]  # cats, dogs
+    named = np.mean([[name in line.split()[1:] for name in CLASSES]
+                     for line in label_file.read_text().splitlines()
+                     if line.split(".")[0] in train], axis=0)  # fmt: skip
+    assert shares["images"] == 7 and shares["named_share"] == [1.0, *named.tolist()]
     assert 0 <= shares["class_recall"] <= 1 and sum(shares["pixel_share"]) == pytest.approx(1)
     section = report.split("<h2>9. Label-free signals")[1]
-    assert f"mean F1 {classifier['mean_f1']:.4f} on 8 images" in section
+    assert f"mean F1 {classifier['mean_f1']:.4f} on 1 image of held_out" in section
     assert f"{100 * shares['class_recall']:.1f}%" in section
 
 

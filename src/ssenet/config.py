@@ -31,6 +31,7 @@ class DataConfig:
     label_file: str | None = None  # kind=folder: "<image> <class> [<class> ...]" per line
     class_names: str | None = None  # a text file, background first; VOC names when unset
     mask_dir: str | None = None  # ground truth for evaluation; VOC: SegmentationClass
+    # (folder: <root>/<mask_dir>/<id>.png for some images or all; unset, nothing is scored)
     # (coco: where the masks made from the annotations are cached; default ssenet_masks)
     train_list: str = "train_aug"  # CAM and AffinityNet training
     infer_list: str = "train"  # where pseudo labels are made and scored (VOC train, as the paper)

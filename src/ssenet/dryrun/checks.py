@@ -146,13 +146,14 @@ def _count_folder_masks(
     cfg: Config, datasets: dict[str, SegmentationDataset], scored: Sequence[str],
     report: DryRunReport,
 ) -> None:
+    where = f"ground truth {gt_dir(cfg)}" if cfg.data.mask_dir else "no data.mask_dir"
     for name in (n for n in scored if n in datasets):
         ids = datasets[name].ids
         found = len(ids) - len(missing_ground_truth(cfg, ids))
         what = f"a mask for {found} of the {len(ids)} images of {name}: scored on those"
         if not found:
             what = f"no mask for the {len(ids)} images of {name}: {NOT_SCORED}"
-        report.checks.append(f"ground truth {gt_dir(cfg)}: {what}")
+        report.checks.append(f"{where}: {what}")
 
 
 def check_weights(cfg: Config, report: DryRunReport) -> None:

@@ -49,7 +49,8 @@ def _stages_with_shares(run: RunData) -> list[tuple[str, str, dict]]:
 def _method_lines(run: RunData) -> str:
     cls = run.evals.get("classifier")
     if cls:
-        per = f"{cls.get('images', '?')} images of {esc(run.cfg.data.val_list)}"
+        count = cls.get("images", "?")
+        per = f"{count} image{'' if count == 1 else 's'} of {esc(run.cfg.data.val_list)}"
         text = (
             f"classifier mAP {fmt(cls.get('map'))} (a constant scorer: "
             f"{fmt(cls.get('prior_map'))}), mean F1 {fmt(cls.get('mean_f1'))} on {per}"

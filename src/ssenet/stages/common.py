@@ -100,7 +100,10 @@ def scorable_ids(cfg: Config, ids: Sequence[str]) -> list[str]:
 
 
 def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
-    """The ids without a mask in the folder scoring reads (all of them when it does not exist)."""
+    """The ids without a mask in the folder scoring reads (all of them when it does not exist,
+    and for folder data without a data.mask_dir: their ground truth is only ever asked for)."""
+    if masks_optional(cfg) and not cfg.data.mask_dir:
+        return list(ids)
     gt = gt_dir(cfg)
     present = set(os.listdir(gt)) if gt.is_dir() else set()
     return [i for i in ids if f"{i}.png" not in present]
