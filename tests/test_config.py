@@ -85,6 +85,7 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
         ("rw.beta=0", "rw.beta: must be greater than 0"),
         ("run.num_workers=-1", "run.num_workers: must be at least 0, got -1"),
         ("run.crf_workers=-2", "run.crf_workers: must be at least 0, got -2"),
+        ("run.threads=-3", "run.threads: must be at least 0 (0 keeps torch's default), got -3"),
         ("data.held_out=1", "data.held_out: must lie in [0, 1), got 1.0"),
         ("data.held_out=-0.1", "data.held_out: must lie in [0, 1), got -0.1"),
         ("data.held_out=0.2", "data.held_out: splits folder data only; voc data have their own"),

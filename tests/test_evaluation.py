@@ -350,3 +350,19 @@ def test_label_shares_by_hand():
     assert shares["unnamed_image_share"] == 0.5
     with pytest.raises(SsenetError, match=r"b.png: label values \[3, 7\] outside 0..2"):
         meter.update(np.array([[3, 7]], np.uint8), [], "b.png")
+
+
+def test_cli_eval_against_all_void_masks_says_no_pixel_could_be_scored(tmp_path, capsys):
+    void = np.full((10, 10), 255, np.uint8)
+    write_pairs(tmp_path, np.zeros((10, 10), np.uint8), void, "sq")
+    out = tmp_path / "m.json"
+    gt = str(tmp_path / "gt")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", gt, "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ssenet: error: {gt}: no pixel could be scored: every ground-truth pixel is "
+                   "void (255) in the 1 mask(s) scored\n")  # fmt: skip
+    square_case(tmp_path, "sq")
+    write_label_png(tmp_path / "gt" / "sq.png", void)  # the CAM sweep too
+    assert main(["eval", "--cams", str(tmp_path / "cams"), "--gt", gt, "--json", str(out)]) == 2
+    assert "no pixel could be scored" in capsys.readouterr().err
+    assert not out.exists()  # nothing written for a score that does not exist

@@ -191,6 +191,12 @@ def test_some_masks_are_scored_and_say_on_how_many(tmp_path):
         f"cam   mIoU {expected['miou']:.4f}  mFN {expected['mfn']:.3f}  "
         f"mFP {expected['mfp']:.3f}  (scored on 2 of 4 images)"
     )
+    for index in (0, 2):  # masks void everywhere: scored on no pixel, and said so
+        write_label_png(masks / f"photo{index}.png", np.full((40, 48), 255, np.uint8))
+    void = score_labels(cfg, predicted, "all", tmp_path / "void.json")
+    assert "miou" not in void and void["note"] == (
+        "not scored: no pixel could be scored: every ground-truth pixel is void (255)"
+    )
     evals = dict.fromkeys(("results", "crf", "rw", "seg", "classifier", "scale_sweep"))
     run = RunData("mine", cfg, tmp_path / "run", {**evals, "cam": metrics})
     assert f"{expected['miou']:.4f}<br><small>scored on 2 of 4 images</small>" in (

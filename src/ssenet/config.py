@@ -303,6 +303,11 @@ def validate(config: Config) -> None:
                 shown = list(value) if isinstance(value, tuple) else value
                 each = "every value " if isinstance(value, tuple) else ""
                 raise SsenetError(f"config key {key}: {each}must be {words} {bound}, got {shown}")
+    if not config.run.threads >= 0:
+        raise SsenetError(
+            f"config key run.threads: must be at least 0 (0 keeps torch's default), got "
+            f"{config.run.threads}"
+        )
     if config.run.crf_workers is not None and config.run.crf_workers < 0:
         raise SsenetError(
             f"config key run.crf_workers: must be at least 0, got {config.run.crf_workers}"

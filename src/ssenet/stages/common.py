@@ -13,7 +13,7 @@ from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
 from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
-from ssenet.evaluation.metrics import evaluate_label_dirs
+from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
@@ -118,13 +118,14 @@ def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dic
         check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)
     ids = scorable_ids(cfg, dataset.ids)
+    metrics = {"note": NOT_SCORED}  # the labels are written all the same; only scores lack
     if ids:
         metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), ids, dataset.num_classes)
-    else:  # the labels are written all the same; only their score is missing
-        metrics = {"note": NOT_SCORED}
+    if ids and not scored_pixels(metrics):  # masks void everywhere: nan figures are no score
+        metrics = {"note": f"not scored: {VOID_ONLY}"}
     if len(ids) < len(dataset.ids):
         metrics["list_images"] = len(dataset.ids)
-        if ids:  # e.g. a user annotated 50 of their 5,000 images to check the labels
+        if "miou" in metrics:  # e.g. a user annotated 50 of their 5,000 images to check
             metrics["note"] = f"scored on {len(ids):,} of {len(dataset.ids):,} images"
     metrics["list"] = list_name
     metrics["label_free"] = label_shares(label_dir, dataset)  # with or without masks

@@ -32,7 +32,12 @@ from ssenet.runtime import rank_shard, select_device, set_threads
 from ssenet.stages.common import gt_dir, label_lists, scorable_ids, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Lists, Stage
-from ssenet.stages.s1_cam_figures import ScaleSweep, classifier_stage, scale_sweep_done
+from ssenet.stages.s1_cam_figures import (
+    ScaleSweep,
+    classifier_stage,
+    scale_sweep,
+    scale_sweep_done,
+)
 from ssenet.trainer import FitResult, train_network
 
 
@@ -50,13 +55,15 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
         )  # fmt: skip
     sync_ranks()
     dataset = open_split(cfg.data, cfg.data.infer_list)
-    if sweep is not None and sweep.seen == set(dataset.ids):  # a resumed pass saw only part
+    if sweep is not None and sweep.seen == set(dataset.ids):
         sweep.write(layout.root)
+    elif sweep is not None:  # a resumed pass computed part of the CAMs, or none: a pass of its own
+        scale_sweep(cfg, layout.root, progress)
     out = layout.eval_json("cam")
     metrics = score_labels(cfg, layout.labels("cam"), cfg.data.infer_list, out)
     metrics["alpha"] = cfg.cam.alpha
     scored = scorable_ids(cfg, dataset.ids)
-    if scored:  # the sweep scores too: only where there are masks
+    if scored and "miou" in metrics:  # the sweep scores too: only where there are masks
         metrics["alpha_sweep"] = sweep_cam_thresholds(
             layout.cams, gt_dir(cfg), scored, dataset.num_classes, list(cfg.cam.alpha_sweep)
         )

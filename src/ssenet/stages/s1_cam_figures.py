@@ -86,7 +86,8 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
 
     The same pass writes `scale_consistency.json` (see `scale_consistency`). The CAM stage
     writes both for free when the sweep's scales are among its inference scales and it computes
-    the whole scored list; otherwise this makes a pass of its own.
+    the whole scored list, and calls this when a resumed run found some CAMs made; otherwise
+    this makes a pass of its own when asked.
     """
     run_dir = Path(run_dir)
     if scale_sweep_done(cfg, run_dir):
