@@ -77,8 +77,9 @@ def run_pipeline(
 ) -> dict:
     """Run the stages in order into `run_dir`; finished work is skipped, so a rerun resumes.
 
-    Every scored stage's mIoU / mFN / mFP lands in `run_dir/eval/results.json`. When given,
-    `seconds` receives each stage's wall time in this call (near 0 for work found done).
+    Every scored stage's mIoU / mFN / mFP, or why it has none ("no ground truth: not scored"),
+    lands in `run_dir/eval/results.json`. When given, `seconds` receives each stage's wall time
+    in this call (near 0 for work found done).
     """
     run_dir = Path(run_dir)
     # Ranks of one torchrun job share the folder; only separate jobs must not.
