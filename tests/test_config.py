@@ -94,6 +94,10 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
         ("model.width=64", "model.width: must be at most 4"),
         ("seg.crop_size=100000", "seg.crop_size: must be at most 2048"),
         ("aff.resize_long=[448, 100000]", "aff.resize_long: every value must be at most 4096"),
+        ("run.threads=-3", "run.threads: must be at least 0 (0 keeps torch's default), got -3"),
+        ("data.held_out=1", "data.held_out: must lie in [0, 1), got 1.0"),
+        ("data.held_out=-0.1", "data.held_out: must lie in [0, 1), got -0.1"),
+        ("data.held_out=0.2", "data.held_out: splits folder data only; voc data have their own"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, message):

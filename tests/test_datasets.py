@@ -22,7 +22,7 @@ from ssenet.data.datasets import (
     item_seed,
     load_class_names,
 )
-from ssenet.data.folder import open_folder
+from ssenet.data.folder import held_out_split, open_folder
 from ssenet.data.palette import VOC_CLASSES, read_rgb, write_label_png
 from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
@@ -597,3 +597,32 @@ def test_image_list_dataset_keeps_sizes(voc: Path) -> None:
     assert [tuple(i.shape) for i in images] == [(H, W, 3), (4, 5, 3)]
     assert batch_labels.shape == (2, 20) and batch_labels[1, 14] == 1 and indices == [0, 1]
     assert ImageListDataset.collate([data[1]])[2] == [1]
+
+
+def test_held_out_split_is_deterministic_and_independent_of_the_file_order():
+    ids = [f"img{i:03d}" for i in range(50)]
+    train, held = held_out_split(ids, 0.2, seed=0)
+    assert len(held) == 10 and len(train) == 40 and sorted(train + held) == ids
+    assert train == [i for i in ids if i in train]  # each part keeps the given order
+    shuffled = list(reversed(ids))
+    assert sorted(held_out_split(shuffled, 0.2, seed=0)[1]) == sorted(held)
+    assert held_out_split(ids, 0.2, seed=1)[1] != held  # the seed draws another split
+    grown = held_out_split([*ids, "img_new"], 0.2, seed=0)[1]  # round(10.2) = 10 held out
+    assert len(set(grown) & set(held)) >= 9  # a new image displaces at most one
+    assert held_out_split(ids[:3], 0.01, seed=0)[1] != []  # a fraction above 0 holds one out
+    assert len(held_out_split(ids[:3], 0.99, seed=0)[0]) == 1  # and keeps one to train on
+    assert held_out_split(ids, 0.0, seed=0) == (ids, [])
+    assert held_out_split(ids[:1], 0.5, seed=0) == (ids[:1], [])
+
+
+def test_folder_lists_train_and_held_out_need_data_held_out(folder: Path) -> None:
+    labels = folder / "labels.txt"
+    labels.write_text("cat1 cat\ndog2 dog\nboth cat dog\nbmp1 cat\nweb1 dog\n")
+    data = DataConfig(kind="folder", root=str(folder), label_file="labels.txt", held_out=0.4,
+                      split_seed=3)  # fmt: skip
+    train, held = open_split(data, "train"), open_split(data, "held_out")
+    assert len(held) == 2 and sorted(train.ids + held.ids) == sorted(open_split(data, "all").ids)
+    assert held.ids == tuple(held_out_split(open_split(data, "all").ids, 0.4, 3)[1])
+    data.held_out = 0.0
+    with pytest.raises(SsenetError, match="'train' and 'held_out' with data.held_out set"):
+        open_split(data, "held_out")

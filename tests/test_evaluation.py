@@ -346,3 +346,40 @@ def test_cli_eval_names_a_missing_prediction(tmp_path, capsys):
     )
     assert code == 2
     assert "missing, e.g. b.png" in capsys.readouterr().err
+
+
+def test_label_shares_by_hand():
+    from ssenet.evaluation.label_free import ShareMeter
+
+    # A names class 1 and holds it (pixels: background 1, class 1 twice, one void);
+    # B names class 1 but holds class 2 instead: class 1 is lost, class 2 is unnamed.
+    meter = ShareMeter(3)
+    meter.update(np.array([[0, 1], [1, 255]], np.uint8), [1])
+    meter.update(np.array([[0, 0], [2, 0]], np.uint8), [1])
+    shares = meter.metrics()
+    assert shares["images"] == 2
+    assert shares["image_share"] == [1.0, 0.5, 0.5]
+    assert shares["pixel_share"] == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    assert shares["named_share"] == [1.0, 1.0, 0.0]
+    assert shares["kept"][:2] == [1.0, 0.5] and math.isnan(shares["kept"][2])
+    assert shares["class_recall"] == 0.5  # one of the two named (image, class) pairs kept
+    assert shares["foreground_share"] == pytest.approx(3 / 7)
+    assert shares["unnamed_image_share"] == 0.5
+    with pytest.raises(SsenetError, match=r"b.png: label values \[3, 7\] outside 0..2"):
+        meter.update(np.array([[3, 7]], np.uint8), [], "b.png")
+
+
+def test_cli_eval_against_all_void_masks_says_no_pixel_could_be_scored(tmp_path, capsys):
+    void = np.full((10, 10), 255, np.uint8)
+    write_pairs(tmp_path, np.zeros((10, 10), np.uint8), void, "sq")
+    out = tmp_path / "m.json"
+    gt = str(tmp_path / "gt")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", gt, "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ssenet: error: {gt}: no pixel could be scored: every ground-truth pixel is "
+                   "void (255) in the 1 mask(s) scored\n")  # fmt: skip
+    square_case(tmp_path, "sq")
+    write_label_png(tmp_path / "gt" / "sq.png", void)  # the CAM sweep too
+    assert main(["eval", "--cams", str(tmp_path / "cams"), "--gt", gt, "--json", str(out)]) == 2
+    assert "no pixel could be scored" in capsys.readouterr().err
+    assert not out.exists()  # nothing written for a score that does not exist

@@ -35,6 +35,9 @@ KILL_POINTS = [
     ("ssenet.cam", "CamObjective.forward", 3, "before"),  # CAM training, epoch 2, step 1
     ("ssenet.stages.s1_cam", "save_cams", 4, "before"),  # CAM inference, the 4th image
     ("ssenet.stages.s1_cam", "save_cams", 2, "half"),  # a CAM .npz half written
+    # every CAM made, the scale sweep filled during inference not yet written: the next run
+    # finds the CAMs complete and must make the sweep in a pass of its own
+    ("ssenet.stages.s1_cam_figures", "ScaleSweep.write", 1, "before"),
     ("ssenet.stages.s2_crf", "write_label_png", 2, "half"),  # a CRF label PNG half written
     ("ssenet.stages.s2_crf", "save_scores", 4, "half"),  # a CRF score .npz half written
     ("ssenet.affinity", "AffinityObjective.forward", 2, "before"),  # AffinityNet, epoch 2
@@ -118,6 +121,15 @@ def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
                 [data[k] for k in data.files]
     results = json.loads((killed / "eval" / "results.json").read_text())
     assert results == json.loads((whole / "eval" / "results.json").read_text())
+    # Every figure too: the scale sweep (Fig. 5) and the scale consistency, which an
+    # uninterrupted run fills during CAM inference and a resumed one in a pass of its own,
+    # the classifier, and each stage's scores and label-free counts.
+    figures = sorted(p.name for p in (whole / "eval").glob("*.json"))
+    assert {"scale_sweep.json", "scale_consistency.json", "classifier.json"} <= set(figures)
+    assert sorted(p.name for p in (killed / "eval").glob("*.json")) == figures
+    for name in figures:
+        ours = json.loads((killed / "eval" / name).read_text())
+        assert ours == json.loads((whole / "eval" / name).read_text()), name
     for stage in ("cam", "aff", "seg"):
         ours = torch.load(killed / stage / "model.pth", weights_only=True)
         theirs = torch.load(whole / stage / "model.pth", weights_only=True)

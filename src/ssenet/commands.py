@@ -209,9 +209,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_pipeline(cfg, run_dir, stages, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
         return 0
+    from ssenet.stages.common import result_line
+
     for stage, metrics in results.items():
-        print(f"{stage:<5} mIoU {metrics['miou']:.4f}  mFN {metrics['mfn']:.3f}  "
-              f"mFP {metrics['mfp']:.3f}")
+        print(result_line(stage, metrics))
     if _layout(cfg, args).weights("cam").is_file():  # the figures above mean something only if
         from ssenet.stages.s1_cam_figures import classifier_stage, unlearned_warning
 

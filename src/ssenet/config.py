@@ -38,13 +38,20 @@ class DataConfig:
     class_names: str | None = None
     """A text file of class names, background first; unset: the VOC names."""
     mask_dir: str | None = None
-    """Ground truth for scoring (VOC: SegmentationClass; COCO: where masks are cached)."""
+    """Ground truth for scoring (VOC: SegmentationClass; COCO: where masks are cached; folder:
+    `<root>/<mask_dir>/<id>.png` for some images or all, unset: nothing is scored)."""
     train_list: str = "train_aug"
     """The list the CAM network and AffinityNet learn from."""
     infer_list: str = "train"
     """The list pseudo labels are made for and scored on (VOC train, as the paper)."""
     val_list: str = "val"
     """The held-out list: the classifier's mAP and the segmentation network's score."""
+    # A data setting, not run.seed: another training seed keeps the same held-out images.
+    held_out: float = 0.0
+    """kind folder: hold out this fraction of the label file's images (lists `train` and
+    `held_out` then name the two parts); 0 makes no split."""
+    split_seed: int = 0
+    """kind folder: the seed that draws the held-out images."""
     # The paper scores pseudo labels on VOC train against SegmentationClass, the COCO literature
     # on train2014; anything else gives numbers that cannot be compared with theirs.
     eval_guard: bool = True
@@ -434,6 +441,11 @@ def validate(config: Config) -> None:
                 shown = list(value) if isinstance(value, tuple) else value
                 each = "every value " if isinstance(value, tuple) else ""
                 raise SsenetError(f"config key {key}: {each}must be {words} {bound}, got {shown}")
+    if not config.run.threads >= 0:
+        raise SsenetError(
+            f"config key run.threads: must be at least 0 (0 keeps torch's default), got "
+            f"{config.run.threads}"
+        )
     if config.run.crf_workers is not None and config.run.crf_workers < 0:
         raise SsenetError(
             f"config key run.crf_workers: must be at least 0, got {config.run.crf_workers}"
@@ -465,6 +477,14 @@ def validate(config: Config) -> None:
         )
     if config.data.kind == "folder" and not config.data.label_file:
         raise SsenetError("config key data.label_file: required when data.kind is folder")
+    held_out = config.data.held_out
+    if not 0 <= held_out < 1:  # NaN fails too
+        raise SsenetError(f"config key data.held_out: must lie in [0, 1), got {held_out}")
+    if config.data.held_out and config.data.kind != "folder":
+        raise SsenetError(
+            f"config key data.held_out: splits folder data only; {config.data.kind} data have "
+            "their own held-out list (data.val_list)"
+        )
 
 
 def dump_config(config: Config) -> str:

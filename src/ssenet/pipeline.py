@@ -17,8 +17,9 @@ from ssenet.stages import STAGES, RunLayout, stage_lists
 from ssenet.stages.common import (
     check_pseudo_label_scoring,
     gt_dir,
+    masks_optional,
     missing_ground_truth,
-    summary,
+    stage_result,
     sync_ranks,
 )
 
@@ -31,6 +32,7 @@ def preflight(cfg: Config, stages: list[str]) -> None:
         check_pseudo_label_scoring(cfg)  # a stage scores pseudo labels
     readers: dict[str, list[str]] = {}  # list name -> the stages that read it
     scored: set[str] = set()
+    masked: dict[str, bool] = {}  # scored list -> whether any of its images has a mask
     for stage, spec in plan.items():
         for name in dict.fromkeys(n for group in spec.values() for n in group):
             readers.setdefault(name, []).append(stage)
@@ -44,11 +46,19 @@ def preflight(cfg: Config, stages: list[str]) -> None:
         if not dataset.ids:
             raise SsenetError(f"list {list_name!r} (read by {by}) has no images")
         missing = missing_ground_truth(cfg, dataset.ids) if list_name in scored else []
-        if missing:
+        if list_name in scored:
+            masked[list_name] = len(missing) < len(dataset.ids)
+        if missing and not masks_optional(cfg):  # folder data: scored where there is a mask
             raise SsenetError(
                 f"{gt_dir(cfg)}: no ground truth for {len(missing)} image(s) of the scored "
                 f"list {list_name!r} (e.g. {', '.join(missing[:3])})"
             )
+    if masks_optional(cfg) and cfg.data.mask_dir and masked and not any(masked.values()):
+        raise SsenetError(  # masks asked for and none found: misnamed, not absent
+            f"{gt_dir(cfg)} (data.mask_dir): no mask <id>.png for any image of the scored "
+            f"list(s) {', '.join(masked)}; name each mask after its image, or unset "
+            "data.mask_dir to run without scoring"
+        )
 
 
 def record_run(cfg: Config, layout: RunLayout) -> None:
@@ -68,8 +78,9 @@ def run_pipeline(
 ) -> dict:
     """Run the stages in order into `run_dir`; finished work is skipped, so a rerun resumes.
 
-    Every scored stage's mIoU / mFN / mFP lands in `run_dir/eval/results.json`. When given,
-    `seconds` receives each stage's wall time in this call (near 0 for work found done).
+    Every scored stage's mIoU / mFN / mFP, or why it has none ("no ground truth: not scored"),
+    lands in `run_dir/eval/results.json`. When given, `seconds` receives each stage's wall time
+    in this call (near 0 for work found done).
     """
     run_dir = Path(run_dir)
     join_ranks(cfg.run)  # before any stage, trained or found finished, waits for the others
@@ -98,8 +109,9 @@ def _run_stages(
         metrics = STAGES[name].run(cfg, layout, progress)
         if seconds is not None:
             seconds[name] = round(time.perf_counter() - start, 1)
-        if "miou" in metrics:
-            results[name] = summary(metrics)
+        result = stage_result(metrics)
+        if result is not None:
+            results[name] = result
             if is_main_rank():
                 write_json(results_path, results)
     return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import random
 import sys
@@ -107,6 +108,12 @@ class DistInfo:
         return self.world_size > 1
 
 
+# How long a rank waits for the others at a collective. Rank 0 alone scores each stage and
+# evaluates the classifier while the others wait (minutes on VOC), longer than NCCL's default of
+# 10 minutes; a real hang still ends, with torch's timeout error.
+RANK_WAIT = datetime.timedelta(minutes=60)
+
+
 def dist_backend(device: torch.device, spec: str = "auto") -> str:
     """`run.dist_backend`: auto is NCCL for CUDA, gloo otherwise; gloo also carries CUDA tensors
     (slower), which lets several processes share one GPU, where NCCL refuses."""
@@ -144,7 +151,8 @@ def init_distributed(device: torch.device, backend: str = "auto") -> DistInfo:
     if not dist.is_initialized():
         name = dist_backend(device, backend)
         _check_one_gpu_per_rank(device, name)
-        dist.init_process_group(backend=name, device_id=device if name == "nccl" else None)
+        dist.init_process_group(backend=name, device_id=device if name == "nccl" else None,
+                                timeout=RANK_WAIT)  # fmt: skip
         if dist.get_rank() == 0:
             print(f"ssenet: torchrun: {dist.get_world_size()} processes joined ({name}, rank 0 "
                   f"on {device})", file=sys.stderr, flush=True)  # fmt: skip

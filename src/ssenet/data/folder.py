@@ -3,6 +3,7 @@ a folder of images alone, to predict."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +78,24 @@ def open_images(
     paths = {stem: root / names[0] for stem, names in by_stem.items()}
     names = load_class_names(class_names, VOC_CLASSES)
     return SegmentationDataset(root, list(paths), names, paths, dict.fromkeys(paths, ()))
+
+
+def held_out_split(
+    ids: Sequence[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, held out) ids, each in the given order: `fraction` of them held out (rounded,
+    at least one and at most all but one when 0 < fraction < 1 and there are two ids or more).
+
+    Each id is ranked by a hash of (seed, id), so the split depends on neither the file order
+    nor the machine, and adding images to the label file leaves the others where they were
+    unless the held-out count changes.
+    """
+    if fraction <= 0 or len(ids) < 2:
+        return list(ids), []
+    count = min(max(round(fraction * len(ids)), 1), len(ids) - 1)
+    rank = {i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in ids}
+    held = set(sorted(ids, key=lambda i: (rank[i], i))[:count])
+    return [i for i in ids if i not in held], [i for i in ids if i in held]
 
 
 def _images_by_stem(root: Path) -> dict[str, list[str]]:

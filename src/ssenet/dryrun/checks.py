@@ -24,7 +24,13 @@ from ssenet.dryrun.memory import on_meta
 from ssenet.dryrun.report import DryRunReport
 from ssenet.errors import SsenetError
 from ssenet.models import build_backbone, load_weights
-from ssenet.stages.common import check_pseudo_label_scoring, gt_dir, missing_ground_truth
+from ssenet.stages.common import (
+    NOT_SCORED,
+    check_pseudo_label_scoring,
+    gt_dir,
+    masks_optional,
+    missing_ground_truth,
+)
 
 
 def _examples(items: Sequence[str], limit: int = 5) -> str:
@@ -111,9 +117,13 @@ def check_ground_truth(
     cfg: Config, datasets: dict[str, SegmentationDataset], scored: Sequence[str],
     report: DryRunReport,
 ) -> None:
-    """Every image of a scored list has its mask in the directory scoring reads."""
+    """Every image of a scored list has its mask in the directory scoring reads (folder data:
+    those with one are scored, and the check says how many)."""
     gt = gt_dir(cfg)
     if not scored:
+        return
+    if masks_optional(cfg):
+        _count_folder_masks(cfg, datasets, scored, report)
         return
     if not gt.is_dir():
         report.errors.append(f"ground truth {gt}: directory not found (needed to score "
@@ -130,6 +140,20 @@ def check_ground_truth(
         else:
             report.checks.append(f"ground truth {gt}: a mask for each of the {len(ids)} "
                                  f"images of {name}")
+
+
+def _count_folder_masks(
+    cfg: Config, datasets: dict[str, SegmentationDataset], scored: Sequence[str],
+    report: DryRunReport,
+) -> None:
+    where = f"ground truth {gt_dir(cfg)}" if cfg.data.mask_dir else "no data.mask_dir"
+    for name in (n for n in scored if n in datasets):
+        ids = datasets[name].ids
+        found = len(ids) - len(missing_ground_truth(cfg, ids))
+        what = f"a mask for {found} of the {len(ids)} images of {name}: scored on those"
+        if not found:
+            what = f"no mask for the {len(ids)} images of {name}: {NOT_SCORED}"
+        report.checks.append(f"{where}: {what}")
 
 
 def check_weights(cfg: Config, report: DryRunReport) -> None:

@@ -1,15 +1,25 @@
-"""`ssenet eval`: score label maps, or CAM files over a sweep of background scores."""
+"""`ssenet eval`: score label maps, or CAM files over a sweep of background scores.
+
+Masks that are void (255) everywhere are an error (exit code 2, "no pixel could be scored"),
+not a table of dashes: nothing was scored, and a table would look like a result."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ssenet.data.palette import VOC_CLASSES
 from ssenet.data.voc import read_ids
 from ssenet.errors import SsenetError
 from ssenet.evaluation.guard import check_eval_gt_dir
-from ssenet.evaluation.metrics import evaluate_label_dirs, format_table, sweep_cam_thresholds
+from ssenet.evaluation.metrics import (
+    VOID_ONLY,
+    evaluate_label_dirs,
+    format_table,
+    scored_pixels,
+    sweep_cam_thresholds,
+)
 from ssenet.fileio import write_json
 
 
@@ -61,15 +71,19 @@ def run_eval(args: argparse.Namespace) -> int:
         pred = Path(args.pred)
         if not pred.is_dir():
             raise SsenetError(f"{pred}: prediction directory not found")
-        result = evaluate_label_dirs(pred, gt, _ids(args, pred, ".png"), len(names))
+        ids = _ids(args, pred, ".png")
+        result = evaluate_label_dirs(pred, gt, ids, len(names))
+        if not scored_pixels(result):  # a table of dashes would look like a result
+            raise SsenetError(f"{gt}: {VOID_ONLY} in the {len(ids)} mask(s) scored")
         print(format_table(result, names))
     else:
         cams = Path(args.cams)
         if not cams.is_dir():
             raise SsenetError(f"{cams}: CAM directory not found")
-        result = sweep_cam_thresholds(
-            cams, gt, _ids(args, cams, ".npz"), len(names), _alphas(args.alphas)
-        )
+        ids = _ids(args, cams, ".npz")
+        result = sweep_cam_thresholds(cams, gt, ids, len(names), _alphas(args.alphas))
+        if all(math.isnan(row["miou"]) for row in result["sweep"]):  # no pixel in any mask
+            raise SsenetError(f"{gt}: {VOID_ONLY} in the {len(ids)} mask(s) scored")
         _print_sweep(result)
     if args.json:
         write_json(args.json, result)

@@ -30,6 +30,14 @@ from ssenet.data.palette import IGNORE_INDEX, read_label_png
 from ssenet.errors import SsenetError
 from ssenet.progress import progress_bar
 
+# Masks that are void (255) everywhere leave nothing to score: every figure would be nan.
+VOID_ONLY = "no pixel could be scored: every ground-truth pixel is void (255)"
+
+
+def scored_pixels(metrics: dict) -> int:
+    """The pixels a `ConfusionMeter.metrics()` result counted (ground truth not 255)."""
+    return int(np.asarray(metrics["confusion"]).sum())
+
 
 def _nanmean(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]

@@ -14,6 +14,7 @@ from ssenet.report.figures import ReportFiles, alpha_figure, loss_figure, scale_
 from ssenet.report.markup import NOT_RUN, esc, fmt, html_table, note, ratio
 from ssenet.report.rundata import RunData
 from ssenet.stages import STAGES, scored_stages
+from ssenet.stages.common import NOT_SCORED
 
 
 def _scored() -> list[tuple[str, str]]:
@@ -34,8 +35,11 @@ def summary_section(runs: list[RunData]) -> str:
             m = run.stage(stage)
             if m is None:
                 row += [NOT_RUN, "", ""]
+            elif "miou" not in m:  # ran, but no image had a mask
+                row += [esc(m.get("note", NOT_SCORED)), "", ""]
             else:
-                row += [fmt(m.get("miou")), ratio(m.get("mfn")), ratio(m.get("mfp"))]
+                part = f"<br><small>{esc(m['note'])}</small>" if "note" in m else ""
+                row += [fmt(m.get("miou")) + part, ratio(m.get("mfn")), ratio(m.get("mfp"))]
         sweep = (run.evals["cam"] or {}).get("alpha_sweep") or {}
         row += [fmt(sweep.get("best_alpha"), 2), fmt(sweep.get("best_miou"))]
         cls = run.evals["classifier"]
@@ -56,6 +60,8 @@ def summary_section(runs: list[RunData]) -> str:
     )
     if lists:
         text += f"<p>Scored lists: {lists}.</p>"
+    if _unscored(runs):
+        text += "<p>Without masks, section 9's label-free signals judge the labels.</p>"
     return "<h2>1. Results</h2>" + text + html_table(header, rows) + _ratio_note(rows)
 
 
@@ -67,8 +73,12 @@ def per_class_section(runs: list[RunData], class_names: Sequence[str]) -> str:
         for stage, _ in _scored()
         if run.evals.get(stage) and isinstance(run.evals[stage].get("iou"), list)
     ]
+    unscored = _unscored(runs)
     if not columns:
-        return "<h2>2. Per-class IoU</h2>" + note(f"{NOT_RUN}: no stage evaluation with IoUs")
+        why = f"{NOT_RUN}: no stage evaluation with IoUs"
+        if unscored:
+            why = f"{NOT_SCORED} ({unscored})"
+        return "<h2>2. Per-class IoU</h2>" + note(why)
     header = ["class"] + [
         f"{esc(run.name)}<br>{STAGES[stage].title}<br>{esc(run.evals[stage].get('list', ''))}"
         for run, stage, _ in columns
@@ -78,7 +88,14 @@ def per_class_section(runs: list[RunData], class_names: Sequence[str]) -> str:
         cells = [fmt(iou[index], 3) if index < len(iou) else "&ndash;" for _, _, iou in columns]
         rows.append([esc(name), *cells])
     rows.append(["mIoU"] + [fmt(run.evals[stage].get("miou"), 3) for run, stage, _ in columns])
-    return "<h2>2. Per-class IoU</h2>" + html_table(header, rows)
+    body = html_table(header, rows) + (note(f"{unscored}: {NOT_SCORED}") if unscored else "")
+    return "<h2>2. Per-class IoU</h2>" + body
+
+
+def _unscored(runs: list[RunData]) -> str:
+    """"method stage, ..." of the stages that ran without a mask to score against."""
+    return ", ".join(f"{run.name} {stage}" for run in runs for stage, _ in _scored()
+                     if (m := run.stage(stage)) is not None and "miou" not in m)  # fmt: skip
 
 
 def alpha_section(runs: list[RunData], files: ReportFiles) -> str:
@@ -91,6 +108,8 @@ def alpha_section(runs: list[RunData], files: ReportFiles) -> str:
             curves[run.name] = rows
     missing = [run.name for run in runs if run.name not in curves]
     if not curves:
+        if any(run.evals["cam"] and "miou" not in run.evals["cam"] for run in runs):
+            return title + note(NOT_SCORED)
         return title + note(f"{NOT_RUN}: no alpha sweep in any cam.json")
     src = files.figure("fig4_alpha", alpha_figure(curves))
     header = ["&alpha;"] + [esc(name) for name in curves]
@@ -110,8 +129,9 @@ def scale_section(runs: list[RunData], files: ReportFiles) -> str:
     title = "<h2>4. mFN and mFP against the test scale (Fig. 5)</h2>"
     sweeps = {run.name: run.evals["scale_sweep"] for run in runs if run.evals["scale_sweep"]}
     missing = [run.name for run in runs if run.name not in sweeps]
-    if not sweeps:
-        return title + note(f"{NOT_RUN}: no scale_sweep.json")
+    if not sweeps:  # an empty sweep: the CAMs were tested, but no image had a mask
+        found = any(run.evals["scale_sweep"] is not None for run in runs)
+        return title + note(NOT_SCORED if found else f"{NOT_RUN}: no scale_sweep.json")
     src = files.figure("fig5_scale", scale_figure(sweeps))
     header = ["method", "scale", "mIoU", "mFN", "mFP"]
     rows = [

@@ -3,8 +3,9 @@
 `DIR/report.html` with its images in `DIR/report_files/`: the summary table (the paper's Tables 1
 and 3), per-class IoU, mIoU against the background score alpha (Fig. 4), mFN and mFP against the
 test scale (Fig. 5), and example images with their CAMs at several input scales (Fig. 2), the
-CRF, random-walk and segmentation labels in the VOC palette. Every number comes from the run
-directories' `eval/*.json` files; a stage without its file is shown as "not run".
+CRF, random-walk and segmentation labels in the VOC palette, and the signals that need no
+masks (classifier, scale consistency, per class shares of images and pixels). Every number comes
+from the run directories' `eval/*.json` files; a stage without its file is shown as "not run".
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ssenet.errors import SsenetError
 from ssenet.fileio import write_text_atomic
 from ssenet.report.examples import render_examples
 from ssenet.report.figures import ReportFiles
+from ssenet.report.label_free import label_free_section
 from ssenet.report.markup import page
 from ssenet.report.regime import regime_section
 from ssenet.report.rundata import load_run
@@ -61,6 +63,7 @@ def write_report(
         regime_section(loaded, datasets),
         loss_section(loaded, files),
         render_examples(loaded, datasets, examples, files, progress),
+        label_free_section(loaded, class_names),
     ]
     path = out_dir / "report.html"
     write_text_atomic(path, page(title, loaded, sections, notice))

@@ -12,11 +12,14 @@ from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
 from ssenet.evaluation.guard import check_pseudo_label_eval
-from ssenet.evaluation.metrics import evaluate_label_dirs
+from ssenet.evaluation.label_free import label_shares
+from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
 from ssenet.runtime import on_main_rank
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
+# What a stage's scores say when none of its images has a mask (folder data may have none).
+NOT_SCORED = "no ground truth: not scored"
 
 
 def gt_dir(cfg: Config) -> Path:
@@ -28,7 +31,24 @@ def gt_dir(cfg: Config) -> Path:
 
 
 def summary(metrics: dict) -> dict:
-    return {key: metrics[key] for key in SUMMARY_KEYS}
+    """What results.json keeps of a stage's scores: mIoU, mFN, mFP, or why there are none."""
+    entry = {key: metrics[key] for key in SUMMARY_KEYS if key in metrics}
+    if "note" in metrics:
+        entry["note"] = metrics["note"]
+    return entry
+
+
+def stage_result(metrics: dict) -> dict | None:
+    """A stage's results.json entry, or None for a stage that scores nothing (AffinityNet)."""
+    return summary(metrics) if "miou" in metrics or "note" in metrics else None
+
+
+def result_line(stage: str, entry: dict) -> str:
+    """One terminal line of a results.json entry."""
+    if "miou" not in entry:
+        return f"{stage:<5} {entry.get('note', NOT_SCORED)}"
+    line = f"{stage:<5} mIoU {entry['miou']:.4f}  mFN {entry['mfn']:.3f}  mFP {entry['mfp']:.3f}"
+    return f"{line}  ({entry['note']})" if "note" in entry else line
 
 
 def sync_ranks() -> None:
@@ -66,8 +86,25 @@ def check_pseudo_label_scoring(cfg: Config) -> None:
     check_pseudo_label_eval(cfg.data, gt_dir(cfg), cfg.data.infer_list)
 
 
+def masks_optional(cfg: Config) -> bool:
+    """Whether images may lack a mask: a folder of one's own images (weak supervision is for
+    data without masks); VOC and COCO ship one per image, so there a missing mask is an error."""
+    return cfg.data.kind == "folder"
+
+
+def scorable_ids(cfg: Config, ids: Sequence[str]) -> list[str]:
+    """The ids whose labels are scored: every id (VOC, COCO), or those with a mask (folder)."""
+    if not masks_optional(cfg):
+        return list(ids)
+    missing = set(missing_ground_truth(cfg, ids))
+    return [i for i in ids if i not in missing]
+
+
 def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
-    """The ids without a mask in the folder scoring reads (all of them when it does not exist)."""
+    """The ids without a mask in the folder scoring reads (all of them when it does not exist,
+    and for folder data without a data.mask_dir: their ground truth is only ever asked for)."""
+    if masks_optional(cfg) and not cfg.data.mask_dir:
+        return list(ids)
     gt = gt_dir(cfg)
     present = set(os.listdir(gt)) if gt.is_dir() else set()
     return [i for i in ids if f"{i}.png" not in present]
@@ -76,7 +113,9 @@ def missing_ground_truth(cfg: Config, ids: Sequence[str]) -> list[str]:
 def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
     """mIoU, mFN, mFP of the label PNGs of one list against the ground truth; saved to `out`.
 
-    Under torchrun, rank 0 scores (after `sync_ranks`) and every rank gets its figures."""
+    Folder data score the images that have a mask, and `note` says on how many ("scored on 50
+    of 5,000 images") or, with none, that the stage is not scored. Under torchrun, rank 0
+    scores (after `sync_ranks`) and every rank gets its figures."""
     return on_main_rank(lambda: _score_labels(cfg, label_dir, list_name, out))
 
 
@@ -84,7 +123,17 @@ def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> di
     if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
         check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)
-    metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), dataset.ids, dataset.num_classes)
+    ids = scorable_ids(cfg, dataset.ids)
+    metrics = {"note": NOT_SCORED}  # the labels are written all the same; only scores lack
+    if ids:
+        metrics = evaluate_label_dirs(label_dir, gt_dir(cfg), ids, dataset.num_classes)
+    if ids and not scored_pixels(metrics):  # masks void everywhere: nan figures are no score
+        metrics = {"note": f"not scored: {VOID_ONLY}"}
+    if len(ids) < len(dataset.ids):
+        metrics["list_images"] = len(dataset.ids)
+        if "miou" in metrics:  # e.g. a user annotated 50 of their 5,000 images to check
+            metrics["note"] = f"scored on {len(ids):,} of {len(dataset.ids):,} images"
     metrics["list"] = list_name
+    metrics["label_free"] = label_shares(label_dir, dataset)  # with or without masks
     write_json(out, metrics)
     return metrics

@@ -1,5 +1,5 @@
 """Stage 1: train the CAM network (baseline or SSENet), infer multi-scale CAMs and their alpha
-labels, score them and the alpha sweep (the paper's Fig. 4)."""
+labels, score them and the alpha sweep (the paper's Fig. 4), and the network as a classifier."""
 
 from __future__ import annotations
 
@@ -36,10 +36,15 @@ from ssenet.provenance import (
     weights_stamp,
 )
 from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
-from ssenet.stages.common import gt_dir, label_lists, score_labels, sync_ranks
+from ssenet.stages.common import gt_dir, label_lists, scorable_ids, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Lists, Stage
-from ssenet.stages.s1_cam_figures import ScaleSweep, scale_sweep_done
+from ssenet.stages.s1_cam_figures import (
+    ScaleSweep,
+    classifier_stage,
+    scale_sweep,
+    scale_sweep_done,
+)
 from ssenet.trainer import FitResult, train_network
 
 
@@ -56,22 +61,28 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
             on_single_scales=sweep.update if folded else None,
         )  # fmt: skip
     sync_ranks()
-    return on_main_rank(lambda: _score(cfg, layout, sweep))
+    return on_main_rank(lambda: _score(cfg, layout, sweep, progress))
 
 
-def _score(cfg: Config, layout: RunLayout, sweep: ScaleSweep | None) -> dict:
+def _score(cfg: Config, layout: RunLayout, sweep: ScaleSweep | None, progress: bool) -> dict:
     """The CAM labels' scores and the alpha sweep (Fig. 4), and the scale sweep when it was
     filled during inference: once, after every rank's CAMs are written."""
     dataset = open_split(cfg.data, cfg.data.infer_list)
-    if sweep is not None and sweep.seen == set(dataset.ids):  # a resumed pass saw only part
+    if sweep is not None and sweep.seen == set(dataset.ids):
         sweep.write(layout.root)
+    elif sweep is not None:  # a resumed pass computed part of the CAMs, or none: a pass of its own
+        scale_sweep(cfg, layout.root, progress)
     out = layout.eval_json("cam")
     metrics = score_labels(cfg, layout.labels("cam"), cfg.data.infer_list, out)
     metrics["alpha"] = cfg.cam.alpha
-    metrics["alpha_sweep"] = sweep_cam_thresholds(
-        layout.cams, gt_dir(cfg), dataset.ids, dataset.num_classes, list(cfg.cam.alpha_sweep)
-    )
+    scored = scorable_ids(cfg, dataset.ids)
+    if scored and "miou" in metrics:  # the sweep scores too: only where there are masks
+        metrics["alpha_sweep"] = sweep_cam_thresholds(
+            layout.cams, gt_dir(cfg), scored, dataset.num_classes, list(cfg.cam.alpha_sweep)
+        )
     write_json(out, metrics)
+    if rank_shard()[0] == 0:  # one process: the figure's stamp file is shared
+        classifier_stage(cfg, layout.root)  # needs no masks: the report shows it in every run
     return metrics
 
 
@@ -88,7 +99,8 @@ def folded_scale_sweep(cfg: Config, layout: RunLayout) -> ScaleSweep | None:
         return None
     if scale_sweep_done(cfg, layout.root):
         return None
-    return ScaleSweep(cfg, open_split(cfg.data, cfg.data.infer_list).num_classes)
+    dataset = open_split(cfg.data, cfg.data.infer_list)
+    return ScaleSweep(cfg, dataset.num_classes, scorable_ids(cfg, dataset.ids))
 
 
 def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitResult:

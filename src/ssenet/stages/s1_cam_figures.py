@@ -4,6 +4,7 @@ test scales (what SER optimises), and the CAM network as an image classifier."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from ssenet.provenance import (
     weights_stamp,
 )
 from ssenet.runtime import select_device
-from ssenet.stages.common import gt_dir, summary
+from ssenet.stages.common import gt_dir, scorable_ids, summary
 
 # Pairs of test scales whose CAM labels are compared for the scale-consistency figure.
 CONSISTENCY_PAIRS = ((0.5, 2.0), (1.0, 0.5), (1.0, 2.0))
@@ -35,10 +36,14 @@ CONSISTENCY_PAIRS = ((0.5, 2.0), (1.0, 0.5), (1.0, 2.0))
 
 class ScaleSweep:
     """Single-scale CAM tests (the paper's Fig. 5) and the agreement between scales, image by
-    image: `update` with each image's {scale: (cams, keys)}, then `write` the two JSON files."""
+    image: `update` with each image's {scale: (cams, keys)}, then `write` the two JSON files.
 
-    def __init__(self, cfg: Config, num_classes: int) -> None:
+    The agreement needs no masks; the tests score the images of `scored` only (folder data may
+    have masks for some images or none: then scale_sweep.json is empty)."""
+
+    def __init__(self, cfg: Config, num_classes: int, scored: Iterable[str]) -> None:
         self.cfg = cfg
+        self.scored = set(scored)
         self.scales = tuple(cfg.cam.scale_sweep)
         self.pairs = [(a, b) for a, b in CONSISTENCY_PAIRS if a in self.scales and b in self.scales]
         self.meters = {s: ConfusionMeter(num_classes) for s in self.scales}
@@ -46,10 +51,11 @@ class ScaleSweep:
         self.seen: set[str] = set()
 
     def update(self, image_id: str, per_scale: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
-        gt = read_label_png(gt_dir(self.cfg) / f"{image_id}.png")
         labels = {s: cams_to_label(*per_scale[s], self.cfg.cam.alpha) for s in self.scales}
-        for s in self.scales:
-            self.meters[s].update(labels[s], gt)
+        if image_id in self.scored:
+            gt = read_label_png(gt_dir(self.cfg) / f"{image_id}.png")
+            for s in self.scales:
+                self.meters[s].update(labels[s], gt)
         for a, b in self.pairs:  # the second scale's labels stand in for the ground truth
             self.agreement[a, b].update(labels[a], labels[b])
         self.seen.add(image_id)
@@ -57,7 +63,7 @@ class ScaleSweep:
     def write(self, run_dir: Path) -> dict:
         made_from = sweep_stamp(self.cfg, run_dir)
         consistency = {f"{a}-{b}": self.agreement[a, b].metrics()["miou"] for a, b in self.pairs}
-        result = {str(s): summary(self.meters[s].metrics()) for s in self.scales}
+        result = {str(s): summary(self.meters[s].metrics()) for s in self.scales if self.scored}
         for name, data in (("scale_consistency.json", consistency), ("scale_sweep.json", result)):
             write_json(run_dir / "eval" / name, data)
             record_json_stamp(run_dir / "eval" / name, made_from)
@@ -65,8 +71,8 @@ class ScaleSweep:
 
 
 SWEEP_KEYS = (
-    "data.kind data.infer_list data.mask_dir cam.scale_sweep cam.infer_flip "
-    "cam.alpha run.amp"
+    "data.kind data.infer_list data.held_out data.split_seed data.mask_dir "
+    "cam.scale_sweep cam.infer_flip cam.alpha run.amp"
 )
 
 
@@ -89,7 +95,8 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
 
     The same pass writes `scale_consistency.json` (see `scale_consistency`). The CAM stage
     writes both for free when the sweep's scales are among its inference scales and it computes
-    the whole scored list; otherwise this makes a pass of its own.
+    the whole scored list, and calls this when a resumed run found some CAMs made; otherwise
+    this makes a pass of its own when asked.
     """
     run_dir = Path(run_dir)
     if scale_sweep_done(cfg, run_dir):
@@ -97,7 +104,7 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
     dataset = open_split(cfg.data, cfg.data.infer_list)
     model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
-    sweep = ScaleSweep(cfg, dataset.num_classes)
+    sweep = ScaleSweep(cfg, dataset.num_classes, scorable_ids(cfg, dataset.ids))
     for image_id, labels, per_scale in iter_single_scale_cams(
         model, dataset, dataset.ids, sweep.scales, cfg.cam.infer_flip, cfg.cam.infer_batch,
         cfg.run.amp, progress=progress,
@@ -126,7 +133,7 @@ def unlearned_warning(report: dict, method: str = "") -> str | None:
     )
 
 
-CLASSIFIER_KEYS = "data.kind data.val_list cam.infer_batch"
+CLASSIFIER_KEYS = "data.kind data.val_list data.held_out data.split_seed cam.infer_batch"
 
 
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
