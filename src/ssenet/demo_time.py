@@ -14,12 +14,14 @@ import statistics
 import time
 from collections.abc import Callable
 
-# A whole demo's wall time divided by one of its baseline CAM training steps, measured.
-# default: seed 0 took 976 s by the demo's own clock on the day its baseline CAM training took
-#   157 s for 372 steps (6 epochs of 62 batches of 16), 0.422 s a step: 976 / 0.422 = 2313.
-# quick: 64.2 s by its clock after a calibrated step of 0.096 s (AMD EPYC, 2 cores, shared with
-#   other jobs): 669.
-DEMO_LENGTH_IN_STEPS = {"default": 976 / (157 / 372), "quick": 64.2 / 0.096}
+# A whole demo's wall time divided by its own calibration step (`time_cam_step`: compute only,
+# no data loading), both measured in one run, so that the two stand for the same machine:
+# default: seed 0 took 782 s by the demo's clock after a calibrated step of 0.208 s (AMD EPYC,
+#   2 cores, shared with one other job): 3760. (A step of the real training, data loading
+#   included, is about twice the calibrated one: 976 s over a 0.422-s real step gave 2313, which
+#   predicted 8 minutes for the 13-minute run.)
+# quick: 64.2 s by its clock after a calibrated step of 0.096 s (the same machine): 669.
+DEMO_LENGTH_IN_STEPS = {"default": 782 / 0.208, "quick": 64.2 / 0.096}
 CALIBRATION_STEPS = 5  # timed, after one untimed warm-up step (allocation, lazy init)
 
 
