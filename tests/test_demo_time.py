@@ -29,8 +29,8 @@ def test_the_estimate_scales_with_the_step_and_the_demo_size():
     assert estimate_seconds(0.5, quick=False) == 0.5 * DEMO_LENGTH_IN_STEPS["default"]
     assert estimate_seconds(1.0, quick=False) == 2 * estimate_seconds(0.5, quick=False)
     assert estimate_seconds(0.1, quick=True) < estimate_seconds(0.1, quick=False)
-    # The default demo's measurement: 976 s when a step took 157 s / 372 steps.
-    assert round(estimate_seconds(157 / 372, quick=False)) == 976
+    # The default demo's measurement: 782 s in the run whose calibrated step took 0.208 s.
+    assert round(estimate_seconds(0.208, quick=False)) == 782
 
 
 def test_durations_read_as_a_person_would_say_them():
@@ -42,8 +42,8 @@ def test_durations_read_as_a_person_would_say_them():
 
 
 def test_the_messages_name_the_measured_step_and_the_other_demo():
-    full = estimate_message(1.1, quick=False)
-    assert full.startswith("ssenet demo: about 42 minutes on this machine")
+    full = estimate_message(1.1, quick=False)  # 1.1 x 3760 s
+    assert full.startswith("ssenet demo: about 1 h 09 min on this machine")
     assert "1.100 s" in full and "ssenet demo --quick" in full
     quick = estimate_message(0.05, quick=True)
     assert quick.startswith("ssenet demo --quick: about ") and "smoke test" in quick
