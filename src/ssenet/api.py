@@ -34,10 +34,10 @@ from ssenet.models.configured import load_cam_model
 from ssenet.multiscale import normalized_pixels
 from ssenet.pretrained import read_folder, save_folder
 from ssenet.runtime import select_device
+from ssenet.stages.layout import RunLayout
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 Result = TypeVar("Result")
-RUN_CONFIG, RUN_CLASSES = "config.yaml", "classes.txt"  # what `ssenet run` keeps in a run folder
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _each(
 def _run_config(run_dir: Path, config: Config | str | os.PathLike | None) -> Config:
     if isinstance(config, Config):
         return config
-    path = Path(config) if config is not None else run_dir / RUN_CONFIG
+    path = Path(config) if config is not None else RunLayout(run_dir).config
     if not path.is_file():
         raise SsenetError(f"{path}: no config for this run folder; pass config= (a YAML file)")
     return load_config(path)
@@ -88,7 +88,7 @@ def _run_config(run_dir: Path, config: Config | str | os.PathLike | None) -> Con
 def _run_classes(run_dir: Path, names: Sequence[str] | None) -> list[str]:
     if names is not None:
         return list(names)
-    path = run_dir / RUN_CLASSES
+    path = RunLayout(run_dir).classes
     if not path.is_file():
         raise SsenetError(f"{path}: no class names for this run folder; pass class_names=")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -125,7 +125,7 @@ class TrainedNetwork:
         run_dir = Path(run_dir)
         cfg = _run_config(run_dir, config)
         names = _run_classes(run_dir, class_names)
-        weights = run_dir / cls.stage / "model.pth"
+        weights = RunLayout(run_dir).weights(cls.stage)
         network = cls.load(cfg, weights, names)
         return cls(network.to(select_device(device)), names, cfg, weights)
 

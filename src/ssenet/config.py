@@ -225,11 +225,23 @@ class RandomWalkConfig:
 
 
 @dataclass
+class RefineConfig:
+    """Which refiners turn the CAMs into pseudo labels, and whose labels DeepLab learns from."""
+
+    # Checked against the stage registry when a run starts: a refiner is any registered one.
+    method: str = "affinity"
+    """The refiner whose pseudo labels the segmentation network learns from: affinity (CRF,
+    AffinityNet, random walk: the paper's) or another registered one."""
+    compare: tuple[str, ...] = ()
+    """Further refiners run and scored beside it on the same CAMs."""
+
+
+@dataclass
 class SegConfig:
     """The segmentation network (DeepLab) trained on the pseudo labels."""
 
     train_list: str | None = None
-    """Images with random-walk labels to learn from; unset: data.train_list."""
+    """Images with pseudo labels (refine.method's) to learn from; unset: data.train_list."""
     head: str = "deeplabv2"
     """deeplabv2 (ASPP, rates 6/12/18/24) or deeplabv3 (torchvision's head)."""
     epochs: int = 20
@@ -322,6 +334,7 @@ class Config:
     crf: CrfConfig = field(default_factory=CrfConfig)
     aff: AffinityConfig = field(default_factory=AffinityConfig)
     rw: RandomWalkConfig = field(default_factory=RandomWalkConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     seg: SegConfig = field(default_factory=SegConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -133,7 +133,8 @@ def announce(out_dir: Path, bench_dir: Path, seed: int, quick: bool) -> None:
 def format_results(results: dict) -> str:
     """Table 1 (+ the Table 3 column) and the Fig. 5 scale check, as plain text; the quick demo's
     says first that it is a smoke test."""
-    columns = [(stage.name, stage.title) for stage in scored_stages()]
+    columns = [(stage.name, stage.title) for stage in scored_stages()
+               if any(stage.name in results[method] for method in METHODS)]  # fmt: skip
     head = f"{'':<10}" + "".join(f"{title:^22}" for _, title in columns) + f"{'classifier':>11}"
     sub = f"{'model':<10}" + f"{'mIoU':>8}{'mFN':>7}{'mFP':>7}" * len(columns) + f"{'mAP':>11}"
     lines = [QUICK_NOTICE, ""] if results.get("meta", {}).get("quick") else []

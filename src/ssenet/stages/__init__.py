@@ -10,7 +10,12 @@ from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import (
     STAGES,
     Stage,
+    active_stages,
+    covered_lists,
     parse_stages,
+    pseudo_label_stage,
+    pseudo_labels,
+    refiners,
     register,
     scored_stages,
     stage_lists,
@@ -22,6 +27,7 @@ for _module in (s1_cam, s2_crf, s3_affinity, s4_random_walk, s5_segmentation):
         register(_module.STAGE)
 
 __all__ = [
-    "STAGES", "RunLayout", "Stage", "parse_stages", "register", "scored_stages", "stage_lists",
-    "unregister",
+    "STAGES", "RunLayout", "Stage", "active_stages", "covered_lists", "parse_stages",
+    "pseudo_label_stage", "pseudo_labels", "refiners", "register", "scored_stages",
+    "stage_lists", "unregister",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,13 +32,17 @@ from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
+from ssenet.errors import SsenetError
 from ssenet.inference import check_same_size, image_work, require_inputs
 from ssenet.progress import progress_bar
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
 from ssenet.runtime import rank_shard, select_device, set_threads
-from ssenet.stages.common import label_lists, score_labels, sync_ranks
+from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.registry import Stage, covered_lists
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 # Settings that decide the CRF outputs (the backends agree to float precision).
 CRF_KEYS = "data.kind " + " ".join(
@@ -158,14 +163,35 @@ def _run(cfg: Config, jobs: _CrfJobs, progress: bool) -> None:
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """la / ha CRF scores for AffinityNet; the la argmax is the CAM+CRF label that is scored."""
-    for list_name in label_lists(cfg)["crf"]:
+    for list_name in covered_lists(cfg, "crf"):
         crf_labels(cfg, layout.cams, layout.stage("crf"), list_name, rank_shard(), progress)
     sync_ranks()
     return score_labels(cfg, layout.labels("crf"), cfg.data.infer_list, layout.eval_json("crf"))
 
 
-def lists(cfg: Config) -> Lists:
-    return {"infer": label_lists(cfg)["crf"], "score": [cfg.data.infer_list]}
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """Where the CRF runs, as `_run` decides: pydensecrf on the CPU in crf_workers processes;
+    the torch backend on the GPU in one process when run.device gives a GPU."""
+    run = s.cfg.run
+    workers = run.num_workers if run.crf_workers is None else run.crf_workers
+    try:
+        backend = resolve_backend(s.cfg.crf.backend)
+    except SsenetError as err:
+        s.report.errors.append(str(err))
+        backend = s.cfg.crf.backend
+    on_cpu = f"on the CPU, {workers} worker process(es)"
+    if backend == "torch" and run.device not in ("cpu", "mps"):
+        note = f"dense CRF (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
+        return [s.infer_row("crf", "1", None, note)]
+    return [s.infer_row("crf", "1", None, f"dense CRF ({backend}) {on_cpu}", device="CPU")]
 
 
-STAGE = Stage(name="crf", title="CAM + CRF", run=run, lists=lists)
+STAGE = Stage(
+    name="crf",
+    title="CAM + CRF",
+    run=run,
+    produces=("crf scores", "crf labels"),
+    consumes=lambda cfg: {"cams": None},
+    scores=lambda cfg: [cfg.data.infer_list],
+    plan=plan,
+)
