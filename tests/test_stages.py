@@ -30,9 +30,14 @@ from ssenet.stages.common import gt_dir, score_labels
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_the_five_stages_in_pipeline_order():
-    assert list(STAGES) == ["cam", "crf", "aff", "rw", "seg"]
-    assert [s.title for s in scored_stages()] == ["CAM", "CAM + CRF", "CAM + rw", "segmentation"]
+def test_the_stages_in_pipeline_order():
+    assert list(STAGES) == ["cam", "crf", "aff", "rw", "irn_labels", "irn", "irn_rw", "seg"]
+    assert [s.title for s in scored_stages()] == ["CAM", "CAM + CRF", "CAM + rw", "CAM + IRN",
+                                                  "segmentation"]  # fmt: skip
+    cfg = Config()  # the paper's refiner alone by default
+    assert [s.title for s in scored_stages(cfg)] == ["CAM", "CAM + CRF", "CAM + rw",
+                                                     "segmentation"]  # fmt: skip
+    assert parse_stages(None, cfg) == ["cam", "crf", "aff", "rw", "seg"]
     assert parse_stages("seg,cam") == ["cam", "seg"]
     with pytest.raises(SsenetError, match=r"--stages: unknown stage\(s\) \['cmr'\]"):
         parse_stages("cam,cmr")
