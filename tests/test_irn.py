@@ -392,6 +392,6 @@ def test_the_irn_config_is_the_resnet50_one_with_irnets_refiner():
     irn = load_config(configs / "voc12_resnet50_irn.yaml").to_dict()
     r50 = load_config(configs / "voc12_resnet50.yaml").to_dict()
     assert {s for s in irn if irn[s] != r50[s]} == {"refine", "run"}  # irn: the defaults
-    assert irn["refine"] == {"method": "irn", "compare": []}
+    assert irn["refine"] == {"method": "irn", "compare": ()}
     assert irn["irn"] == Config().to_dict()["irn"]  # its values are the defaults
     assert {k for k in irn["run"] if irn["run"][k] != r50["run"][k]} == {"out_dir"}
