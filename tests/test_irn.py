@@ -395,3 +395,26 @@ def test_the_irn_config_is_the_resnet50_one_with_irnets_refiner():
     assert irn["refine"] == {"method": "irn", "compare": ()}
     assert irn["irn"] == Config().to_dict()["irn"]  # its values are the defaults
     assert {k for k in irn["run"] if irn["run"][k] != r50["run"][k]} == {"out_dir"}
+
+
+def test_python_api_result_to_irn_pseudo_label_and_a_shared_boundary_network(irn_run, tmp_path):
+    from ssenet.api import BoundaryModel, CamModel
+
+    run_dir = irn_run[0]
+    cam = CamModel.from_run(run_dir, device="cpu")
+    boundary = BoundaryModel.from_run(run_dir, device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (44, 52, 3), dtype=np.uint8)
+    result = cam(image, classes=[1, 2])
+    maps = boundary(image)
+    assert maps.shape == (11, 13) and ((maps >= 0) & (maps <= 1)).all()
+    label = boundary.random_walk(result)
+    assert label.shape == (44, 52) and set(np.unique(label)) <= {0, 1, 2}
+    # The same label as the pipeline's walk on the same inputs.
+    expected = walk_label(result.cams, result.classes, torch.from_numpy(maps), boundary.config.irn)
+    assert np.array_equal(label, expected)
+    shared = BoundaryModel.from_pretrained(boundary.save_pretrained(tmp_path / "boundary"),
+                                           device="cpu")  # fmt: skip
+    assert np.allclose(shared(image), maps, atol=1e-6)
+    assert np.array_equal(shared.random_walk(result), label)
+    with pytest.raises(SsenetError, match="holds a network of kind 'boundary'"):
+        CamModel.from_pretrained(tmp_path / "boundary")

@@ -263,6 +263,41 @@ class AffinityModel(TrainedNetwork):
         return walk_label(result.cams, result.classes, features, self.config, stride)
 
 
+class BoundaryModel(TrainedNetwork):
+    """IRNet's trained class-boundary network: `model(images)` gives boundary maps,
+    `model.random_walk(result)` the IRNet pseudo label of a CamResult (the pipeline's irn_rw
+    stage, for one image)."""
+
+    stage, kind = "irn", "boundary"
+
+    @staticmethod
+    def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
+        from ssenet.models.boundary import load_boundary_model
+
+        return load_boundary_model(cfg, weights, fold=False)
+
+    @torch.no_grad()
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """Boundary probabilities (ceil(H/4), ceil(W/4)) float32 in [0, 1] of one image or a
+        list, each with its mirror image as the reference: 1 where a class boundary is sure."""
+        return _each(images, lambda rgb: self._boundary(rgb).cpu().numpy())
+
+    def _boundary(self, rgb: np.ndarray) -> torch.Tensor:
+        from ssenet.models.boundary import boundary_maps
+
+        batch = torch.from_numpy(rgb)[None]
+        return boundary_maps(self.network, batch, self.config.irn.crop_size)[0]
+
+    @torch.no_grad()
+    def random_walk(self, result: CamResult) -> np.ndarray:
+        """The (H, W) uint8 IRNet pseudo label of one image's CAMs: 0 or one of its classes,
+        with the config's irn.* walk settings."""
+        from ssenet.irn import walk_label
+
+        return walk_label(result.cams, result.classes, self._boundary(result.image),
+                          self.config.irn)  # fmt: skip
+
+
 class Segmenter(TrainedNetwork):
     """A trained segmentation network (DeepLab), ready for images: `segmenter(images)`."""
 

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
     demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="benchmark and training seed")
+    demo.add_argument(
+        "--refiner", choices=("affinity", "irn"), default="affinity",
+        help="irn: IRNet's refiner too, and DeepLab on its labels (default: affinity, the paper's)",
+    )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("make-benchmark", help="write the embedded benchmark (VOC layout)")

@@ -32,7 +32,8 @@ def _load(args: argparse.Namespace):
 def cmd_demo(args: argparse.Namespace) -> int:
     from ssenet.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+             refiner=args.refiner)  # fmt: skip
     return 0
 
 
