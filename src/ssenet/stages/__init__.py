@@ -25,6 +25,7 @@ from ssenet.stages.registry import (
     active_stages,
     covered_lists,
     parse_stages,
+    producer,
     pseudo_label_stage,
     pseudo_labels,
     refiners,
@@ -41,6 +42,6 @@ for _module in (s1_cam, s2_crf, s3_affinity, s4_random_walk, irn_labels, irn_bou
 
 __all__ = [
     "STAGES", "RunLayout", "Stage", "active_stages", "covered_lists", "parse_stages",
-    "pseudo_label_stage", "pseudo_labels", "refiners", "register", "scored_stages",
+    "producer", "pseudo_label_stage", "pseudo_labels", "refiners", "register", "scored_stages",
     "stage_lists", "unregister",
 ]  # fmt: skip
