@@ -381,6 +381,7 @@ def test_dry_run_plans_the_irn_stages(bench, tiny_run_config, tmp_path, capsys):
         in out  # fmt: skip
     assert "irn: irn.batch_size is per GPU" in out
     assert "4 x2 flip" in rows[("irn_rw", "infer")]
+    assert "2 dense CRFs an image (" in out and "on the CPU, 0 worker process(es)" in out
     assert any(line.strip().startswith("irn_rw infer:") and line.endswith("8 walk steps")
                for line in out.splitlines())  # fmt: skip
 

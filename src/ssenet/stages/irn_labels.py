@@ -19,7 +19,6 @@ from ssenet.config import Config
 from ssenet.crf import check_params, resolve_backend
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
-from ssenet.errors import SsenetError
 from ssenet.inference import check_same_size, image_work, require_inputs, run_crf_jobs
 from ssenet.irn import crf_params, relation_label
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
@@ -116,17 +115,7 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
 
 def plan(s: PlanInputs) -> list[PlanRow]:
     """Where the two CRFs of an image run: as the CRF stage's, on the CPU or the GPU."""
-    run = s.cfg.run
-    workers = run.num_workers if run.crf_workers is None else run.crf_workers
-    try:
-        backend = resolve_backend(s.cfg.crf.backend)
-    except SsenetError as err:
-        s.report.errors.append(str(err))
-        backend = s.cfg.crf.backend
-    if backend == "torch" and run.device not in ("cpu", "mps"):
-        return [s.infer_row("irn_labels", "1", None, "2 dense CRFs (torch) on the GPU")]
-    note = f"2 dense CRFs ({backend}) on the CPU, {workers} worker process(es)"
-    return [s.infer_row("irn_labels", "1", None, note, device="CPU")]
+    return [s.crf_row("irn_labels", "2 dense CRFs an image")]
 
 
 STAGE = Stage(

@@ -32,7 +32,6 @@ from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
-from ssenet.errors import SsenetError
 from ssenet.inference import check_same_size, image_work, require_inputs, run_crf_jobs
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
 from ssenet.runtime import rank_shard
@@ -155,20 +154,8 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
 
 
 def plan(s: PlanInputs) -> list[PlanRow]:
-    """Where the CRF runs, as `run_crf_jobs` decides: pydensecrf on the CPU in crf_workers
-    processes; the torch backend on the GPU in one process when run.device gives a GPU."""
-    run = s.cfg.run
-    workers = run.num_workers if run.crf_workers is None else run.crf_workers
-    try:
-        backend = resolve_backend(s.cfg.crf.backend)
-    except SsenetError as err:
-        s.report.errors.append(str(err))
-        backend = s.cfg.crf.backend
-    on_cpu = f"on the CPU, {workers} worker process(es)"
-    if backend == "torch" and run.device not in ("cpu", "mps"):
-        note = f"dense CRF (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
-        return [s.infer_row("crf", "1", None, note)]
-    return [s.infer_row("crf", "1", None, f"dense CRF ({backend}) {on_cpu}", device="CPU")]
+    """Where the CRF runs: the CPU or the GPU, as `run_crf_jobs` decides."""
+    return [s.crf_row("crf", "dense CRF")]
 
 
 STAGE = Stage(
