@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from ssenet.affinity import AffinityObjective, AffinityTrainDataset, AffinityTrainTransform
+from ssenet.affinity import AffinityObjective
 from ssenet.config import Config
+from ssenet.data.affinity import AffinityTrainDataset, AffinityTrainTransform
 from ssenet.data.source import open_split
 from ssenet.inference import require_inputs
 from ssenet.models.configured import build_affinity_from_config
