@@ -4,9 +4,14 @@
     python benchmarks/demo_table.py demo_s0 demo_s1 demo_s2
     python benchmarks/demo_table.py demo_s0 demo_s1 demo_s2 --markdown docs/results.md
 
-Prints every seed's figures, then a Markdown table (CAM, CAM+CRF, CAM+rw, DeepLab on val,
-classifier mAP, scale consistency) and the SSENet - baseline differences, each as mean ± standard
-deviation over the runs. With --markdown PAGE it also writes the manual's two tables (the mean
+Prints every seed's figures, then a Markdown table (every scored stage the runs have, from the
+stage registry: CAM, CAM+CRF, CAM+rw, with `ssenet demo --refiner irn` CAM+IRN, DeepLab on val;
+classifier mAP, scale consistency), the SSENet - baseline differences and each refiner's gain
+over the CAMs, each as mean ± standard deviation over the runs. The 3-seed IRNet comparison:
+
+    for s in 0 1 2; do ssenet demo --refiner irn --seed $s --out demo_irn_s$s; done
+    python benchmarks/demo_table.py demo_irn_s0 demo_irn_s1 demo_irn_s2
+ With --markdown PAGE it also writes the manual's two tables (the mean
 ± std over the seeds and every seed's figures) into PAGE, between the lines
 `<!-- demo_table: begin -->` and `<!-- demo_table: end -->`, so the results page is written by
 the script that measures it, never copied by hand.
@@ -21,13 +26,22 @@ import sys
 from pathlib import Path
 
 METHODS = ("baseline", "ssenet")
+# The manual's tables (--markdown, --headline) keep these columns; the terminal's follow the runs.
 STAGES = (("cam", "CAM"), ("crf", "CAM+CRF"), ("rw", "CAM+rw"), ("seg", "DeepLab (val)"))
 
 
-def figures(result: dict) -> dict[str, float]:
+def stage_columns(results: list[dict]) -> list[tuple[str, str]]:
+    """(name, title) of the registry's scored stages that every run scored for both methods."""
+    from ssenet.stages import scored_stages
+
+    return [(s.name, s.title) for s in scored_stages()
+            if all("miou" in r[m].get(s.name, {}) for r in results for m in METHODS)]  # fmt: skip
+
+
+def figures(result: dict, stages=STAGES) -> dict[str, float]:
     """The flat figures of one method in one results.json."""
     out = {}
-    for stage, _ in STAGES:
+    for stage, _ in stages:
         for key in ("miou", "mfn", "mfp"):
             out[f"{stage}_{key}"] = result[stage][key]
     out["best_alpha_miou"] = result["cam_alpha_sweep"]["best_miou"]
@@ -38,6 +52,13 @@ def figures(result: dict) -> dict[str, float]:
     for scale, metrics in result["scale_sweep"].items():
         out[f"fn@{scale}"], out[f"fp@{scale}"] = metrics["mfn"], metrics["mfp"]
     return out
+
+
+def seg_labels(result: dict) -> str:
+    """The stage whose labels the demo's DeepLab learned from (its --refiner's)."""
+    from ssenet.stages import producer, pseudo_labels
+
+    return producer(pseudo_labels(result.get("meta", {}).get("refiner", "affinity")))
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:
@@ -137,20 +158,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.headline:
         write_markdown(args.headline, headline_table(results), HEADLINE)
         print(f"headline written to {args.headline}")
-    table = {m: [figures(r[m]) for r in results] for m in METHODS}
+    stages = stage_columns(results)
+    table = {m: [figures(r[m], stages) for r in results] for m in METHODS}
     for run, result in zip(args.runs, results, strict=True):
         print(f"{run} (seed {result['meta']['seed']}, {result['meta']['seconds']:.0f} s)")
         for method in METHODS:
-            f = figures(result[method])
-            cells = [f"{title} {f[stage + '_miou']:.3f}" for stage, title in STAGES]
+            f = figures(result[method], stages)
+            cells = [f"{title} {f[stage + '_miou']:.3f}" for stage, title in stages]
             cells += [f"mAP {f['map']:.3f}", f"consistency {f['consistency']:.3f}"]
             print(f"  {method:<9}" + ", ".join(cells))
     header = ["model"]
-    for _, title in STAGES:
+    for _, title in stages:
         header += [f"{title} mIoU", "mFN", "mFP"]
     header += ["best-alpha CAM mIoU", "classifier mAP (val)", "scale consistency 0.5-2.0"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    keys = [f"{s}_{k}" for s, _ in STAGES for k in ("miou", "mfn", "mfp")]
+    keys = [f"{s}_{k}" for s, _ in stages for k in ("miou", "mfn", "mfp")]
     keys += ["best_alpha_miou", "map", "consistency"]
     for method in METHODS:
         cells = [mean_std([f[k] for f in table[method]], 2 if k[-2:] in ("fn", "fp") else 3)
@@ -158,13 +180,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {method} | " + " | ".join(cells) + " |")
     print()
     base, ser = table["baseline"], table["ssenet"]
-    for key in ("cam_miou", "cam_mfp", "best_alpha_miou", "rw_miou", "consistency"):
+    refined = [(s, t) for s, t in stages if s not in ("cam", "seg")]
+    for key in ("cam_miou", "cam_mfp", "best_alpha_miou", *(f"{s}_miou" for s, _ in refined),
+                "consistency"):  # fmt: skip
         diff = [s[key] - b[key] for s, b in zip(ser, base, strict=True)]
         print(f"ssenet - baseline {key}: {mean_std(diff)}")
+    learned = seg_labels(results[0])
     for method in METHODS:
-        lift = [f["rw_miou"] - f["cam_miou"] for f in table[method]]
-        ratio = [f["seg_miou"] / f["rw_miou"] for f in table[method]]
-        print(f"{method}: CAM+rw - CAM {mean_std(lift)}; DeepLab / CAM+rw {mean_std(ratio)}")
+        runs = table[method]
+        lifts = [f"{title} - CAM {mean_std([f[s + '_miou'] - f['cam_miou'] for f in runs])}"
+                 for s, title in refined]  # fmt: skip
+        if learned in dict(stages) and "seg" in dict(stages):
+            ratio = [f["seg_miou"] / f[f"{learned}_miou"] for f in runs]
+            lifts.append(f"DeepLab / {dict(stages)[learned]} {mean_std(ratio)}")
+        print(f"{method}: " + "; ".join(lifts))
     scales = sorted({k[3:] for k in base[0] if k.startswith("fn@")}, key=float)
     print("\nbaseline single-scale mFN / mFP: " + ", ".join(
         f"{s}: {mean_std([f['fn@' + s] for f in base], 2)} / "

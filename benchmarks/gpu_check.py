@@ -43,7 +43,7 @@ from ssenet.data.synthetic import make_benchmark
 from ssenet.demo import BENCHMARK, demo_config
 from ssenet.fileio import write_text_atomic
 from ssenet.pipeline import run_pipeline
-from ssenet.stages import STAGES
+from ssenet.stages import STAGES, active_stages
 
 SIZES = {
     "gpu": BENCHMARK["quick"],  # 80 px, 160 training images: the quick demo's benchmark
@@ -111,7 +111,7 @@ def check_config(bench: Path, size: str, device: torch.device, precision: str):
 def run_stages(cfg, run_dir: Path, device: torch.device) -> dict[str, dict]:
     """Every stage in order, one at a time: seconds and peak GPU memory of each."""
     measured = {}
-    for stage in STAGES:
+    for stage in active_stages(cfg):
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -129,7 +129,7 @@ def dry_run_estimates(cfg, world_size: int = 1) -> dict[str, int]:
     """Per stage, the dry run's largest GPU memory estimate (bytes) for this config."""
     from ssenet.dryrun import dry_run
 
-    report = dry_run(cfg, list(STAGES), world_size=world_size)
+    report = dry_run(cfg, active_stages(cfg), world_size=world_size)
     estimates: dict[str, int] = {}
     for row in report.rows:
         if row.memory is not None:

@@ -12,8 +12,6 @@ from PIL import Image
 
 from ssenet import affinity as aff
 from ssenet.affinity import (
-    AffinityTrainDataset,
-    AffinityTrainTransform,
     affinity_label,
     affinity_loss,
     pair_affinities,
@@ -21,6 +19,7 @@ from ssenet.affinity import (
 )
 from ssenet.config import Config
 from ssenet.crffile import load_crf_scores
+from ssenet.data.affinity import AffinityTrainDataset, AffinityTrainTransform
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError

@@ -5,6 +5,10 @@ import math
 import subprocess
 import sys
 
+import pytest
+
+from ssenet.errors import SsenetError
+
 STAGES = ("cam", "crf", "rw", "seg")
 
 
@@ -108,3 +112,20 @@ def test_the_quick_table_says_smoke_test_first_and_caps_exploding_ratios():
     assert RATIO_NOTE not in format_results(
         {"baseline": method | calm, "ssenet": method | calm, "meta": {"seconds": 1.0}}
     )
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_irn_demo_scores_both_refiners_and_trains_deeplab_on_irnets_labels(tmp_path, quick):
+    from ssenet.demo import demo_config
+    from ssenet.stages import active_stages, pseudo_label_stage
+
+    cfg = demo_config(tmp_path, "ssenet", 0, quick, refiner="irn")  # validated on load
+    assert active_stages(cfg) == ["cam", "crf", "aff", "rw", "irn_labels", "irn", "irn_rw", "seg"]
+    assert pseudo_label_stage(cfg) == "irn_rw"
+    assert cfg.irn.crop_size == (80 if quick else 160)  # the whole benchmark image
+    plain = demo_config(tmp_path, "ssenet", 0, quick)
+    assert active_stages(plain) == ["cam", "crf", "aff", "rw", "seg"]  # the default demo as before
+    assert {k: v for k, v in cfg.to_dict().items() if k not in ("irn", "refine")} == {
+        k: v for k, v in plain.to_dict().items() if k not in ("irn", "refine")}
+    with pytest.raises(SsenetError, match="--refiner 'bogus' is not one of"):
+        demo_config(tmp_path, "ssenet", 0, quick, refiner="bogus")

@@ -98,3 +98,22 @@ def test_the_readme_and_results_page_carry_the_script_layout(demo_table):
         expected = [line for line in table.splitlines()
                     if "seeds |" in line or line.startswith("| seed |")]  # fmt: skip
         assert headers == expected
+
+
+def test_the_terminal_table_follows_the_refiners_the_runs_scored(demo_table, tmp_path, capsys):
+    runs = []
+    for seed, (base, ser) in enumerate(((0.40, 0.46), (0.42, 0.48))):
+        folder = write_run(tmp_path / f"s{seed}", seed, base, ser)
+        results = json.loads((folder / "results.json").read_text())
+        for name in demo_table.METHODS:  # `ssenet demo --refiner irn`: IRNet's labels, +0.12
+            cam = results[name]["cam"]
+            results[name]["irn_rw"] = {**cam, "miou": cam["miou"] + 0.12}
+        results["meta"]["refiner"] = "irn"
+        (folder / "results.json").write_text(json.dumps(results))
+        runs.append(folder)
+    demo_table.main(list(map(str, runs)))
+    out = capsys.readouterr().out
+    assert "| CAM + IRN mIoU |" in out and "| CAM + rw mIoU |" in out
+    assert "ssenet - baseline irn_rw_miou: 0.060 ± 0.000" in out
+    assert "baseline: CAM + CRF - CAM 0.300 ± 0.000; CAM + rw - CAM 0.100 ± 0.000; " \
+           "CAM + IRN - CAM 0.120 ± 0.000; DeepLab / CAM + IRN " in out  # fmt: skip

@@ -24,6 +24,7 @@ from ssenet.dryrun import (
 from ssenet.errors import SsenetError
 from ssenet.evaluation.guard import check_eval_gt_dir, pseudo_label_eval_problem
 from ssenet.models import build_backbone, build_cam_model
+from ssenet.stages import STAGES
 from ssenet.stages.common import score_labels
 
 torch.set_num_threads(1)
@@ -330,7 +331,7 @@ def test_dry_run_accepts_deeplabv3_batch_one_on_eight_gpus(tmp_path):
 
 
 def test_dry_run_says_where_the_crf_runs_and_batches_the_random_walk():
-    from ssenet.dryrun.plan import PlanInputs, _crf_rows
+    from ssenet.dryrun.plan import PlanInputs
     from ssenet.dryrun.report import DryRunReport
     from ssenet.dryrun.stage_memory import rw_infer_memory
 
@@ -342,7 +343,7 @@ def test_dry_run_says_where_the_crf_runs_and_batches_the_random_walk():
         inputs = PlanInputs(cfg, "crf", {"infer": ["train"]}, {}, (64, 64), 21,
                             DryRunReport("", ["crf"], 1))  # fmt: skip
         inputs.images = lambda lists: 10
-        row = _crf_rows(inputs)[0]
+        row = STAGES["crf"].plan(inputs)[0]
         return row.note, row.device
 
     note, device = crf_note(crf__backend="torch", run__device="cuda")

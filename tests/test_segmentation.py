@@ -17,13 +17,14 @@ from torch import nn
 from ssenet import segmentation as seg
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png, write_label_png
+from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
 from ssenet.models.deeplab import DeepLabV2Head, SegmentationNet, build_head, build_seg_model
 from ssenet.segmentation import multiscale_probs, seg_loss
 from ssenet.stages import s5_segmentation
-from ssenet.stages.s5_segmentation import PseudoLabelDataset, infer_seg, train_seg
+from ssenet.stages.s5_segmentation import infer_seg, train_seg
 
 # ---------------------------------------------------------------------------------------------
 # Tiny data on disk

@@ -18,6 +18,7 @@ from ssenet.stages import (
     STAGES,
     RunLayout,
     Stage,
+    active_stages,
     parse_stages,
     register,
     scored_stages,
@@ -29,9 +30,14 @@ from ssenet.stages.common import gt_dir, score_labels
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_the_five_stages_in_pipeline_order():
-    assert list(STAGES) == ["cam", "crf", "aff", "rw", "seg"]
-    assert [s.title for s in scored_stages()] == ["CAM", "CAM + CRF", "CAM + rw", "segmentation"]
+def test_the_stages_in_pipeline_order():
+    assert list(STAGES) == ["cam", "crf", "aff", "rw", "irn_labels", "irn", "irn_rw", "seg"]
+    assert [s.title for s in scored_stages()] == ["CAM", "CAM + CRF", "CAM + rw", "CAM + IRN",
+                                                  "segmentation"]  # fmt: skip
+    cfg = Config()  # the paper's refiner alone by default
+    assert [s.title for s in scored_stages(cfg)] == ["CAM", "CAM + CRF", "CAM + rw",
+                                                     "segmentation"]  # fmt: skip
+    assert parse_stages(None, cfg) == ["cam", "crf", "aff", "rw", "seg"]
     assert parse_stages("seg,cam") == ["cam", "seg"]
     with pytest.raises(SsenetError, match=r"--stages: unknown stage\(s\) \['cmr'\]"):
         parse_stages("cam,cmr")
@@ -52,7 +58,7 @@ def test_stage_lists_follow_the_config():
 def test_register_refuses_a_duplicate_and_an_unknown_anchor():
     with pytest.raises(SsenetError, match="'cam' is already registered"):
         register(STAGES["cam"])
-    blank = Stage("blank", "blank", run=lambda *a: {}, lists=lambda cfg: {})
+    blank = Stage("blank", "blank", run=lambda *a: {})
     with pytest.raises(SsenetError, match="'nope' is not registered"):
         register(blank, after="nope")
     assert "blank" not in STAGES
@@ -74,7 +80,8 @@ def background_stage():
         name="background",
         title="all background",
         run=_background_stage,
-        lists=lambda cfg: {"infer": [cfg.data.infer_list], "score": [cfg.data.infer_list]},
+        produces=("background labels",),
+        scores=lambda cfg: [cfg.data.infer_list],
     )
     register(stage, after="cam")
     yield stage
@@ -113,3 +120,29 @@ def test_a_registered_stage_runs_through_ssenet_run(tmp_path, background_stage, 
     assert results["background"]["miou"] == pytest.approx(background / labelled / len(present))
     assert "background mIoU" in capsys.readouterr().out
     assert Path(RunLayout(out).eval_json("background")).is_file()
+
+
+def test_an_unknown_refiner_is_a_config_error_naming_the_known_ones(tmp_path, capsys):
+    cfg = Config()
+    cfg.refine.method = "nope"
+    with pytest.raises(SsenetError, match=r"refine.method: 'nope' is no registered refiner "
+                                          r"\(known: affinity"):
+        active_stages(cfg)
+    cfg.refine.method, cfg.refine.compare = "affinity", ("affinity", "bogus")
+    with pytest.raises(SsenetError, match=r"refine.compare: 'bogus' is no registered refiner"):
+        parse_stages(None, cfg)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"refine": {"method": "nope"}}))
+    assert main(["run", "--config", str(config), "--dry-run"]) == 2
+    assert "refine.method: 'nope' is no registered refiner" in capsys.readouterr().err
+
+
+def test_a_stage_reading_what_no_stage_makes_is_refused():
+    register(Stage("reader", "reader", run=lambda *a: {},
+                   consumes=lambda cfg: {"nothing anyone makes": None}))  # fmt: skip
+    try:
+        with pytest.raises(SsenetError, match=r"'reader' reads \['nothing anyone makes'\], "
+                                              "which no stage of this run produces"):
+            stage_lists(Config())
+    finally:
+        unregister("reader")

@@ -95,3 +95,33 @@ def test_cuda_under_torchrun_without_cuda_is_a_one_line_error(bench, tiny_run_co
     assert len(lines) == 2  # one line from each rank
     assert all("run.device: 'cuda' requested but CUDA is not available" in x for x in lines)
     assert "Traceback" not in done.stderr.split("ssenet: error:")[0]
+
+
+def test_irnets_refiner_under_torchrun_shards_its_labels_and_trains_once(bench, tiny_run_config):
+    """The three IRNet stages by 2 processes on a finished CAM stage: the relation labels equal
+    one process's (sharded CRFs), the boundary network trains once (DDP), every pseudo label is
+    written and scored once, and DeepLab learns from them."""
+    from ssenet.config import load_config
+
+    config = write_config(bench, tiny_run_config)
+    irn = ["refine.method=irn", "irn.epochs=1", "irn.batch_size=4", "irn.crop_size=48",
+           "irn.train_radius=3", "irn.exp_times=3", "irn.train_list=train"]  # fmt: skip
+    cfg = load_config(str(config), irn)
+    single, ranks = bench / "irn_single", bench / "irn_ranks"
+    run_pipeline(cfg, single, ["cam", "irn_labels"], progress=False)
+    run_pipeline(cfg, ranks, ["cam"], progress=False)
+
+    done = torchrun("run", "--config", str(config), "--run-dir", str(ranks), "--no-progress",
+                    "--stages", "irn_labels,irn,irn_rw,seg", *irn)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in (single / "irn_labels" / "labels").glob("*.png"))
+    assert len(names) == 8
+    for name in names:
+        assert (ranks / "irn_labels" / "labels" / name).read_bytes() == (
+            single / "irn_labels" / "labels" / name).read_bytes()  # fmt: skip
+    meta = json.loads((ranks / "irn" / "train.json").read_text())
+    assert meta["steps"] == 1  # 8 images, 4 a process: one step of the 2-process batch
+    results = json.loads((ranks / "eval" / "results.json").read_text())
+    assert set(results) == {"cam", "irn_rw", "seg"} and "miou" in results["irn_rw"]
+    assert len(list((ranks / "irn_rw" / "labels").glob("*.png"))) == 8
+    assert done.stdout.count("irn_rw mIoU") == 1  # rank 0 alone reports

@@ -23,6 +23,7 @@ _EXPORTS = {
     "CamModel": "ssenet.api",
     "CamResult": "ssenet.api",
     "AffinityModel": "ssenet.api",
+    "BoundaryModel": "ssenet.api",
     "Segmenter": "ssenet.api",
     "pseudo_label": "ssenet.api",
     "overlay": "ssenet.api",
@@ -33,12 +34,21 @@ _EXPORTS = {
 }
 
 __all__ = [  # the same names as _EXPORTS (a test checks), spelled out for linters
-    "AffinityModel", "CamModel", "CamResult", "Config", "Segmenter", "SsenetError",
+    "AffinityModel", "BoundaryModel", "CamModel", "CamResult", "Config", "Segmenter",
+    "SsenetError",
     "__version__", "load_config", "overlay", "pseudo_label", "run_pipeline",
 ]  # fmt: skip
 
 if TYPE_CHECKING:  # for type checkers and editors; never run
-    from ssenet.api import AffinityModel, CamModel, CamResult, Segmenter, overlay, pseudo_label
+    from ssenet.api import (
+        AffinityModel,
+        BoundaryModel,
+        CamModel,
+        CamResult,
+        Segmenter,
+        overlay,
+        pseudo_label,
+    )
     from ssenet.config import Config, load_config
     from ssenet.errors import SsenetError
     from ssenet.pipeline import run_pipeline

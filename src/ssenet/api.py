@@ -34,10 +34,10 @@ from ssenet.models.configured import load_cam_model
 from ssenet.multiscale import normalized_pixels
 from ssenet.pretrained import read_folder, save_folder
 from ssenet.runtime import select_device
+from ssenet.stages.layout import RunLayout
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 Result = TypeVar("Result")
-RUN_CONFIG, RUN_CLASSES = "config.yaml", "classes.txt"  # what `ssenet run` keeps in a run folder
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _each(
 def _run_config(run_dir: Path, config: Config | str | os.PathLike | None) -> Config:
     if isinstance(config, Config):
         return config
-    path = Path(config) if config is not None else run_dir / RUN_CONFIG
+    path = Path(config) if config is not None else RunLayout(run_dir).config
     if not path.is_file():
         raise SsenetError(f"{path}: no config for this run folder; pass config= (a YAML file)")
     return load_config(path)
@@ -88,7 +88,7 @@ def _run_config(run_dir: Path, config: Config | str | os.PathLike | None) -> Con
 def _run_classes(run_dir: Path, names: Sequence[str] | None) -> list[str]:
     if names is not None:
         return list(names)
-    path = run_dir / RUN_CLASSES
+    path = RunLayout(run_dir).classes
     if not path.is_file():
         raise SsenetError(f"{path}: no class names for this run folder; pass class_names=")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -125,7 +125,7 @@ class TrainedNetwork:
         run_dir = Path(run_dir)
         cfg = _run_config(run_dir, config)
         names = _run_classes(run_dir, class_names)
-        weights = run_dir / cls.stage / "model.pth"
+        weights = RunLayout(run_dir).weights(cls.stage)
         network = cls.load(cfg, weights, names)
         return cls(network.to(select_device(device)), names, cfg, weights)
 
@@ -261,6 +261,41 @@ class AffinityModel(TrainedNetwork):
         stride = self.config.model.output_stride
         features = self._features(result.image)
         return walk_label(result.cams, result.classes, features, self.config, stride)
+
+
+class BoundaryModel(TrainedNetwork):
+    """IRNet's trained class-boundary network: `model(images)` gives boundary maps,
+    `model.random_walk(result)` the IRNet pseudo label of a CamResult (the pipeline's irn_rw
+    stage, for one image)."""
+
+    stage, kind = "irn", "boundary"
+
+    @staticmethod
+    def load(cfg: Config, weights: Path, names: Sequence[str]) -> torch.nn.Module:
+        from ssenet.models.boundary import load_boundary_model
+
+        return load_boundary_model(cfg, weights, fold=False)
+
+    @torch.no_grad()
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """Boundary probabilities (ceil(H/4), ceil(W/4)) float32 in [0, 1] of one image or a
+        list, each with its mirror image as the reference: 1 where a class boundary is sure."""
+        return _each(images, lambda rgb: self._boundary(rgb).cpu().numpy())
+
+    def _boundary(self, rgb: np.ndarray) -> torch.Tensor:
+        from ssenet.models.boundary import boundary_maps
+
+        batch = torch.from_numpy(rgb)[None]
+        return boundary_maps(self.network, batch, self.config.irn.crop_size)[0]
+
+    @torch.no_grad()
+    def random_walk(self, result: CamResult) -> np.ndarray:
+        """The (H, W) uint8 IRNet pseudo label of one image's CAMs: 0 or one of its classes,
+        with the config's irn.* walk settings."""
+        from ssenet.irn import walk_label
+
+        return walk_label(result.cams, result.classes, self._boundary(result.image),
+                          self.config.irn)  # fmt: skip
 
 
 class Segmenter(TrainedNetwork):

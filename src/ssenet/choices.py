@@ -25,6 +25,7 @@ CHOICE_KEYS: dict[str, tuple] = {
     "cam.optimizer": OPTIMIZERS,
     "aff.optimizer": OPTIMIZERS,
     "seg.optimizer": OPTIMIZERS,
+    "irn.optimizer": OPTIMIZERS,
     "seg.head": SEG_HEADS,
     "crf.backend": CRF_BACKENDS,
     "rw.background": RW_BACKGROUNDS,

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
     demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="benchmark and training seed")
+    demo.add_argument(
+        "--refiner", choices=("affinity", "irn"), default="affinity",
+        help="irn: IRNet's refiner too, and DeepLab on its labels (default: affinity, the paper's)",
+    )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("make-benchmark", help="write the embedded benchmark (VOC layout)")
@@ -89,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_seg = sub.add_parser("train-seg", help="train DeepLab on pseudo labels")
     add_config_args(train_seg)
-    train_seg.add_argument("--labels", help="pseudo label PNGs (default: RUN/rw/labels)")
+    train_seg.add_argument(
+        "--labels", help="pseudo label PNGs (default: refine.method's, e.g. RUN/rw/labels)"
+    )
     train_seg.add_argument("--out", help="output directory (default: RUN/seg)")
 
     infer_seg = sub.add_parser("infer-seg", help="multi-scale DeepLab predictions as PNGs")
@@ -107,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="every stage in order into one run directory, resumable")
     add_config_args(run)
-    run.add_argument("--stages", help="comma-separated subset of cam,crf,aff,rw,seg")
+    run.add_argument(
+        "--stages", help="comma-separated subset of the config's stages (e.g. cam,crf,aff,rw,seg)"
+    )
     run.add_argument(
         "--dry-run", action="store_true", help="check data, lists, weights; plan; no training"
     )

@@ -32,7 +32,8 @@ def _load(args: argparse.Namespace):
 def cmd_demo(args: argparse.Namespace) -> int:
     from ssenet.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+             refiner=args.refiner)  # fmt: skip
     return 0
 
 
@@ -148,11 +149,12 @@ def cmd_random_walk(args: argparse.Namespace) -> int:
 
 
 def cmd_train_seg(args: argparse.Namespace) -> int:
+    from ssenet.stages import pseudo_label_stage
     from ssenet.stages.s5_segmentation import train_seg
 
     cfg = _load(args)
     layout = _layout(cfg, args)
-    labels = Path(args.labels or layout.labels("rw"))
+    labels = Path(args.labels or layout.labels(pseudo_label_stage(cfg)))
     trained = train_seg(cfg, labels, Path(args.out or layout.stage("seg")), not args.no_progress)
     print(f"segmentation weights: {trained.weights}")
     return 0
@@ -196,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ssenet.stages import parse_stages
 
     cfg = _load(args)
-    stages = parse_stages(args.stages)
+    stages = parse_stages(args.stages, cfg)
     if args.dry_run:
         from ssenet.dryrun import SAMPLE_IMAGES, dry_run, format_report
 

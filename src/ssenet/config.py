@@ -225,11 +225,92 @@ class RandomWalkConfig:
 
 
 @dataclass
+class IrnConfig:
+    """IRNet's class-boundary refiner (refine.method irn): relation labels from the CAMs, the
+    boundary network trained on them, its random walk. Defaults: the public code's."""
+
+    # Sources are files of github.com/jiwoon-ahn/irn; ":N" is a line.
+    train_list: str | None = None
+    """Images the relation labels are made for and the boundary network learns from; unset:
+    data.train_list (IRNet's train_aug)."""
+    conf_fg_thres: float = 0.30  # run_sample.py:35
+    """Background score of the confident-foreground CRF labelling (IRNet's conf_fg_thres)."""
+    conf_bg_thres: float = 0.05  # run_sample.py:36
+    """Background score of the confident-background CRF labelling (IRNet's conf_bg_thres)."""
+    # misc/imutils.py:156-168, crf_inference_label: unary_from_labels(gt_prob), the kernels, t.
+    crf_gt_prob: float = 0.7
+    """The relation-label CRF's confidence in its input labels (pydensecrf unary_from_labels)."""
+    crf_iterations: int = 10
+    """Mean-field iterations of the relation-label CRF."""
+    crf_gaussian_sxy: float = 3.0
+    """Spatial standard deviation of the relation-label CRF's smoothness kernel."""
+    crf_gaussian_compat: float = 3.0
+    """Weight of the relation-label CRF's smoothness kernel."""
+    crf_bilateral_sxy: float = 50.0
+    """Spatial standard deviation of the relation-label CRF's appearance kernel."""
+    crf_bilateral_srgb: float = 5.0
+    """Colour standard deviation of the relation-label CRF's appearance kernel."""
+    crf_bilateral_compat: float = 10.0
+    """Weight of the relation-label CRF's appearance kernel."""
+    epochs: int = 3  # run_sample.py:42
+    """Training epochs of the boundary network."""
+    batch_size: int = 32  # run_sample.py:41
+    """Images per batch per process."""
+    lr: float = 0.1  # run_sample.py:43
+    """Base learning rate."""
+    weight_decay: float = 1e-4  # run_sample.py:44
+    """Weight decay (every boundary-branch parameter, biases included, as the reference)."""
+    # misc/torchutils.py:12 PolyOptimizer calls SGD(params, lr, weight_decay): the weight decay
+    # lands in SGD's momentum slot, as in psa's (see cam.optimizer).
+    optimizer: str = "psa_sgd"
+    """Optimizer: the reference's psa_sgd (momentum = weight_decay), sgd or adamw."""
+    momentum: float = 0.9
+    """SGD momentum, used by optimizer sgd."""
+    lr_power: float = 0.9  # misc/torchutils.py:11 (momentum=0.9) used as the power at :26
+    """Power of the poly learning-rate schedule."""
+    # train_irn.py:34: the boundary branch at 1x lr with weight decay; the backbone is frozen.
+    lr_multipliers: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    """lr multipliers of backbone weights and biases (frozen: unused), boundary weights, -."""
+    scale_range: tuple[float, float] = (0.5, 1.5)  # train_irn.py:25
+    """Training augmentation: random rescale by a factor in this range."""
+    crop_size: int = 512  # run_sample.py:40
+    """Side of the random training crop; inference pads smaller images to it (a multiple of
+    16)."""
+    hflip: bool = True  # train_irn.py:22
+    """Random horizontal flips in training."""
+    train_radius: int = 10  # train_irn.py:12, PathIndex(radius=10)
+    """Pixel pairs within this distance on the stride-4 grid are learned from."""
+    walk_radius: int = 5  # make_sem_seg_labels.py:41, propagate_to_edge(radius=5)
+    """Pairs within this distance on the stride-4 grid are connected in the walk."""
+    beta: float = 10.0  # run_sample.py:47
+    """Affinities are raised to this power before the walk."""
+    exp_times: int = 8  # run_sample.py:48
+    """The walk takes 2 ** exp_times steps."""
+    sem_seg_bg_thres: float = 0.25  # run_sample.py:52
+    """Background score against the walked CAMs, each divided by the image's largest."""
+    # The reference walks one image (and its flip) at a time.
+    infer_batch: int = 4
+    """Images per forward pass of the boundary network at inference (each with its flip)."""
+
+
+@dataclass
+class RefineConfig:
+    """Which refiners turn the CAMs into pseudo labels, and whose labels DeepLab learns from."""
+
+    # Checked against the stage registry when a run starts: a refiner is any registered one.
+    method: str = "affinity"
+    """The refiner whose pseudo labels the segmentation network learns from: affinity (CRF,
+    AffinityNet, random walk: the paper's) or irn (IRNet's class boundaries and random walk)."""
+    compare: tuple[str, ...] = ()
+    """Further refiners run and scored beside it on the same CAMs, e.g. [irn]."""
+
+
+@dataclass
 class SegConfig:
     """The segmentation network (DeepLab) trained on the pseudo labels."""
 
     train_list: str | None = None
-    """Images with random-walk labels to learn from; unset: data.train_list."""
+    """Images with pseudo labels (refine.method's) to learn from; unset: data.train_list."""
     head: str = "deeplabv2"
     """deeplabv2 (ASPP, rates 6/12/18/24) or deeplabv3 (torchvision's head)."""
     epochs: int = 20
@@ -301,6 +382,7 @@ NOT_TRAINING_KEYS = {
     "data": ("eval_guard", "mask_dir", "val_list", "infer_list"),
     "cam": ("alpha_sweep", "scale_sweep", "infer_scales", "infer_flip", "infer_batch", "alpha"),
     "seg": ("infer_scales", "infer_flip", "infer_batch", "crf"),
+    "irn": ("walk_radius", "beta", "exp_times", "sem_seg_bg_thres", "infer_batch"),
 }
 MAX_LOGT = 12  # random-walk steps 2^logt: 4096, 16x the reference's 256
 MAX_SCALES = 16  # inference scales of one image
@@ -322,6 +404,8 @@ class Config:
     crf: CrfConfig = field(default_factory=CrfConfig)
     aff: AffinityConfig = field(default_factory=AffinityConfig)
     rw: RandomWalkConfig = field(default_factory=RandomWalkConfig)
+    irn: IrnConfig = field(default_factory=IrnConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     seg: SegConfig = field(default_factory=SegConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -395,28 +479,36 @@ def load_config(
 # (keys, comparison, bound): every key's value, or every item of a tuple, must pass (`validate`;
 # the configuration reference lists them too).
 BOUNDS = (
-    ("cam.lr aff.lr seg.lr rw.beta", ">", 0),
+    ("cam.lr aff.lr seg.lr rw.beta irn.lr irn.beta", ">", 0),
+    ("irn.crf_gt_prob irn.crf_gaussian_sxy irn.crf_bilateral_sxy irn.crf_bilateral_srgb", ">", 0),
+    ("irn.scale_range", ">", 0),
     ("cam.infer_scales cam.scale_sweep seg.infer_scales", ">", 0),
     ("cam.weight_decay aff.weight_decay seg.weight_decay cam.eta cam.alpha rw.logt", ">=", 0),
-    ("cam.alpha", "<=", 1),
+    ("irn.weight_decay irn.exp_times irn.crf_iterations irn.conf_fg_thres", ">=", 0),
+    ("irn.conf_bg_thres irn.sem_seg_bg_thres", ">=", 0),
+    ("cam.alpha irn.conf_fg_thres irn.conf_bg_thres", "<=", 1),
+    ("irn.crf_gt_prob", "<", 1),  # 1 gives the other labels zero probability: an infinite energy
     ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
     ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
     ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
+    ("irn.epochs irn.batch_size irn.crop_size irn.infer_batch", ">=", 1),
+    ("irn.train_radius irn.walk_radius", ">=", 2),  # radius 1 has no pairs
     ("run.num_workers", ">=", 0),
     ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
     # Upper bounds far above every published setting (scales to 2, radius 5, 2^8 walk steps,
     # width 1, crops of 448-512), each where the next step up is an out-of-memory error or
     # an hours-long hang rather than an experiment (a shared config may hold any value).
     ("cam.infer_scales cam.scale_sweep seg.infer_scales model.input_scale", "<=", 4),
-    ("rw.logt", "<=", MAX_LOGT),  # 2^logt sparse products per image
-    ("rw.radius aff.radius", "<=", 24),
+    ("rw.logt irn.exp_times", "<=", MAX_LOGT),  # 2^logt sparse products per image
+    ("rw.radius aff.radius irn.train_radius irn.walk_radius", "<=", 24),
+    ("irn.scale_range", "<=", 4),
     ("model.width", "<=", 4),
     ("model.head_channels", "<=", 4096),
-    ("cam.crop_size aff.crop_size seg.crop_size", "<=", 2048),
+    ("cam.crop_size aff.crop_size seg.crop_size irn.crop_size", "<=", 2048),
     ("cam.resize_long", "<=", 4096),
 )
 COMPARISONS = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
-               "<=": (operator.le, "at most")}  # fmt: skip
+               "<=": (operator.le, "at most"), "<": (operator.lt, "less than")}  # fmt: skip
 
 
 def validate(config: Config) -> None:
@@ -459,7 +551,7 @@ def validate(config: Config) -> None:
         raise SsenetError(
             f"config key model.input_scale: must be positive, got {config.model.input_scale}"
         )
-    for section in ("cam", "aff", "seg"):
+    for section in ("cam", "aff", "seg", "irn"):
         if min(getattr(config, section).lr_multipliers) < 0:
             raise SsenetError(f"config key {section}.lr_multipliers: must not be negative")
     if cam.resize_long[0] > cam.resize_long[1]:
@@ -475,6 +567,7 @@ def validate(config: Config) -> None:
             f"config key aff.resize_long: every value must be at most 4096, "
             f"got {list(config.aff.resize_long)}"
         )
+    _validate_irn(config.irn)
     if config.data.kind == "folder" and not config.data.label_file:
         raise SsenetError("config key data.label_file: required when data.kind is folder")
     held_out = config.data.held_out
@@ -484,6 +577,29 @@ def validate(config: Config) -> None:
         raise SsenetError(
             f"config key data.held_out: splits folder data only; {config.data.kind} data have "
             "their own held-out list (data.val_list)"
+        )
+
+
+def _validate_irn(irn: IrnConfig) -> None:
+    # The boundary network's deepest features are at stride 16; a crop of whole cells keeps the
+    # upsampled levels aligned with the stride-4 grid the labels are taken on.
+    if irn.crop_size % 16:
+        raise SsenetError(
+            f"config key irn.crop_size: must be a multiple of 16, got {irn.crop_size}"
+        )
+    cells, margin = irn.crop_size // 4, irn.train_radius - 1
+    if cells <= 2 * margin:  # the training pairs' sources lie `margin` cells inside the crop
+        raise SsenetError(
+            f"config key irn.train_radius: {irn.train_radius} leaves no training pair on the "
+            f"{cells}x{cells}-cell grid of irn.crop_size {irn.crop_size}; use a radius under "
+            f"{cells // 2 + 1} or a larger crop"
+        )
+    if irn.scale_range[0] > irn.scale_range[1]:
+        raise SsenetError(f"config key irn.scale_range: {list(irn.scale_range)} is not increasing")
+    if irn.conf_bg_thres > irn.conf_fg_thres:  # sure background needs the lower threshold
+        raise SsenetError(
+            f"config key irn.conf_bg_thres: {irn.conf_bg_thres} is above irn.conf_fg_thres "
+            f"{irn.conf_fg_thres}; the confident background uses the lower background score"
         )
 
 

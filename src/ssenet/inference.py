@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ssenet.config import Config
 from ssenet.data.datasets import ImageListDataset, SegmentationDataset, image_size
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.progress import progress_bar
+from ssenet.runtime import select_device, set_threads
 from ssenet.runtime import shard as take_shard
 
 Batch = list[tuple[str, torch.Tensor, np.ndarray]]
@@ -166,3 +167,21 @@ def work_batches(
     return resumable_batches(
         work.dataset, work.ids, work.todo, batch_size, cfg.run.num_workers, progress, desc
     )
+
+
+def run_crf_jobs(cfg: Config, jobs: Dataset, desc: str, progress: bool) -> None:
+    """Run per-image CRF jobs: `jobs` is a Dataset whose item does one image's work, with the
+    resolved CRF `backend` and a `device` attribute. They are spread over `run.crf_workers`
+    (default `run.num_workers`) DataLoader processes with one torch thread each (pydensecrf uses
+    one core per CRF whatever the thread setting); a CUDA torch backend runs in this process,
+    on `jobs.device`, instead (CUDA does not survive fork)."""
+    workers = cfg.run.num_workers if cfg.run.crf_workers is None else cfg.run.crf_workers
+    if jobs.backend == "torch":
+        device = select_device(cfg.run.device)
+        if device.type == "cuda":
+            jobs.device, workers = device, 0
+    set_threads(cfg.run.threads)
+    # batch_size=None hands over one id at a time.
+    loader = DataLoader(jobs, batch_size=None, num_workers=min(workers, len(jobs)))
+    for _ in progress_bar(loader, total=len(jobs), desc=desc, enabled=progress):
+        pass

@@ -13,7 +13,7 @@ from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.fileio import remove_stale_temporaries, run_lock, write_json, write_text_atomic
 from ssenet.runtime import is_main_rank, join_ranks, rank_shard
-from ssenet.stages import STAGES, RunLayout, stage_lists
+from ssenet.stages import STAGES, RunLayout, active_stages, stage_lists
 from ssenet.stages.common import (
     check_pseudo_label_scoring,
     gt_dir,
@@ -76,7 +76,8 @@ def run_pipeline(
     progress: bool = True,
     seconds: dict[str, float] | None = None,
 ) -> dict:
-    """Run the stages in order into `run_dir`; finished work is skipped, so a rerun resumes.
+    """Run the stages in order into `run_dir` (default: every stage of the config's run, see
+    `ssenet.stages.active_stages`); finished work is skipped, so a rerun resumes.
 
     Every scored stage's mIoU / mFN / mFP, or why it has none ("no ground truth: not scored"),
     lands in `run_dir/eval/results.json`. When given, `seconds` receives each stage's wall time
@@ -104,7 +105,7 @@ def _run_stages(
     sync_ranks()
     results_path = layout.results
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for name in stages or list(STAGES):
+    for name in stages or active_stages(cfg):
         start = time.perf_counter()
         metrics = STAGES[name].run(cfg, layout, progress)
         if seconds is not None:

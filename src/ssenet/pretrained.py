@@ -1,6 +1,7 @@
 """Trained networks as shareable folders: `model.safetensors` plus a small `config.json`.
 
-A folder holds one network (the CAM network, AffinityNet or the segmentation network) with what
+A folder holds one network (the CAM network, AffinityNet, IRNet's boundary network or the
+segmentation network) with what
 it takes to rebuild it without the run it came from: the backbone and head settings, the class
 names, the input normalisation and the inference settings. Reading one never unpickles
 (safetensors holds tensors only) and never downloads: a path that is not such a folder is an
@@ -37,8 +38,11 @@ KIND_KEYS = {
     "affinity": "cam.alpha rw.beta rw.logt rw.radius rw.background rw.bg_power "
     "rw.reference_border",
     "segmentation": "seg.head seg.infer_scales seg.infer_flip",
+    "boundary": "irn.crop_size irn.train_radius irn.walk_radius irn.beta irn.exp_times "
+    "irn.sem_seg_bg_thres",
 }
-READERS = {"cam": "CamModel", "affinity": "AffinityModel", "segmentation": "Segmenter"}
+READERS = {"cam": "CamModel", "affinity": "AffinityModel", "segmentation": "Segmenter",
+           "boundary": "BoundaryModel"}  # fmt: skip
 _NOT_SAVED = ("weights", "pretrained")  # model keys about the ImageNet start, not the network
 
 

@@ -102,6 +102,18 @@ def _offset_slices(dy: int, dx: int, height: int, width: int) -> tuple | None:
     return (slice(0, height - dy), slice(x0, x1)), (slice(dy, height), slice(x0 + dx, x1 + dx))
 
 
+def pairs_on_grid(radius: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(P, h, w) True where the pair (p, p + offset) of each `affinity_pairs` offset has both
+    ends on the grid, stored at its source p."""
+    valid = torch.zeros(len(affinity_pairs(radius)), height, width, dtype=torch.bool,
+                        device=device)  # fmt: skip
+    for k, (dy, dx) in enumerate(affinity_pairs(radius)):
+        where = _offset_slices(dy, dx, height, width)
+        if where is not None:
+            valid[k][where[0]] = True
+    return valid
+
+
 def _pair_maps(
     features: torch.Tensor, radius: int, beta: float, reference_border: bool
 ) -> torch.Tensor:
@@ -109,7 +121,7 @@ def _pair_maps(
     dim, height, width = features.shape
     offsets = [_offset_slices(dy, dx, height, width) for dy, dx in affinity_pairs(radius)]
     dist = features.new_zeros(len(offsets), height, width)
-    valid = torch.zeros(dist.shape, dtype=torch.bool, device=features.device)
+    valid = pairs_on_grid(radius, height, width, features.device)
     # A few channels at a time, so the differences stay in cache and memory stays O(N).
     step = max(1, _CHUNK // (height * width))
     for start in range(0, dim, step):
@@ -118,7 +130,6 @@ def _pair_maps(
             if where is not None:
                 (sy, sx), (ty, tx) = where
                 dist[k, sy, sx] += (part[:, sy, sx] - part[:, ty, tx]).abs_().sum(0)
-                valid[k, sy, sx] = True
     if reference_border:
         valid &= _source_mask(height, width, radius, features.device)
     maps = torch.exp(dist.mul_(-1.0 / dim)) ** beta
@@ -126,11 +137,11 @@ def _pair_maps(
 
 
 def _column_weights(
-    features: torch.Tensor, radius: int, beta: float, reference_border: bool
+    pair: torch.Tensor, radius: int
 ) -> tuple[list[tuple[int, int]], torch.Tensor]:
-    """Offsets q sorted by (dy, dx) and G (Q, h, w) with G[q][j] = A[j + q, j]."""
-    pair = _pair_maps(features, radius, beta, reference_border)
-    height, width = features.shape[1:]
+    """Offsets q sorted by (dy, dx) and G (Q, h, w) with G[q][j] = A[j + q, j], from the pair
+    maps A (P, h, w) of `_pair_maps`."""
+    height, width = pair.shape[1:]
     offsets = affinity_pairs(radius)
     order = sorted([(0, 0), *offsets, *[(-dy, -dx) for dy, dx in offsets]])
     slot = {q: i for i, q in enumerate(order)}
@@ -145,12 +156,11 @@ def _column_weights(
     return order, weights
 
 
-def _walk_matrix(
-    features: torch.Tensor, radius: int, beta: float, reference_border: bool
-) -> torch.Tensor:
-    """T transposed as an (N, N) CSR matrix: row j holds T[i, j] = A[i, j] / sum_i A[i, j]."""
-    offsets, weights = _column_weights(features, radius, beta, reference_border)
-    height, width = features.shape[1:]
+def _walk_matrix(pair: torch.Tensor, radius: int) -> torch.Tensor:
+    """T transposed as an (N, N) CSR matrix: row j holds T[i, j] = A[i, j] / sum_i A[i, j], from
+    the pair maps A (P, h, w) (zero where a pair leaves the grid)."""
+    offsets, weights = _column_weights(pair, radius)
+    height, width = pair.shape[1:]
     n = height * width
     weights /= weights.sum(0, keepdim=True)
     # (N, Q), row j = column j of T; contiguous so that the masks below make no copies.
@@ -159,7 +169,7 @@ def _walk_matrix(
     # (off the grid, or underflowed a**beta) are simply not stored.
     keep = weights > 0
     index = torch.int32 if n * len(offsets) < 2**31 else torch.int64
-    device = features.device
+    device = pair.device
     flat = torch.tensor([dy * width + dx for dy, dx in offsets], dtype=index, device=device)
     targets = torch.arange(n, dtype=index, device=device)[:, None] + flat
     counts = keep.sum(1, dtype=index).cumsum(0, dtype=index)
@@ -187,7 +197,8 @@ def transition_matrix(
     _check_grid("features", features, "D")
     _check_walk(radius, beta, 0)
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
-    return _walk_matrix(features.to(dtype), radius, beta, reference_border).t()
+    pair = _pair_maps(features.to(dtype), radius, beta, reference_border)
+    return _walk_matrix(pair, radius).t()
 
 
 @torch.no_grad()
@@ -211,10 +222,39 @@ def random_walk(
     every pair on the grid.
     """
     dtype = _check_inputs(scores, features, radius, beta, logt, dtype)
-    channels, height, width = scores.shape
     features = features.to(device=scores.device, dtype=dtype)
-    walk = _walk_matrix(features, radius, beta, reference_border)
-    state = scores.to(dtype).reshape(channels, -1).T.contiguous()  # (N, C): out^T = T^T x^T
+    return _walk(scores.to(dtype), _pair_maps(features, radius, beta, reference_border), radius,
+                 logt)  # fmt: skip
+
+
+@torch.no_grad()
+def random_walk_affinities(
+    scores: torch.Tensor, affinities: torch.Tensor, radius: int, beta: float, logt: int
+) -> torch.Tensor:
+    """`random_walk` with the pair affinities given instead of computed from features:
+    `affinities` (P, h, w) holds a(p, p + offset) in [0, 1] at the source p for each offset of
+    `affinity_pairs(radius)` (IRNet's come from its boundary map); pairs off the grid are left
+    out whatever they hold. Same walk: A = a ** beta with a_ii = 1, columns normalised,
+    `scores @ T^(2^logt)`, sparse, in float32 (float64 scores: float64)."""
+    _check_grid("scores", scores, "C")
+    _check_walk(radius, beta, logt)
+    count = len(affinity_pairs(radius))
+    if tuple(affinities.shape) != (count, *scores.shape[1:]):
+        raise SsenetError(
+            f"random walk: affinities must be ({count}, h, w) for radius {radius} on the scores' "
+            f"grid {tuple(scores.shape[1:])}, got {tuple(affinities.shape)}"
+        )
+    dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    pair = affinities.to(device=scores.device, dtype=dtype).clamp(0.0, 1.0) ** beta
+    pair = pair.masked_fill_(~pairs_on_grid(radius, *scores.shape[1:], scores.device), 0.0)
+    return _walk(scores.to(dtype), pair, radius, logt)
+
+
+def _walk(scores: torch.Tensor, pair: torch.Tensor, radius: int, logt: int) -> torch.Tensor:
+    """`scores @ T^(2^logt)` for the pair maps `pair` (P, h, w), as 2^logt sparse products."""
+    channels, height, width = scores.shape
+    walk = _walk_matrix(pair, radius)
+    state = scores.reshape(channels, -1).T.contiguous()  # (N, C): out^T = T^T x^T
     for _ in range(2 ** int(logt)):
         state = torch.sparse.mm(walk, state)
     return state.T.reshape(channels, height, width).contiguous()

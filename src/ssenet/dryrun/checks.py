@@ -24,6 +24,7 @@ from ssenet.dryrun.memory import on_meta
 from ssenet.dryrun.report import DryRunReport
 from ssenet.errors import SsenetError
 from ssenet.models import build_backbone, load_weights
+from ssenet.stages import STAGES, stage_lists
 from ssenet.stages.common import (
     NOT_SCORED,
     check_pseudo_label_scoring,
@@ -190,18 +191,13 @@ def check_weights(cfg: Config, report: DryRunReport) -> None:
 
 
 def check_sections(cfg: Config, stages: Sequence[str], report: DryRunReport) -> None:
-    """Settings that `validate` leaves to each stage, checked up front."""
-    if "seg" in stages:
-        low, high = cfg.seg.scale_range
-        if not 0 < low <= high:
-            report.errors.append(f"config key seg.scale_range: need 0 < low <= high, "
-                                 f"got {[low, high]}")
-        from ssenet.stages.s5_segmentation import pooling_batch_error
-
-        error = pooling_batch_error(cfg.seg, report.world_size)
-        if error:
-            report.errors.append(error)
-    if set(stages) & {"cam", "crf", "rw"}:
+    """Settings that `validate` leaves to each stage (its `Stage.check`), checked up front, and
+    the evaluation guard when a stage scores pseudo labels."""
+    for stage in stages:
+        if STAGES[stage].check is not None:
+            report.errors += STAGES[stage].check(cfg, report.world_size)
+    plan = stage_lists(cfg, stages)
+    if any(cfg.data.infer_list in spec.get("score", []) for spec in plan.values()):
         try:
             check_pseudo_label_scoring(cfg)
         except SsenetError as err:

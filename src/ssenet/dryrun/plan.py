@@ -1,8 +1,9 @@
 """The dry run's plan: per stage, the images, batch, steps and GPU memory of each step.
 
 A training step gets steps per epoch and in total per GPU for the world size; an inference step
-its passes per image. Every step the stage runs on the GPU gets a memory estimate. Each stage has
-one planner (`STAGE_PLANS`), which reads one `PlanInputs` and returns the stage's rows.
+its passes per image. Every step the stage runs on the GPU gets a memory estimate. Each stage
+brings its planner (`Stage.plan` in its module), which reads one `PlanInputs` and returns the
+stage's rows; a stage without one gets its lists and image counts.
 """
 
 from __future__ import annotations
@@ -10,19 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ssenet.config import AffinityConfig, CamConfig, Config, SegConfig
+from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.dryrun.memory import MemoryEstimate
 from ssenet.dryrun.report import DryRunReport, PlanRow
-from ssenet.dryrun.stage_memory import (
-    aff_train_memory,
-    cam_infer_memory,
-    cam_train_memory,
-    rw_infer_memory,
-    seg_infer_memory,
-    seg_train_memory,
-)
 from ssenet.errors import SsenetError
 from ssenet.stages import STAGES, stage_lists
 
@@ -65,11 +59,9 @@ class PlanInputs:
                 f"{what}: no memory estimate ({type(err).__name__}: {err})")
         return None
 
-    def train_row(
-        self, stage: str, section: CamConfig | AffinityConfig | SegConfig,
-        memory: MemoryEstimate | None,
-    ) -> PlanRow:
-        """The training step: its steps per epoch on each GPU of the world size."""
+    def train_row(self, stage: str, section: Any, memory: MemoryEstimate | None) -> PlanRow:
+        """The training step: its steps per epoch on each GPU of the world size (`section`: the
+        stage's config section, with batch_size and epochs)."""
         lists = self.lists["train"]
         images = self.images(lists)
         steps = None if images is None else steps_per_epoch(
@@ -86,58 +78,30 @@ class PlanInputs:
         return PlanRow(stage, "infer", lists, self.images(lists), batch, memory=memory,
                        note=note, device=device)
 
+    def crf_row(self, stage: str, what: str) -> PlanRow:
+        """The row of a stage of per-image CRFs, placed as `ssenet.inference.run_crf_jobs`
+        places them: pydensecrf on the CPU in crf_workers processes; the torch backend on the
+        GPU in one process when run.device gives a GPU."""
+        from ssenet.crf import resolve_backend
 
-def _infer_batch(section: CamConfig | SegConfig) -> str:
-    """Images per forward pass; the flipped copies double them."""
-    return f"{section.infer_batch} x2 flip" if section.infer_flip else str(section.infer_batch)
+        run = self.cfg.run
+        workers = run.num_workers if run.crf_workers is None else run.crf_workers
+        try:
+            backend = resolve_backend(self.cfg.crf.backend)
+        except SsenetError as err:
+            self.report.errors.append(str(err))
+            backend = self.cfg.crf.backend
+        on_cpu = f"on the CPU, {workers} worker process(es)"
+        if backend == "torch" and run.device not in ("cpu", "mps"):
+            note = f"{what} (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
+            return self.infer_row(stage, "1", None, note)
+        return self.infer_row(stage, "1", None, f"{what} ({backend}) {on_cpu}", device="CPU")
 
-
-def _cam_rows(s: PlanInputs) -> list[PlanRow]:
-    cfg, foreground = s.cfg, s.classes - 1
-    train = s.estimate("cam training", lambda: cam_train_memory(cfg, foreground))
-    infer = s.estimate("cam inference", lambda: cam_infer_memory(cfg, foreground, s.size))
-    return [s.train_row("cam", cfg.cam, train),
-            s.infer_row("cam", _infer_batch(cfg.cam), infer,
-                        f"{len(cfg.cam.infer_scales)} scales")]
-
-
-def _crf_rows(s: PlanInputs) -> list[PlanRow]:
-    """Where the CRF runs, as `s2_crf` decides: pydensecrf on the CPU in crf_workers processes;
-    the torch backend on the GPU in one process when run.device gives a GPU."""
-    from ssenet.crf import resolve_backend
-
-    run = s.cfg.run
-    workers = run.num_workers if run.crf_workers is None else run.crf_workers
-    try:
-        backend = resolve_backend(s.cfg.crf.backend)
-    except SsenetError as err:
-        s.report.errors.append(str(err))
-        backend = s.cfg.crf.backend
-    on_cpu = f"on the CPU, {workers} worker process(es)"
-    if backend == "torch" and run.device not in ("cpu", "mps"):
-        note = f"dense CRF (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
-        return [s.infer_row("crf", "1", None, note)]
-    return [s.infer_row("crf", "1", None, f"dense CRF ({backend}) {on_cpu}", device="CPU")]
-
-
-def _aff_rows(s: PlanInputs) -> list[PlanRow]:
-    train = s.estimate("aff training", lambda: aff_train_memory(s.cfg))
-    return [s.train_row("aff", s.cfg.aff, train)]
-
-
-def _rw_rows(s: PlanInputs) -> list[PlanRow]:
-    infer = s.estimate("rw inference", lambda: rw_infer_memory(s.cfg, s.size))
-    return [s.infer_row("rw", str(s.cfg.cam.infer_batch), infer,
-                        f"{2 ** s.cfg.rw.logt} walk steps")]  # fmt: skip
-
-
-def _seg_rows(s: PlanInputs) -> list[PlanRow]:
-    cfg = s.cfg
-    train = s.estimate("seg training", lambda: seg_train_memory(cfg, s.classes))
-    infer = s.estimate("seg inference", lambda: seg_infer_memory(cfg, s.classes, s.size))
-    return [s.train_row("seg", cfg.seg, train),
-            s.infer_row("seg", _infer_batch(cfg.seg), infer,
-                        f"{len(cfg.seg.infer_scales)} scales")]
+    @staticmethod
+    def flip_batch(section: Any) -> str:
+        """Images per forward pass of an inference section; the flipped copies double them."""
+        batch = section.infer_batch
+        return f"{batch} x2 flip" if section.infer_flip else str(batch)
 
 
 def generic_rows(s: PlanInputs) -> list[PlanRow]:
@@ -145,16 +109,6 @@ def generic_rows(s: PlanInputs) -> list[PlanRow]:
     name = s.stage
     return [PlanRow(name, use, names, s.images(names), "-") for use, names in s.lists.items()
             if use != "score"]  # fmt: skip
-
-
-# The built-in stages' planners; a registered stage may bring its own (`Stage.plan`).
-STAGE_PLANS: dict[str, Callable[[PlanInputs], list[PlanRow]]] = {
-    "cam": _cam_rows,
-    "crf": _crf_rows,
-    "aff": _aff_rows,
-    "rw": _rw_rows,
-    "seg": _seg_rows,
-}
 
 
 def plan_rows(
@@ -167,13 +121,13 @@ def plan_rows(
     classes = first.num_classes if first is not None else 21
     for stage in stages:
         inputs = PlanInputs(cfg, stage, lists[stage], datasets, size, classes, report)
-        planner = STAGES[stage].plan or STAGE_PLANS.get(stage, generic_rows)
-        report.rows += planner(inputs)
+        report.rows += (STAGES[stage].plan or generic_rows)(inputs)
     for row in report.rows:
         if row.step == "train" and row.images and row.steps_per_epoch == 0:
+            key = f"{STAGES[row.stage].section or row.stage}.batch_size"
             report.errors.append(
                 f"{row.stage} training: {row.images} images over {report.world_size} GPU(s) "
-                f"give no full batch of {row.batch}; lower {row.stage}.batch_size"
+                f"give no full batch of {row.batch}; lower {key}"
             )
 
 
@@ -182,11 +136,13 @@ def world_warnings(cfg: Config, stages: Sequence[str], report: DryRunReport) -> 
     world = report.world_size
     if world <= 1:
         return
-    for stage in ("cam", "aff", "seg"):
-        if stage in stages:
-            batch = getattr(cfg, stage).batch_size
-            report.warnings.append(
-                f"{stage}: {stage}.batch_size is per GPU: the global batch is {batch} x {world} = "
-                f"{batch * world} and the learning rate is not scaled; set {stage}.batch_size to "
-                "the paper's batch / world size to keep its schedule"
-            )
+    for stage in stages:
+        section = STAGES[stage].section
+        if not section or STAGES[stage].trains_on is None:
+            continue
+        batch = getattr(cfg, section).batch_size
+        report.warnings.append(
+            f"{stage}: {section}.batch_size is per GPU: the global batch is {batch} x {world} = "
+            f"{batch * world} and the learning rate is not scaled; set {section}.batch_size to "
+            "the paper's batch / world size to keep its schedule"
+        )

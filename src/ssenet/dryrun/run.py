@@ -26,7 +26,7 @@ from ssenet.dryrun.checks import (
 from ssenet.dryrun.plan import plan_rows, world_warnings
 from ssenet.dryrun.report import DryRunReport
 from ssenet.errors import SsenetError
-from ssenet.stages import STAGES, stage_lists
+from ssenet.stages import active_stages, stage_lists
 
 SAMPLE_IMAGES = 20
 
@@ -47,14 +47,15 @@ def dry_run(
     config_name: str = "",
 ) -> DryRunReport:
     """Check everything a run of `stages` needs and plan it; nothing is trained or written."""
-    stages = list(stages or STAGES)
     world = world_size or default_world_size()
-    report = DryRunReport(config_name, stages, world)
+    report = DryRunReport(config_name, list(stages or []), world)
     try:
         validate(cfg)  # `cfg` may be built in code; the plan below assumes a valid config
+        stages = list(stages or active_stages(cfg))  # an unknown refiner is a config error
     except SsenetError as err:
         report.errors.append(str(err))
         return report
+    report.stages = stages
     report.checks.append(
         f"config: valid; backbone {cfg.model.backbone} (width {cfg.model.width}, output stride "
         f"{cfg.model.output_stride}), CAM method {cfg.cam.method}"

@@ -14,15 +14,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Backbone(nn.Module):
-    """Features at `stride` with `out_channels`; `feature_levels` gives three depths (AffinityNet).
+    """Features at `stride` with `out_channels`; `feature_levels` gives three depths (AffinityNet),
+    `pyramid` every depth from stride 4 at its own resolution (IRNet's boundary network).
 
     Subclasses build their layers, then call `apply_freezing()`, and implement `feature_levels`
-    (the last level is the output of `forward`).
+    (the last level is the output of `forward`) and `pyramid`.
     """
 
     out_channels: int
     level_channels: tuple[int, int, int]
     stride: int
+    pyramid_channels: tuple[int, ...] = ()
+    pyramid_strides: tuple[int, ...] = ()  # the first is 4
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -52,6 +55,10 @@ class Backbone(nn.Module):
         return self
 
     def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of increasing depth, at `pyramid_strides` with `pyramid_channels`."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -82,6 +82,8 @@ class EfficientNetLite0(Backbone):
         self.level_channels = tuple(self.net.feature_info.channels())
         self.out_channels = self.level_channels[-1]
         self.stride = output_stride
+        self.pyramid_channels = self.level_channels
+        self.pyramid_strides = (4, 8, output_stride)
         self.apply_freezing()
 
     def load_packaged_weights(self) -> None:
@@ -103,6 +105,9 @@ class EfficientNetLite0(Backbone):
 
     def early_modules(self) -> list[nn.Module]:
         return [self.net.conv_stem, self.net.bn1, self.net.blocks[0], self.net.blocks[1]]
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(x)
 
     def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         levels = self.net(x)

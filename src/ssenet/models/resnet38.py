@@ -84,6 +84,8 @@ class ResNet38(Backbone):
         self.out_channels = c[4096]
         self.level_channels = (c[512], c[1024], c[4096])
         self.stride = 8
+        self.pyramid_channels = (c[256], *self.level_channels)
+        self.pyramid_strides = (4, 8, 8, 8)
         self.apply_freezing()
 
     def _stage(self, name, blocks, cin, mid, cout, stride, dilation=1, first_dilation=None):
@@ -96,14 +98,22 @@ class ResNet38(Backbone):
         return [self.conv1a, self.b2, self.b2_1, self.b2_2]
 
     def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._depths(x)[1:]
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._depths(x)
+
+    def _depths(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The normalised inputs of b4 (stride 4), b5 and b6 and the final map (stride 8)."""
         x = self.conv1a(x)
-        for name in ("b2", "b2_1", "b2_2", "b3", "b3_1", "b3_2", "b4", "b4_1", "b4_2", "b4_3"):
+        for name in ("b2", "b2_1", "b2_2", "b3", "b3_1", "b3_2"):
             x, _ = getattr(self, name)(x)
-        x, _ = self.b4_4(x)
-        x, _ = self.b4_5(x)
+        x, stride4 = self.b4(x)
+        for name in ("b4_1", "b4_2", "b4_3", "b4_4", "b4_5"):
+            x, _ = getattr(self, name)(x)
         x, level1 = self.b5(x)
         x, _ = self.b5_1(x)
         x, _ = self.b5_2(x)
         x, level2 = self.b6(x)
         x, _ = self.b7(x)
-        return [level1, level2, F.relu(self.bn7(x))]
+        return [stride4, level1, level2, F.relu(self.bn7(x))]

@@ -28,10 +28,33 @@ class TorchvisionResNet(Backbone):
         self.out_channels = 2048
         self.level_channels = (512, 1024, 2048)
         self.stride = output_stride
+        self.pyramid_channels = (64, 256, 512, 1024, 2048)
+        strides = [4, 4]  # the stem (after max pooling) and layer1
+        for dilated in DILATION[output_stride]:  # layer2..layer4
+            strides.append(strides[-1] * (1 if dilated else 2))
+        self.pyramid_strides = tuple(strides)
         self.apply_freezing()
+
+    def undilated_last_stride(self) -> None:
+        """layer4 at its input's stride with no dilation: IRNet's ResNet-50 (strides 2, 2, 2, 1,
+        dilations 1) on a network built at output stride 32."""
+        if self.stride != 32:
+            raise SsenetError("undilated_last_stride: build the network at output stride 32")
+        first = self.layer4[0]
+        first.conv2.stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
+        self.stride = 16
+        self.pyramid_strides = (*self.pyramid_strides[:-1], 16)
 
     def early_modules(self) -> list[nn.Module]:
         return [self.conv1, self.bn1, self.layer1]
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        levels = [stem]
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            levels.append(layer(levels[-1]))
+        return levels
 
     def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))

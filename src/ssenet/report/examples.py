@@ -28,8 +28,8 @@ def label_cell(files: ReportFiles, path: Path, name: str, caption: str) -> str:
 
 def pseudo_label_stages(cfg: Config) -> list[tuple[str, str]]:
     """(name, title) of the stages whose labels of the scored list are pseudo labels."""
-    return [(s.name, s.title) for s in scored_stages()
-            if cfg.data.infer_list in s.lists(cfg).get("score", [])]  # fmt: skip
+    return [(s.name, s.title) for s in scored_stages(cfg)
+            if cfg.data.infer_list in s.scores(cfg)]  # fmt: skip
 
 
 def method_row(

@@ -17,6 +17,7 @@ from ssenet.progress import progress_bar
 from ssenet.report.rundata import RunData
 from ssenet.runtime import memory_format, select_device
 from ssenet.segmentation import multiscale_probs
+from ssenet.stages.layout import RunLayout
 
 CAM_SCALES = (0.5, 1.0, 1.5, 2.0)
 
@@ -46,7 +47,7 @@ def run_model(
     run: RunData, stage: str, load: Callable, num_classes: int, what: str
 ) -> tuple[torch.nn.Module | None, str | None]:
     """The run's trained `stage/model.pth` ready for inference, or None and why not."""
-    weights = run.run_dir / stage / "model.pth"
+    weights = RunLayout(run.run_dir).weights(stage)
     if not weights.is_file():
         return None, f"no {what} model"
     try:

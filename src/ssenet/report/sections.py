@@ -17,21 +17,21 @@ from ssenet.stages import STAGES, scored_stages
 from ssenet.stages.common import NOT_SCORED
 
 
-def _scored() -> list[tuple[str, str]]:
-    """(name, title) of the scored stages, from the registry."""
-    return [(stage.name, stage.title) for stage in scored_stages()]
+def _scored(runs: list[RunData]) -> list[tuple[str, str]]:
+    """(name, title) of the scored stages any of the runs has, from the registry."""
+    return [(stage.name, stage.title) for stage in scored_stages(*(run.cfg for run in runs))]
 
 
 def summary_section(runs: list[RunData]) -> str:
     """Table 1 / Table 3: mIoU, mFN, mFP of every stage, best alpha, classifier mAP."""
     header = ["method"]
-    for _, title in _scored():
+    for _, title in _scored(runs):
         header += [f"{title} mIoU", "mFN", "mFP"]
     header += ["best &alpha;", "mIoU @best", "cls mAP", "prior mAP", "cls mean F1"]
     rows = []
     for run in runs:
         row = [esc(run.name)]
-        for stage, _ in _scored():
+        for stage, _ in _scored(runs):
             m = run.stage(stage)
             if m is None:
                 row += [NOT_RUN, "", ""]
@@ -49,7 +49,7 @@ def summary_section(runs: list[RunData]) -> str:
     lists = "; ".join(
         f"{esc(run.name)} {stage}: {esc(m['list'])}"
         for run in runs
-        for stage, _ in _scored()
+        for stage, _ in _scored(runs)
         if (m := run.evals.get(stage)) and "list" in m
     )
     text = (
@@ -70,7 +70,7 @@ def per_class_section(runs: list[RunData], class_names: Sequence[str]) -> str:
     columns = [
         (run, stage, run.evals[stage]["iou"])
         for run in runs
-        for stage, _ in _scored()
+        for stage, _ in _scored(runs)
         if run.evals.get(stage) and isinstance(run.evals[stage].get("iou"), list)
     ]
     unscored = _unscored(runs)
@@ -94,7 +94,7 @@ def per_class_section(runs: list[RunData], class_names: Sequence[str]) -> str:
 
 def _unscored(runs: list[RunData]) -> str:
     """"method stage, ..." of the stages that ran without a mask to score against."""
-    return ", ".join(f"{run.name} {stage}" for run in runs for stage, _ in _scored()
+    return ", ".join(f"{run.name} {stage}" for run in runs for stage, _ in _scored(runs)
                      if (m := run.stage(stage)) is not None and "miou" not in m)  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""What the stages share: the lists each must cover, the ground truth, scoring, rank sync."""
+"""What the stages share: the training lists, the ground truth, scoring, rank sync."""
 
 from __future__ import annotations
 
@@ -65,21 +65,6 @@ def seg_train_list(cfg: Config) -> str:
     return cfg.seg.train_list or cfg.data.train_list
 
 
-def label_lists(cfg: Config) -> dict[str, list[str]]:
-    """Which image lists each stage must cover, deduplicated, the scored list first.
-
-    CAMs and CRF scores are needed for the scored list and AffinityNet's training list; random-walk
-    labels for the scored list and the segmentation network's training list.
-    """
-    scored = cfg.data.infer_list
-    aff, seg = aff_train_list(cfg), seg_train_list(cfg)
-    return {
-        "cam": list(dict.fromkeys([scored, aff, seg])),
-        "crf": list(dict.fromkeys([scored, aff])),
-        "rw": list(dict.fromkeys([scored, seg])),
-    }
-
-
 def check_pseudo_label_scoring(cfg: Config) -> None:
     """Refuse, with the reason, to score pseudo labels on the wrong masks or list (see
     `ssenet.evaluation_guard`); cheap, so `ssenet run` calls it before any training."""
@@ -120,7 +105,7 @@ def score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dic
 
 
 def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> dict:
-    if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, rw); seg scores val_list
+    if list_name == cfg.data.infer_list:  # pseudo labels (cam, crf, refiners); seg: val_list
         check_pseudo_label_scoring(cfg)
     dataset = open_split(cfg.data, list_name)
     ids = scorable_ids(cfg, dataset.ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
@@ -36,9 +37,9 @@ from ssenet.provenance import (
     weights_stamp,
 )
 from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
-from ssenet.stages.common import gt_dir, label_lists, scorable_ids, score_labels, sync_ranks
+from ssenet.stages.common import gt_dir, scorable_ids, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.registry import Stage, covered_lists
 from ssenet.stages.s1_cam_figures import (
     ScaleSweep,
     classifier_stage,
@@ -47,13 +48,16 @@ from ssenet.stages.s1_cam_figures import (
 )
 from ssenet.trainer import FitResult, train_network
 
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
+
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """Train the CAM network, infer CAMs, score their alpha labels and the alpha sweep (Fig. 4)."""
     cam_dir = layout.stage("cam")
     trained = train_cam(cfg, cam_dir, progress=progress)
     sweep = folded_scale_sweep(cfg, layout)
-    for list_name in label_lists(cfg)["cam"]:
+    for list_name in covered_lists(cfg, "cam"):
         folded = sweep is not None and list_name == cfg.data.infer_list
         infer_cams(
             cfg, trained.weights, cam_dir, list_name, rank_shard(), progress=progress,
@@ -84,11 +88,6 @@ def _score(cfg: Config, layout: RunLayout, sweep: ScaleSweep | None, progress: b
     if rank_shard()[0] == 0:  # one process: the figure's stamp file is shared
         classifier_stage(cfg, layout.root)  # needs no masks: the report shows it in every run
     return metrics
-
-
-def lists(cfg: Config) -> Lists:
-    scored = [cfg.data.infer_list]
-    return {"train": [cfg.data.train_list], "infer": label_lists(cfg)["cam"], "score": scored}
 
 
 def folded_scale_sweep(cfg: Config, layout: RunLayout) -> ScaleSweep | None:
@@ -235,4 +234,26 @@ def computed_cams(
         yield image_id, cams, keys, singles
 
 
-STAGE = Stage(name="cam", title="CAM", run=run, lists=lists, network="CAM network")
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """The dry run's rows: training and multi-scale inference, each with its GPU memory."""
+    from ssenet.dryrun.stage_memory import cam_infer_memory, cam_train_memory
+
+    cfg, foreground = s.cfg, s.classes - 1
+    train = s.estimate("cam training", lambda: cam_train_memory(cfg, foreground))
+    infer = s.estimate("cam inference", lambda: cam_infer_memory(cfg, foreground, s.size))
+    return [s.train_row("cam", cfg.cam, train),
+            s.infer_row("cam", s.flip_batch(cfg.cam), infer,
+                        f"{len(cfg.cam.infer_scales)} scales")]  # fmt: skip
+
+
+STAGE = Stage(
+    name="cam",
+    title="CAM",
+    run=run,
+    produces=("cams", "cam labels", "cam network"),
+    trains_on=lambda cfg: [cfg.data.train_list],
+    scores=lambda cfg: [cfg.data.infer_list],
+    section="cam",
+    plan=plan,
+    network="CAM network",
+)

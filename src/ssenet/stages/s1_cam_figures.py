@@ -29,6 +29,7 @@ from ssenet.provenance import (
 )
 from ssenet.runtime import select_device
 from ssenet.stages.common import gt_dir, scorable_ids, summary
+from ssenet.stages.layout import RunLayout
 
 # Pairs of test scales whose CAM labels are compared for the scale-consistency figure.
 CONSISTENCY_PAIRS = ((0.5, 2.0), (1.0, 0.5), (1.0, 2.0))
@@ -64,9 +65,10 @@ class ScaleSweep:
         made_from = sweep_stamp(self.cfg, run_dir)
         consistency = {f"{a}-{b}": self.agreement[a, b].metrics()["miou"] for a, b in self.pairs}
         result = {str(s): summary(self.meters[s].metrics()) for s in self.scales if self.scored}
-        for name, data in (("scale_consistency.json", consistency), ("scale_sweep.json", result)):
-            write_json(run_dir / "eval" / name, data)
-            record_json_stamp(run_dir / "eval" / name, made_from)
+        layout = RunLayout(run_dir)
+        for name, data in (("scale_consistency", consistency), ("scale_sweep", result)):
+            write_json(layout.eval_json(name), data)
+            record_json_stamp(layout.eval_json(name), made_from)
         return result
 
 
@@ -79,15 +81,16 @@ SWEEP_KEYS = (
 def sweep_stamp(cfg: Config, run_dir: Path) -> str:
     """What the scale sweep's figures depend on: the CAM network, the sweep settings and the
     scored images (by content, not location)."""
-    weights = weights_stamp(run_dir / "cam" / "model.pth")
+    weights = weights_stamp(RunLayout(run_dir).weights("cam"))
     images = data_stamp(open_split(cfg.data, cfg.data.infer_list))
     return stamp("scale sweep", weights, config_values(cfg, SWEEP_KEYS), images)
 
 
 def scale_sweep_done(cfg: Config, run_dir: Path) -> bool:
     expected = sweep_stamp(cfg, run_dir)
-    return all(cached_json(run_dir / "eval" / name, expected) is not None
-               for name in ("scale_sweep.json", "scale_consistency.json"))  # fmt: skip
+    layout = RunLayout(run_dir)
+    return all(cached_json(layout.eval_json(name), expected) is not None
+               for name in ("scale_sweep", "scale_consistency"))  # fmt: skip
 
 
 def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict:
@@ -98,11 +101,11 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
     the whole scored list, and calls this when a resumed run found some CAMs made; otherwise
     this makes a pass of its own when asked.
     """
-    run_dir = Path(run_dir)
+    run_dir, layout = Path(run_dir), RunLayout(run_dir)
     if scale_sweep_done(cfg, run_dir):
-        return json.loads((run_dir / "eval" / "scale_sweep.json").read_text())
+        return json.loads(layout.eval_json("scale_sweep").read_text())
     dataset = open_split(cfg.data, cfg.data.infer_list)
-    model = load_cam_model(cfg, run_dir / "cam" / "model.pth", dataset.num_foreground)
+    model = load_cam_model(cfg, layout.weights("cam"), dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
     sweep = ScaleSweep(cfg, dataset.num_classes, scorable_ids(cfg, dataset.ids))
     for image_id, labels, per_scale in iter_single_scale_cams(
@@ -118,7 +121,7 @@ def scale_consistency(cfg: Config, run_dir: str | Path, progress: bool = True) -
     """What SER optimises: the mIoU between the CAM labels of the same images tested at two
     scales (keys "0.5-2.0", "1.0-0.5", "1.0-2.0"; 1 = the labels agree at both scales)."""
     scale_sweep(cfg, run_dir, progress)
-    return json.loads((Path(run_dir) / "eval" / "scale_consistency.json").read_text())
+    return json.loads(RunLayout(run_dir).eval_json("scale_consistency").read_text())
 
 
 def unlearned_warning(report: dict, method: str = "") -> str | None:
@@ -138,9 +141,8 @@ CLASSIFIER_KEYS = "data.kind data.val_list data.held_out data.split_seed cam.inf
 
 def classifier_stage(cfg: Config, run_dir: str | Path) -> dict:
     """mAP and F1 of the CAM network as an image classifier on the held-out list."""
-    run_dir = Path(run_dir)
-    out = run_dir / "eval" / "classifier.json"
-    weights = run_dir / "cam" / "model.pth"
+    layout = RunLayout(run_dir)
+    out, weights = layout.eval_json("classifier"), layout.weights("cam")
     dataset = open_split(cfg.data, cfg.data.val_list)
     made_from = stamp("classifier", weights_stamp(weights), config_values(cfg, CLASSIFIER_KEYS),
                       data_stamp(dataset))  # fmt: skip

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ssenet.cam_labels import background_power
 from ssenet.camfile import load_cams
@@ -31,13 +32,15 @@ from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
-from ssenet.inference import check_same_size, image_work, require_inputs
-from ssenet.progress import progress_bar
+from ssenet.inference import check_same_size, image_work, require_inputs, run_crf_jobs
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
-from ssenet.runtime import rank_shard, select_device, set_threads
-from ssenet.stages.common import label_lists, score_labels, sync_ranks
+from ssenet.runtime import rank_shard
+from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.registry import Stage, covered_lists
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 # Settings that decide the CRF outputs (the backends agree to float precision).
 CRF_KEYS = "data.kind " + " ".join(
@@ -137,35 +140,30 @@ def crf_labels(
     work = image_work(cfg, list_name, shard, done)
     require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
     if work.todo:
-        jobs = _CrfJobs(cfg, list_name, work.todo, cam_dir, out_dir, expected)
-        _run(cfg, jobs, progress)
+        run_crf_jobs(cfg, _CrfJobs(cfg, list_name, work.todo, cam_dir, out_dir, expected), "crf",
+                     progress)  # fmt: skip
     return work.counts(score_dir=str(out_dir / "scores"), label_dir=str(out_dir / "labels"))
-
-
-def _run(cfg: Config, jobs: _CrfJobs, progress: bool) -> None:
-    workers = cfg.run.num_workers if cfg.run.crf_workers is None else cfg.run.crf_workers
-    if jobs.backend == "torch":
-        device = select_device(cfg.run.device)
-        if device.type == "cuda":  # CUDA does not survive fork: one process drives the GPU
-            jobs.device, workers = device, 0
-    set_threads(cfg.run.threads)
-    # DataLoader workers are plain processes with one torch thread each, exactly what a
-    # per-image CPU job wants; batch_size=None hands over one id at a time.
-    loader = DataLoader(jobs, batch_size=None, num_workers=min(workers, len(jobs)))
-    for _ in progress_bar(loader, total=len(jobs), desc="crf", enabled=progress):
-        pass
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """la / ha CRF scores for AffinityNet; the la argmax is the CAM+CRF label that is scored."""
-    for list_name in label_lists(cfg)["crf"]:
+    for list_name in covered_lists(cfg, "crf"):
         crf_labels(cfg, layout.cams, layout.stage("crf"), list_name, rank_shard(), progress)
     sync_ranks()
     return score_labels(cfg, layout.labels("crf"), cfg.data.infer_list, layout.eval_json("crf"))
 
 
-def lists(cfg: Config) -> Lists:
-    return {"infer": label_lists(cfg)["crf"], "score": [cfg.data.infer_list]}
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """Where the CRF runs: the CPU or the GPU, as `run_crf_jobs` decides."""
+    return [s.crf_row("crf", "dense CRF")]
 
 
-STAGE = Stage(name="crf", title="CAM + CRF", run=run, lists=lists)
+STAGE = Stage(
+    name="crf",
+    title="CAM + CRF",
+    run=run,
+    produces=("crf scores", "crf labels"),
+    consumes=lambda cfg: {"cams": None},
+    scores=lambda cfg: [cfg.data.infer_list],
+    plan=plan,
+)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from ssenet.affinity import AffinityObjective, AffinityTrainDataset, AffinityTrainTransform
+from ssenet.affinity import AffinityObjective
 from ssenet.config import Config
+from ssenet.data.affinity import AffinityTrainDataset, AffinityTrainTransform
 from ssenet.data.source import open_split
 from ssenet.inference import require_inputs
 from ssenet.models.configured import build_affinity_from_config
 from ssenet.provenance import read_stamp, stamp
 from ssenet.stages.common import aff_train_list
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.registry import Stage
 from ssenet.trainer import FitResult, train_network
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
+
+REFINER = "affinity"  # psa's refiner: CRF -> AffinityNet -> random walk (stages aff and rw)
 
 
 def train_affinity(
@@ -69,10 +76,23 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     return {"weights": str(trained.weights), "steps": trained.meta["steps"]}
 
 
-def lists(cfg: Config) -> Lists:
-    return {"train": [aff_train_list(cfg)]}
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """The dry run's row: training, with its GPU memory."""
+    from ssenet.dryrun.stage_memory import aff_train_memory
+
+    train = s.estimate("aff training", lambda: aff_train_memory(s.cfg))
+    return [s.train_row("aff", s.cfg.aff, train)]
 
 
 STAGE = Stage(
-    name="aff", title="AffinityNet", run=run, lists=lists, scored=False, network="AffinityNet"
+    name="aff",
+    title="AffinityNet",
+    run=run,
+    produces=("affinity network",),
+    consumes=lambda cfg: {"crf scores": [aff_train_list(cfg)]},
+    trains_on=lambda cfg: [aff_train_list(cfg)],
+    refiner=REFINER,
+    section="aff",
+    plan=plan,
+    network="AffinityNet",
 )

@@ -8,6 +8,7 @@ random walk, bilinear upsampling, crop back, argmax -> `out_dir/labels/<id>.png`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,9 +21,13 @@ from ssenet.models.configured import load_affinity_model
 from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
 from ssenet.randomwalk import affinity_features, score_stack, walk_scores
 from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
-from ssenet.stages.common import label_lists, score_labels, sync_ranks
+from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
+from ssenet.stages.s3_affinity import REFINER
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 
 def walk_label(
@@ -95,17 +100,32 @@ def walk_labels(
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
-    """Random-walk pseudo labels (CAM + rw) for the scored list and the segmentation list."""
+    """Random-walk pseudo labels (CAM + rw) for the scored list (and the segmentation list when
+    the segmentation network learns from them)."""
     weights = layout.weights("aff")
-    for list_name in label_lists(cfg)["rw"]:
+    for list_name in covered_lists(cfg, "rw"):
         walk_labels(cfg, weights, layout.cams, layout.stage("rw"), list_name, rank_shard(),
                     progress)  # fmt: skip
     sync_ranks()
     return score_labels(cfg, layout.labels("rw"), cfg.data.infer_list, layout.eval_json("rw"))
 
 
-def lists(cfg: Config) -> Lists:
-    return {"infer": label_lists(cfg)["rw"], "score": [cfg.data.infer_list]}
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """The dry run's row: AffinityNet's features of a batch, with its GPU memory."""
+    from ssenet.dryrun.stage_memory import rw_infer_memory
+
+    infer = s.estimate("rw inference", lambda: rw_infer_memory(s.cfg, s.size))
+    return [s.infer_row("rw", str(s.cfg.cam.infer_batch), infer,
+                        f"{2 ** s.cfg.rw.logt} walk steps")]  # fmt: skip
 
 
-STAGE = Stage(name="rw", title="CAM + rw", run=run, lists=lists)
+STAGE = Stage(
+    name="rw",
+    title="CAM + rw",
+    run=run,
+    produces=(pseudo_labels(REFINER),),
+    consumes=lambda cfg: {"cams": None, "affinity network": []},
+    scores=lambda cfg: [cfg.data.infer_list],
+    refiner=REFINER,
+    plan=plan,
+)

@@ -1,4 +1,5 @@
-"""Stage 5: train DeepLab on the random-walk pseudo labels, predict the held-out list, score it.
+"""Stage 5: train DeepLab on the pseudo labels of the refiner the config names
+(`refine.method`: the random walk's by default), predict the held-out list, score it.
 
 None of the reference repositories ship this step; the recipe is the usual DeepLab one:
 cross entropy ignoring 255, poly lr, random scale / crop / flip; at test time multi-scale +
@@ -11,14 +12,16 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from ssenet.config import Config
-from ssenet.data.datasets import SeededAugmentation, SegmentationDataset, mask_classes
-from ssenet.data.palette import read_label_png, write_label_png
+from ssenet.data.datasets import SegmentationDataset
+from ssenet.data.palette import write_label_png
+from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
@@ -30,8 +33,11 @@ from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_thread
 from ssenet.segmentation import SegObjective, multiscale_probs
 from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Lists, Stage
+from ssenet.stages.registry import Stage, pseudo_label_stage, pseudo_labels
 from ssenet.trainer import FitResult, train_network
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 
 def label_dir_digest(label_dir: Path, ids: Sequence[str]) -> str:
@@ -43,58 +49,25 @@ def label_dir_digest(label_dir: Path, ids: Sequence[str]) -> str:
     return sha.hexdigest()[:12]
 
 
-class PseudoLabelDataset(SeededAugmentation):
-    """Augmented images and their pseudo labels: `(image (3, c, c), label (c, c) int64, index)`.
-
-    Labels are `label_dir/<id>.png` (0 background, 1..K, 255 ignored); each item is seeded from
-    (seed, epoch, index) like `CamTrainDataset`, so a run is reproducible whatever the workers.
-    """
-
-    def __init__(
-        self,
-        dataset: SegmentationDataset,
-        label_dir: str | Path,
-        transform: JointTrainTransform,
-        seed: int = 0,
-    ):
-        super().__init__(dataset, transform, seed)
-        self.label_dir = Path(label_dir)
-
-    def read_label(self, image_id: str, image_shape: tuple[int, ...]) -> np.ndarray:
-        """The checked pseudo label of `image_id`: its size and its class values."""
-        path = self.label_dir / f"{image_id}.png"
-        label = read_label_png(path)
-        if label.shape != tuple(image_shape[:2]):
-            raise SsenetError(
-                f"{path}: pseudo label is {label.shape[1]}x{label.shape[0]} but its image "
-                f"{self.dataset.image_path(image_id)} is {image_shape[1]}x{image_shape[0]} "
-                "(width x height)"
-            )
-        mask_classes(label, self.dataset.num_foreground, path)
-        return label
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image_id = self.dataset.ids[index]
-        image = self.dataset.read_image(image_id)
-        label = self.read_label(image_id, image.shape)
-        out_image, out_label = self.transform(
-            image, label, generator=self.generator(index)
-        )
-        return out_image, out_label, index
-
-
 def _check_seg_config(cfg: Config) -> None:
     seg = cfg.seg
     for key in ("epochs", "batch_size", "crop_size"):
         if getattr(seg, key) < 1:
             raise SsenetError(f"config key seg.{key}: must be at least 1")
-    if not 0 < seg.scale_range[0] <= seg.scale_range[1]:
-        raise SsenetError(
-            f"config key seg.scale_range: need 0 < low <= high, got {list(seg.scale_range)}"
-        )
-    error = pooling_batch_error(seg, int(os.environ.get("WORLD_SIZE", 1)))
-    if error:
-        raise SsenetError(error)
+    errors = check(cfg, int(os.environ.get("WORLD_SIZE", 1)))
+    if errors:
+        raise SsenetError(errors[0])
+
+
+def check(cfg: Config, world_size: int) -> list[str]:
+    """The settings training stops on that `validate` leaves to this stage (the dry run shows
+    them up front)."""
+    low, high = cfg.seg.scale_range
+    errors = []
+    if not 0 < low <= high:
+        errors.append(f"config key seg.scale_range: need 0 < low <= high, got {[low, high]}")
+    error = pooling_batch_error(cfg.seg, world_size)
+    return errors + [error] if error else errors
 
 
 def pooling_batch_error(seg, world_size: int) -> str | None:
@@ -227,19 +200,37 @@ def seg_label_stamp(cfg: Config, weights: str | Path) -> str:
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
-    """Train DeepLab on the random-walk labels, predict the held-out list and score it."""
+    """Train DeepLab on refine.method's pseudo labels, predict the held-out list, score it."""
     seg_dir = layout.stage("seg")
-    trained = train_seg(cfg, layout.labels("rw"), seg_dir, progress=progress)
+    labels = layout.labels(pseudo_label_stage(cfg))
+    trained = train_seg(cfg, labels, seg_dir, progress=progress)
     infer_seg(cfg, trained.weights, seg_dir, cfg.data.val_list, rank_shard(), progress)
     sync_ranks()
     return score_labels(cfg, layout.labels("seg"), cfg.data.val_list, layout.eval_json("seg"))
 
 
-def lists(cfg: Config) -> Lists:
-    val = [cfg.data.val_list]
-    return {"train": [seg_train_list(cfg)], "infer": val, "score": val}
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """The dry run's rows: training and multi-scale inference, each with its GPU memory."""
+    from ssenet.dryrun.stage_memory import seg_infer_memory, seg_train_memory
+
+    cfg = s.cfg
+    train = s.estimate("seg training", lambda: seg_train_memory(cfg, s.classes))
+    infer = s.estimate("seg inference", lambda: seg_infer_memory(cfg, s.classes, s.size))
+    return [s.train_row("seg", cfg.seg, train),
+            s.infer_row("seg", s.flip_batch(cfg.seg), infer,
+                        f"{len(cfg.seg.infer_scales)} scales")]  # fmt: skip
 
 
 STAGE = Stage(
-    name="seg", title="segmentation", run=run, lists=lists, network="segmentation network"
+    name="seg",
+    title="segmentation",
+    run=run,
+    produces=("segmentation network", "segmentation labels"),
+    consumes=lambda cfg: {pseudo_labels(cfg.refine.method): [seg_train_list(cfg)]},
+    trains_on=lambda cfg: [seg_train_list(cfg)],
+    scores=lambda cfg: [cfg.data.val_list],
+    section="seg",
+    plan=plan,
+    check=check,
+    network="segmentation network",
 )

@@ -1,0 +1,112 @@
+"""IRNet refiner, stage 2 of 3: train the class-boundary network (`ssenet.models.boundary`) on
+the relation labels of its training list, into `irn/` (model.pth, train.json, checkpoints/, tb/).
+
+The reference's recipe (step/train_irn.py): random rescale 0.5-1.5, flip, a 512 crop, batches
+of 32, 3 epochs of poly-scheduled SGD at lr 0.1 with weight decay 1e-4, pairs within radius 10
+on the stride-4 grid; the backbone stays frozen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from ssenet.config import Config
+from ssenet.data.pseudo_labels import PseudoLabelDataset
+from ssenet.data.source import open_split
+from ssenet.data.transforms import JointTrainTransform
+from ssenet.inference import require_inputs
+from ssenet.irn import BoundaryObjective
+from ssenet.models.boundary import BoundaryNet, boundary_backbone, build_boundary_from_config
+from ssenet.provenance import read_stamp, stamp
+from ssenet.stages.irn_labels import REFINER, irn_train_list
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import Stage
+from ssenet.trainer import FitResult, train_network
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
+
+
+def train_boundary(
+    cfg: Config, label_dir: str | Path, out_dir: str | Path, progress: bool = True
+) -> FitResult:
+    """Train the boundary network on irn.train_list (default data.train_list) with the relation
+    labels `label_dir/<id>.png`; resumable like every stage (see `ssenet.trainer.fit`). The
+    labels' stamps are part of the digest: they stand for everything upstream."""
+    out_dir, label_dir = Path(out_dir), Path(label_dir)
+    dataset = open_split(cfg.data, irn_train_list(cfg))
+    require_inputs(label_dir, dataset.ids, ".png", "relation labels",
+                   "run the irn_labels stage on the training list first")  # fmt: skip
+    labels = stamp(*(read_stamp(label_dir / f"{i}.png") for i in dataset.ids))
+    digest = cfg.digest("data", "model", "irn") + "-" + labels[:12]
+    irn = cfg.irn
+
+    def train_set(model: nn.Module) -> PseudoLabelDataset:
+        augment = JointTrainTransform(
+            scale=irn.scale_range,
+            crop_size=irn.crop_size,
+            hflip=irn.hflip,
+            mean=model.backbone.mean,
+            std=model.backbone.std,
+        )
+        return PseudoLabelDataset(dataset, label_dir, augment, seed=cfg.run.seed)
+
+    return train_network(
+        name="irn boundary",
+        out_dir=out_dir,
+        digest=digest,
+        run=cfg.run,
+        build=lambda: build_boundary_from_config(cfg),
+        dataset=train_set,
+        objective=lambda model: BoundaryObjective(model, irn.train_radius),
+        optim_cfg=irn,
+        epochs=irn.epochs,
+        batch_size=irn.batch_size,
+        progress=progress,
+    )
+
+
+def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
+    """Train the boundary network on the relation labels of its training list."""
+    label_dir = layout.labels("irn_labels")
+    trained = train_boundary(cfg, label_dir, layout.stage("irn"), progress=progress)
+    return {"weights": str(trained.weights), "steps": trained.meta["steps"]}
+
+
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """The dry run's row: training, with its GPU memory (the frozen backbone keeps no
+    activations for the backward pass)."""
+    train = s.estimate("irn training", lambda: train_memory(s.cfg))
+    return [s.train_row("irn", s.cfg.irn, train)]
+
+
+def train_memory(cfg: Config):
+    """The dry run's estimate of one training batch, on the meta device."""
+    import torch
+
+    from ssenet.dryrun.memory import estimate_training_memory, on_meta, optimizer_slots
+
+    model = on_meta(lambda: BoundaryNet(boundary_backbone(cfg, pretrained=False)))
+    batch, crop = cfg.irn.batch_size, cfg.irn.crop_size
+    images = torch.empty(batch, 3, crop, crop, device="meta")
+    labels = torch.zeros(batch, crop, crop, dtype=torch.long, device="meta")
+    slots = optimizer_slots(cfg.irn.optimizer, cfg.irn.momentum, cfg.irn.weight_decay)
+    objective = BoundaryObjective(model, cfg.irn.train_radius)
+    return estimate_training_memory(model, objective, (images, labels), slots)
+
+
+STAGE = Stage(
+    name="irn",
+    title="IRNet boundaries",
+    run=run,
+    produces=("irn boundary network",),
+    consumes=lambda cfg: {"irn relation labels": [irn_train_list(cfg)]},
+    trains_on=lambda cfg: [irn_train_list(cfg)],
+    refiner=REFINER,
+    section="irn",
+    plan=plan,
+    network="IRNet boundary network",
+)

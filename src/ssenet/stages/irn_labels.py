@@ -1,0 +1,129 @@
+"""IRNet refiner, stage 1 of 3: the relation label `irn_labels/labels/<id>.png` of every image
+the boundary network learns from (0 sure background, a class, 255 not sure; see `ssenet.irn`).
+
+Each label carries a stamp of the CAM file it came from and of the `irn.conf_*` and `irn.crf_*`
+settings; images whose label has the stamp it would get now are skipped. The two CRFs of an
+image run in one job, spread over processes like the CRF stage's (`run.crf_workers`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import Dataset
+
+from ssenet.camfile import load_cams
+from ssenet.config import Config
+from ssenet.crf import check_params, resolve_backend
+from ssenet.data.palette import write_label_png
+from ssenet.data.source import open_split
+from ssenet.inference import check_same_size, image_work, require_inputs, run_crf_jobs
+from ssenet.irn import crf_params, relation_label
+from ssenet.provenance import config_values, is_current, read_stamp, stamp
+from ssenet.runtime import rank_shard
+from ssenet.stages.common import sync_ranks
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import Stage, covered_lists
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
+
+REFINER = "irn"  # IRNet's refiner: stages irn_labels, irn and irn_rw
+RELATION_KEYS = (
+    "data.kind irn.conf_fg_thres irn.conf_bg_thres irn.crf_gt_prob irn.crf_iterations "
+    "irn.crf_gaussian_sxy irn.crf_gaussian_compat irn.crf_bilateral_sxy irn.crf_bilateral_srgb "
+    "irn.crf_bilateral_compat"
+)
+
+
+def irn_train_list(cfg: Config) -> str:
+    """The list IRNet's boundary network learns from: irn.train_list, else data.train_list."""
+    return cfg.irn.train_list or cfg.data.train_list
+
+
+def relation_stamp(cfg: Config, cams_stamp: str | None) -> str:
+    """The `made_from` stamp of one relation label, from its CAM file's stamp."""
+    return stamp("irn relations", cams_stamp, config_values(cfg, RELATION_KEYS))
+
+
+class _RelationJobs(Dataset):
+    """One item per image: both CRFs, the relation label written, the id returned."""
+
+    def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
+                 label_dir: Path, stamps: dict[str, str]):  # fmt: skip
+        self.cfg, self.list_name, self.ids = cfg, list_name, ids
+        self.cam_dir, self.label_dir, self.stamps = cam_dir, label_dir, stamps
+        self.backend = resolve_backend(cfg.crf.backend)
+        self.device: torch.device | None = None
+        self.dataset = None  # opened lazily, in each worker
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> str:
+        if self.dataset is None:
+            self.dataset = open_split(self.cfg.data, self.list_name)
+        image_id = self.ids[index]
+        cam_path = self.cam_dir / f"{image_id}.npz"
+        cams, keys = load_cams(cam_path)
+        image = self.dataset.read_image(image_id)
+        check_same_size(cam_path, cams, image)
+        label = relation_label(image, cams, keys, self.cfg.irn, self.backend, self.device)
+        write_label_png(self.label_dir / f"{image_id}.png", label, self.stamps[image_id])
+        return image_id
+
+
+def relation_labels(
+    cfg: Config,
+    cam_dir: str | Path,
+    out_dir: str | Path,
+    list_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict:
+    """Write `out_dir/labels/<id>.png` for every image of the list (default irn.train_list)
+    from the CAM files `cam_dir/<id>.npz`; `shard=(k, n)` takes every n-th image from the k-th."""
+    check_params(crf_params(cfg.irn))
+    cam_dir, label_dir = Path(cam_dir), Path(out_dir) / "labels"
+    list_name = list_name or irn_train_list(cfg)
+    expected: dict[str, str] = {}
+
+    def done(image_id: str) -> bool:
+        expected[image_id] = relation_stamp(cfg, read_stamp(cam_dir / f"{image_id}.npz"))
+        return is_current(label_dir / f"{image_id}.png", expected[image_id])
+
+    work = image_work(cfg, list_name, shard, done)
+    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    if work.todo:
+        jobs = _RelationJobs(cfg, list_name, work.todo, cam_dir, label_dir, expected)
+        run_crf_jobs(cfg, jobs, "irn relation labels", progress)
+    return work.counts(label_dir=str(label_dir))
+
+
+def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
+    """Relation labels for every list the boundary network reads (not scored: they leave the
+    unsure pixels out)."""
+    counts = {}
+    for list_name in covered_lists(cfg, "irn_labels"):
+        counts[list_name] = relation_labels(cfg, layout.cams, layout.stage("irn_labels"),
+                                            list_name, rank_shard(), progress)  # fmt: skip
+    sync_ranks()
+    return counts
+
+
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """Where the two CRFs of an image run: as the CRF stage's, on the CPU or the GPU."""
+    return [s.crf_row("irn_labels", "2 dense CRFs an image")]
+
+
+STAGE = Stage(
+    name="irn_labels",
+    title="IRNet relation labels",
+    run=run,
+    produces=("irn relation labels",),
+    consumes=lambda cfg: {"cams": None},
+    refiner=REFINER,
+    plan=plan,
+)

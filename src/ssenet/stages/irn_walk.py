@@ -1,0 +1,124 @@
+"""IRNet refiner, stage 3 of 3: the boundary map of every image (with its mirror image, as the
+reference), path affinities from it, the random walk of the CAMs -> the pseudo label
+`irn_rw/labels/<id>.png` ("CAM + IRN"), scored like the other pseudo labels.
+
+Each label carries a stamp of the boundary network, the CAM file and the walk settings; images
+whose label has the stamp it would get now are skipped, so a rerun finishes an interrupted one
+and a changed setting remakes exactly what it changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ssenet.camfile import load_cams
+from ssenet.config import Config
+from ssenet.data.palette import write_label_png
+from ssenet.inference import check_same_size, image_work, require_inputs, work_batches
+from ssenet.irn import walk_label
+from ssenet.models.boundary import boundary_maps, load_boundary_model
+from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
+from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
+from ssenet.stages.common import score_labels, sync_ranks
+from ssenet.stages.irn_labels import REFINER
+from ssenet.stages.layout import RunLayout
+from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
+
+WALK_KEYS = (
+    "data.kind irn.crop_size irn.walk_radius irn.beta irn.exp_times irn.sem_seg_bg_thres run.amp"
+)
+
+
+def walk_stamp(cfg: Config, boundary_stamp: str, cams_stamp: str | None) -> str:
+    """The `made_from` stamp of one IRNet label: the boundary network, the CAM file, the walk."""
+    return stamp("irn rw", boundary_stamp, cams_stamp, config_values(cfg, WALK_KEYS))
+
+
+def irn_walk_labels(
+    cfg: Config,
+    weights: str | Path,
+    cam_dir: str | Path,
+    out_dir: str | Path,
+    list_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict:
+    """Write the IRNet pseudo label `out_dir/labels/<id>.png` of every image of the list
+    (default data.infer_list) from the boundary network `weights` and the CAM files
+    `cam_dir/<id>.npz`; `shard=(k, n)` takes every n-th image from the k-th. Boundary maps of
+    several same-size images share a forward pass; each walk is sparse."""
+    out_dir, cam_dir = Path(out_dir), Path(cam_dir)
+    label_dir = out_dir / "labels"
+    boundary_stamp = weights_stamp(weights)
+    expected: dict[str, str] = {}
+
+    def done(image_id: str) -> bool:
+        cams = read_stamp(cam_dir / f"{image_id}.npz")
+        expected[image_id] = walk_stamp(cfg, boundary_stamp, cams)
+        return is_current(label_dir / f"{image_id}.png", expected[image_id])
+
+    work = image_work(cfg, list_name or cfg.data.infer_list, shard, done)
+    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    if work.todo:
+        set_threads(cfg.run.threads)
+        model = load_boundary_model(cfg, weights).to(select_device(cfg.run.device))
+        for batch in work_batches(cfg, work, cfg.irn.infer_batch, "irn walk", progress):
+            images = torch.stack([image for _, image, _ in batch])
+            boundaries = halving_on_oom(
+                lambda part: boundary_maps(model, part, cfg.irn.crop_size, cfg.run.amp), images,
+                "IRNet boundary maps",
+            )  # fmt: skip
+            for (image_id, image, _), boundary in zip(batch, boundaries, strict=True):
+                cams, keys = load_cams(cam_dir / f"{image_id}.npz")
+                check_same_size(cam_dir / f"{image_id}.npz", cams, image)
+                label = walk_label(cams, keys, boundary, cfg.irn)
+                write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
+    return work.counts(label_dir=str(label_dir))
+
+
+def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
+    """IRNet pseudo labels (CAM + IRN) for the scored list (and the segmentation list when the
+    segmentation network learns from them)."""
+    weights = layout.weights("irn")
+    for list_name in covered_lists(cfg, "irn_rw"):
+        irn_walk_labels(cfg, weights, layout.cams, layout.stage("irn_rw"), list_name,
+                        rank_shard(), progress)  # fmt: skip
+    sync_ranks()
+    label_dir = layout.labels("irn_rw")
+    return score_labels(cfg, label_dir, cfg.data.infer_list, layout.eval_json("irn_rw"))
+
+
+def plan(s: PlanInputs) -> list[PlanRow]:
+    """The dry run's row: boundary maps of a batch (with the mirror images), GPU memory."""
+    infer = s.estimate("irn_rw inference", lambda: infer_memory(s.cfg, s.size))
+    batch = f"{s.cfg.irn.infer_batch} x2 flip"
+    return [s.infer_row("irn_rw", batch, infer, f"{2 ** s.cfg.irn.exp_times} walk steps")]
+
+
+def infer_memory(cfg: Config, size: tuple[int, int]):
+    """The dry run's estimate of one batch of boundary maps, on the meta device."""
+    from ssenet.dryrun.memory import estimate_inference_memory, on_meta
+    from ssenet.models.boundary import BoundaryNet, boundary_backbone, padded_side
+
+    model = on_meta(lambda: BoundaryNet(boundary_backbone(cfg, pretrained=False)))
+    sides = [padded_side(side, cfg.irn.crop_size) for side in size]
+    images = torch.empty(2 * cfg.irn.infer_batch, 3, *sides, device="meta")
+    return estimate_inference_memory(model, images)
+
+
+STAGE = Stage(
+    name="irn_rw",
+    title="CAM + IRN",
+    run=run,
+    produces=(pseudo_labels(REFINER),),
+    consumes=lambda cfg: {"cams": None, "irn boundary network": []},
+    scores=lambda cfg: [cfg.data.infer_list],
+    refiner=REFINER,
+    plan=plan,
+)
