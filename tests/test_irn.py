@@ -419,3 +419,55 @@ def test_python_api_result_to_irn_pseudo_label_and_a_shared_boundary_network(irn
     assert np.array_equal(shared.random_walk(result), label)
     with pytest.raises(SsenetError, match="holds a network of kind 'boundary'"):
         CamModel.from_pretrained(tmp_path / "boundary")
+
+
+def _row_with(text: str, source: str) -> str:
+    """The example table's row (<tr>...</tr>) that shows the image `source`."""
+    rows = [row for row in text.split("<tr>") if f'src="{source}"' in row]
+    assert len(rows) == 1, source
+    return rows[0].split("</tr>")[0]
+
+
+def test_the_report_shows_the_boundary_maps_beside_the_labels(
+    irn_run, bench, tiny_run_config, tmp_path
+):
+    from PIL import Image
+
+    from ssenet.api import BoundaryModel
+    from ssenet.data.source import open_split
+    from ssenet.report import write_report
+
+    run_dir = irn_run[0]
+    cfg = irn_config(tiny_run_config, bench)
+    page = write_report(tmp_path / "report", {"irn": (cfg, run_dir)}, examples=2)
+    text = page.read_text()
+    dataset = open_split(cfg.data, cfg.data.infer_list)
+    network = BoundaryModel.from_run(run_dir, device="cpu")
+    for image_id in dataset.ids[:2]:
+        source = f"report_files/{image_id}_irn_irn_figure.png"
+        row = _row_with(text, source)  # beside the CAM, rw and IRNet labels
+        assert f"{image_id}_irn_irn_rw.png" in row and f"{image_id}_irn_rw.png" in row
+        assert 'alt="IRNet boundaries"' in row
+        image = dataset.read_image(image_id)
+        with Image.open(page.parent / source) as png:
+            assert png.format == "PNG" and png.mode == "L"
+            assert png.size == (image.shape[1], image.shape[0])
+            picture = np.asarray(png)
+        # Each stride-4 cell of the network's map, 0 (no boundary) to 255 (boundary).
+        expected = np.rint(network(image) * 255.0)
+        assert np.abs(picture[::4, ::4] - expected).max() <= 1
+    assert text.count("_irn_irn_figure.png") == 2  # examples=2
+
+
+def test_no_boundary_picture_without_a_trained_boundary_network(
+    irn_run, bench, tiny_run_config, tmp_path
+):
+    from ssenet.report import write_report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(irn_run[0], run_dir)
+    RunLayout(run_dir).weights("irn").unlink()
+    cfg = irn_config(tiny_run_config, bench)
+    text = write_report(tmp_path / "report", {"irn": (cfg, run_dir)}, examples=1).read_text()
+    assert "_irn_figure" not in text and "IRNet boundaries" not in text
+    assert "_irn_irn_rw.png" in text  # the labels are still shown

@@ -287,6 +287,25 @@ def test_report_rerun_replaces_the_page(report, setup):
     assert all((out / s).is_file() for s in image_sources(text))
 
 
+def test_runs_without_a_drawing_stage_keep_the_report_they_had(setup, tmp_path, monkeypatch):
+    # The figure hooks of the registry (IRNet's boundary maps) change nothing for runs whose
+    # stages have none: the page and its files are those of a registry without any hook.
+    from dataclasses import replace
+
+    from ssenet.stages import STAGES
+
+    _, runs = setup
+    with_hooks = write_report(tmp_path / "a", runs, examples=2)
+    assert any(stage.example_figure is not None for stage in STAGES.values())
+    for name, stage in STAGES.items():
+        monkeypatch.setitem(STAGES, name, replace(stage, example_figure=None))
+    without = write_report(tmp_path / "b", runs, examples=2)
+    assert with_hooks.read_text() == without.read_text()
+    files = sorted(p.name for p in (tmp_path / "a" / FILES).iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b" / FILES).iterdir())
+    assert not any("figure" in name for name in files)
+
+
 def test_common_ids_keeps_first_order():
     assert common_ids([["c", "a", "b"], ["b", "c", "x"]], 5) == ["c", "b"]
     assert common_ids([["c", "a", "b"], ["b", "c", "x"]], 1) == ["c"]

@@ -1,5 +1,6 @@
 """Section 8 of the report: example images with their CAMs at several input scales (Fig. 2),
-the CAM, CRF and random-walk labels read from the run, and the segmentation labels."""
+the CAM, CRF and random-walk labels read from the run, the pictures of the stages that draw one
+(IRNet's boundary maps) and the segmentation labels."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.palette import colorize, read_label_png
 from ssenet.progress import progress_bar
 from ssenet.report.figures import ReportFiles, heat_overlay
-from ssenet.report.inference import CAM_SCALES, compute_examples
+from ssenet.report.inference import CAM_SCALES, StageFigure, compute_examples
 from ssenet.report.markup import NOT_RUN, esc, img_cell, legend, note, safe_name
 from ssenet.report.rundata import RunData
 from ssenet.stages import RunLayout, scored_stages
@@ -38,9 +39,11 @@ def method_row(
     image: np.ndarray,
     heats: tuple[dict, str | None],
     segs: tuple[dict, str | None],
+    figures: list[StageFigure],
     files: ReportFiles,
 ) -> str:
-    """One method's cells for one image: CAMs per scale, CAM/CRF/rw labels, segmentation."""
+    """One method's cells for one image: CAMs per scale, CAM/CRF/rw labels, the stages'
+    pictures, segmentation."""
     stem = f"{safe_name(image_id)}_{safe_name(run.name)}"
     cells = [f'<td class="name">{esc(run.name)}</td>']
     maps, why = heats
@@ -54,6 +57,12 @@ def method_row(
     for stage, caption in pseudo_label_stages(run.cfg):
         path = RunLayout(run.run_dir).labels(stage) / f"{image_id}.png"
         cells.append(label_cell(files, path, f"{stem}_{stage}", caption))
+    for stage, caption, pictures, why in figures:
+        if why is not None:
+            cells.append(img_cell(None, f"{caption}: {why}"))
+        else:
+            src = files.image(f"{stem}_{stage}_figure", pictures[image_id])
+            cells.append(img_cell(src, caption))
     labels, why = segs
     if why is not None:
         cells.append(img_cell(None, f"segmentation: {why}"))

@@ -1,5 +1,7 @@
-"""The model runs behind the report's example images: single-scale CAM heat maps and the
-segmentation network's labels of a few images common to every run, or why a run has none."""
+"""The model runs behind the report's example images: single-scale CAM heat maps, the
+segmentation network's labels and the pictures of the stages that draw one (their registry
+entry's `example_figure`, e.g. IRNet's boundary maps) of a few images common to every run, or
+why a run has none."""
 
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ from ssenet.progress import progress_bar
 from ssenet.report.rundata import RunData
 from ssenet.runtime import memory_format, select_device
 from ssenet.segmentation import multiscale_probs
-from ssenet.stages.layout import RunLayout
+from ssenet.stages import STAGES, RunLayout, active_stages
 
 CAM_SCALES = (0.5, 1.0, 1.5, 2.0)
+
+# (stage name, stage title, {image id: (H, W) uint8 grayscale picture}, why there is none)
+StageFigure = tuple[str, str, dict[str, np.ndarray], str | None]
 
 
 def common_ids(id_lists: Sequence[Sequence[str]], count: int) -> list[str]:
@@ -90,13 +95,36 @@ def seg_labels(
     return labels, None
 
 
+def stage_figures(run: RunData, dataset: SegmentationDataset, ids: list[str]) -> list[StageFigure]:
+    """The pictures of the run's stages that draw one, in pipeline order; a stage whose network
+    is not trained draws nothing and is left out, one whose network is unusable says why."""
+    layout, figures = RunLayout(run.run_dir), []
+    for name in active_stages(run.cfg):
+        stage = STAGES[name]
+        if stage.example_figure is None:
+            continue
+        try:
+            pictures = stage.example_figure(run.cfg, layout, dataset, ids)
+        except SsenetError as err:
+            figures.append((name, stage.title, {}, f"model unusable: {err}"))
+            continue
+        if pictures:
+            figures.append((name, stage.title, pictures, None))
+    return figures
+
+
 def compute_examples(
     runs: list[RunData], datasets: dict[str, SegmentationDataset], count: int, progress: bool
 ) -> tuple[list[str], dict[str, tuple]]:
-    """The example ids and, per method, its (CAM heat maps, segmentation labels) results."""
+    """The example ids and, per method, its (CAM heat maps, segmentation labels, stage
+    figures) results."""
     ids = common_ids([datasets[run.name].ids for run in runs], count)
     computed = {}
     for run in progress_bar(runs, desc="report examples", enabled=progress, leave=True):
         dataset = datasets[run.name]
-        computed[run.name] = (cam_heats(run, dataset, ids), seg_labels(run, dataset, ids))
+        computed[run.name] = (
+            cam_heats(run, dataset, ids),
+            seg_labels(run, dataset, ids),
+            stage_figures(run, dataset, ids),
+        )
     return ids, computed

@@ -11,16 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
 from torch import nn
 
 from ssenet.config import Config
+from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.inference import require_inputs
 from ssenet.irn import BoundaryObjective
-from ssenet.models.boundary import BoundaryNet, boundary_backbone, build_boundary_from_config
+from ssenet.models.boundary import (
+    BOUNDARY_STRIDE,
+    BoundaryNet,
+    boundary_backbone,
+    boundary_maps,
+    build_boundary_from_config,
+    load_boundary_model,
+)
 from ssenet.provenance import read_stamp, stamp
+from ssenet.runtime import select_device
 from ssenet.stages.irn_labels import REFINER, irn_train_list
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
@@ -76,6 +87,34 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     return {"weights": str(trained.weights), "steps": trained.meta["steps"]}
 
 
+def boundary_pictures(
+    cfg: Config, layout: RunLayout, dataset: SegmentationDataset, ids: list[str]
+) -> dict[str, np.ndarray]:
+    """The report's picture of each example image: the trained network's boundary map, as the
+    walk computes it (with the mirror image), 0 (black) no boundary to 255 (white) boundary, at
+    the image's size; {} before the network is trained."""
+    weights = layout.weights("irn")
+    if not weights.is_file():
+        return {}
+    model = load_boundary_model(cfg, weights).to(select_device(cfg.run.device))
+    pictures = {}
+    for image_id in ids:
+        image = dataset.read_image(image_id)
+        batch = torch.from_numpy(image)[None]
+        boundary = boundary_maps(model, batch, cfg.irn.crop_size, cfg.run.amp)[0]
+        pictures[image_id] = boundary_picture(boundary.cpu().numpy(), image.shape[:2])
+    return pictures
+
+
+def boundary_picture(boundary: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 grayscale of a stride-4 boundary map. Each cell becomes a 4 x 4 block
+    (cropped at the image's edge) rather than an interpolation: the picture shows the
+    network's own grid, nothing smoothed in."""
+    cells = np.rint(np.clip(boundary, 0.0, 1.0) * 255.0).astype(np.uint8)
+    full = cells.repeat(BOUNDARY_STRIDE, axis=0).repeat(BOUNDARY_STRIDE, axis=1)
+    return full[: size[0], : size[1]]
+
+
 def plan(s: PlanInputs) -> list[PlanRow]:
     """The dry run's row: training, with its GPU memory (the frozen backbone keeps no
     activations for the backward pass)."""
@@ -85,8 +124,6 @@ def plan(s: PlanInputs) -> list[PlanRow]:
 
 def train_memory(cfg: Config):
     """The dry run's estimate of one training batch, on the meta device."""
-    import torch
-
     from ssenet.dryrun.memory import estimate_training_memory, on_meta, optimizer_slots
 
     model = on_meta(lambda: BoundaryNet(boundary_backbone(cfg, pretrained=False)))
@@ -109,4 +146,5 @@ STAGE = Stage(
     section="irn",
     plan=plan,
     network="IRNet boundary network",
+    example_figure=boundary_pictures,
 )

@@ -51,8 +51,11 @@ class Stage:
     plan(inputs) -> rows: the dry run's rows (`ssenet.dryrun.plan.PlanInputs`); without one the
     dry run shows its lists. check(cfg, world_size) -> errors: settings it would stop on, found
     up front by the dry run. network: what it trains ("CAM network"), shown with its loss
-    curve. The config keys its outputs depend on are in its stamps and training digest
-    (`ssenet.provenance`), next to the code that uses them.
+    curve. example_figure(cfg, layout, dataset, ids) -> {id: (H, W) uint8 grayscale picture}:
+    what its trained network sees in the report's example images, shown beside their labels
+    with the stage's title; {} when the network is not trained (then no cell). The config
+    keys its outputs depend on are in its stamps and training digest (`ssenet.provenance`),
+    next to the code that uses them.
     """
 
     name: str
@@ -67,6 +70,9 @@ class Stage:
     plan: Callable[[Any], list] | None = field(default=None, compare=False)
     check: Callable[[Config, int], list[str]] | None = field(default=None, compare=False)
     network: str = ""
+    example_figure: Callable[[Config, RunLayout, Any, list[str]], dict] | None = field(
+        default=None, compare=False
+    )
 
     @property
     def scored(self) -> bool:
