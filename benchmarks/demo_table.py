@@ -10,8 +10,9 @@ classifier mAP, scale consistency), the SSENet - baseline differences and each r
 over the CAMs, each as mean ± standard deviation over the runs. The 3-seed IRNet comparison:
 
     for s in 0 1 2; do ssenet demo --refiner irn --seed $s --out demo_irn_s$s; done
-    python benchmarks/demo_table.py demo_irn_s0 demo_irn_s1 demo_irn_s2
- With --markdown PAGE it also writes the manual's two tables (the mean
+    python benchmarks/demo_table.py demo_irn_s0 demo_irn_s1 demo_irn_s2 --refiners docs/refiners.md
+
+With --markdown PAGE it also writes the manual's two tables (the mean
 ± std over the seeds and every seed's figures) into PAGE, between the lines
 `<!-- demo_table: begin -->` and `<!-- demo_table: end -->`, so the results page is written by
 the script that measures it, never copied by hand.
@@ -132,6 +133,45 @@ def headline_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+REFINERS = ("<!-- refiner_table: begin -->", "<!-- refiner_table: end -->")
+
+
+def refiner_tables(results: list[dict]) -> str:
+    """The refiners page's tables: per method, the CAMs, every refiner the runs scored (from the
+    registry), each one's gain over the CAMs and DeepLab on the labels it learned from, mean ±
+    std; then every seed's figures."""
+    stages = stage_columns(results)
+    refined = [(s, t) for s, t in stages if s not in ("cam", "crf", "seg")]
+    learned = dict(stages).get(seg_labels(results[0]), seg_labels(results[0]))
+    head = ["method", "CAM"] + [t for _, t in refined] + [f"{t} - CAM" for _, t in refined]
+    head.append(f"DeepLab (val) on {learned}")
+    lines = [f"{len(results)} seeds, mean ± std:", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]  # fmt: skip
+    for method, name in zip(METHODS, ("baseline", "SSENet"), strict=True):
+        runs = [r[method] for r in results]
+        cells = [mean_std([r["cam"]["miou"] for r in runs])]
+        cells += [mean_std([r[s]["miou"] for r in runs]) for s, _ in refined]
+        cells += [mean_std([r[s]["miou"] - r["cam"]["miou"] for r in runs]) for s, _ in refined]
+        cells.append(mean_std([r["seg"]["miou"] for r in runs]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    diffs = [mean_std([r["ssenet"][s]["miou"] - r["baseline"][s]["miou"] for r in results])
+             for s, _ in (("cam", "CAM"), *refined, ("seg", ""))]  # fmt: skip
+    lines.append("| SSENet - baseline | " + " | ".join(diffs[:-1]) + " | "
+                 + " | ".join("" for _ in refined) + f" | {diffs[-1]} |")  # fmt: skip
+    lines += ["", "Every seed (baseline / SSENet; demo time by the demo's own clock):", "",
+              "| seed | CAM | " + " | ".join(t for _, t in refined)
+              + f" | DeepLab on {learned} | demo time |",
+              "|" + "---|" * (len(refined) + 4)]  # fmt: skip
+    for result in results:
+        b, s = result["baseline"], result["ssenet"]
+        cells = [str(result["meta"]["seed"])]
+        cells += [f"{b[k]['miou']:.3f} / {s[k]['miou']:.3f}"
+                  for k in ("cam", *(x for x, _ in refined), "seg")]  # fmt: skip
+        cells.append(f"{result['meta']['seconds']:.0f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_markdown(page: Path, tables: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
     """Replace what lies between the two marker lines of `page` with `tables`."""
     begin, end = markers
@@ -150,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="write the tables into PAGE between its demo_table lines")  # fmt: skip
     parser.add_argument("--headline", type=Path, metavar="README",
                         help="write the short table into README between its demo_headline lines")
+    parser.add_argument("--refiners", type=Path, metavar="PAGE",
+                        help="write the refiner comparison into PAGE between its refiner_table "
+                             "lines (runs of ssenet demo --refiner irn)")  # fmt: skip
     args = parser.parse_args(argv)
     results = [json.loads((run / "results.json").read_text()) for run in args.runs]
     if args.markdown:
@@ -158,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.headline:
         write_markdown(args.headline, headline_table(results), HEADLINE)
         print(f"headline written to {args.headline}")
+    if args.refiners:
+        write_markdown(args.refiners, refiner_tables(results), REFINERS)
+        print(f"refiner tables written to {args.refiners}")
     stages = stage_columns(results)
     table = {m: [figures(r[m], stages) for r in results] for m in METHODS}
     for run, result in zip(args.runs, results, strict=True):

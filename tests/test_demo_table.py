@@ -117,3 +117,30 @@ def test_the_terminal_table_follows_the_refiners_the_runs_scored(demo_table, tmp
     assert "ssenet - baseline irn_rw_miou: 0.060 ± 0.000" in out
     assert "baseline: CAM + CRF - CAM 0.300 ± 0.000; CAM + rw - CAM 0.100 ± 0.000; " \
            "CAM + IRN - CAM 0.120 ± 0.000; DeepLab / CAM + IRN " in out  # fmt: skip
+
+
+def test_refiner_tables_compare_every_scored_refiner(demo_table, tmp_path):
+    """Runs of `ssenet demo --refiner irn`: CAM, CAM+rw and CAM+IRN, each gain over the CAMs,
+    DeepLab on IRNet's labels, SSENet - baseline; the columns come from the registry."""
+    runs = []
+    for seed, (base, ser) in enumerate(((0.40, 0.46), (0.42, 0.48))):
+        folder = write_run(tmp_path / f"s{seed}", seed, base, ser)
+        results = json.loads((folder / "results.json").read_text())
+        for name in ("baseline", "ssenet"):
+            cam = results[name]["cam"]["miou"]
+            results[name]["irn_rw"] = {"miou": cam + 0.2, "mfn": 0.1, "mfp": 0.5}
+        results["meta"]["refiner"] = "irn"
+        (folder / "results.json").write_text(json.dumps(results))
+        runs.append(folder)
+    page = tmp_path / "refiners.md"
+    page.write_text(f"x\n{demo_table.REFINERS[0]}\n{demo_table.REFINERS[1]}\ny\n")
+    demo_table.main([*map(str, runs), "--refiners", str(page)])
+    text = page.read_text()
+    assert "| method | CAM | CAM + rw | CAM + IRN | CAM + rw - CAM | CAM + IRN - CAM " in text
+    assert "DeepLab (val) on CAM + IRN |" in text
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ")}  # fmt: skip
+    assert rows["| SSENet"][1:6] == ["0.470 ± 0.014", "0.570 ± 0.014", "0.670 ± 0.014",
+                                     "0.100 ± 0.000", "0.200 ± 0.000"]  # fmt: skip
+    assert rows["| SSENet - baseline"][1] == "0.060 ± 0.000"
+    assert rows["| 1"][1:4] == ["0.420 / 0.480", "0.520 / 0.580", "0.620 / 0.680"]
