@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.datasets import ImageListDataset, SegmentationDataset, image_size
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.progress import progress_bar
-from ssenet.runtime import select_device, set_threads
+from ssenet.runtime import halving_on_oom, select_device, set_threads
 from ssenet.runtime import shard as take_shard
 
 Batch = list[tuple[str, torch.Tensor, np.ndarray]]
@@ -185,3 +186,64 @@ def run_crf_jobs(cfg: Config, jobs: Dataset, desc: str, progress: bool) -> None:
     loader = DataLoader(jobs, batch_size=None, num_workers=min(workers, len(jobs)))
     for _ in progress_bar(loader, total=len(jobs), desc=desc, enabled=progress):
         pass
+
+
+class CamJobs(Dataset):
+    """Per-image jobs over saved CAMs, for `run_crf_jobs`: item `index` reads the image and its
+    CAM file `cam_dir/<id>.npz` (checked to be the image's size), hands them to `write` with the
+    image's expected `made_from` stamp and returns the id. A stage subclasses it with its `write`.
+    """
+
+    def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
+                 stamps: dict[str, str]):  # fmt: skip
+        # Imported here: only the stages that run a CRF pay for the CRF package.
+        from ssenet.crf.solver import resolve_backend
+
+        self.cfg, self.list_name, self.ids = cfg, list_name, ids
+        self.cam_dir, self.stamps = cam_dir, stamps
+        self.backend = resolve_backend(cfg.crf.backend)
+        self.device: torch.device | None = None
+        self.dataset: SegmentationDataset | None = None  # opened lazily, in each worker
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> str:
+        if self.dataset is None:
+            self.dataset = open_split(self.cfg.data, self.list_name)
+        image_id = self.ids[index]
+        cam_path = self.cam_dir / f"{image_id}.npz"
+        cams, keys = load_cams(cam_path)
+        image = self.dataset.read_image(image_id)
+        check_same_size(cam_path, cams, image)
+        self.write(image_id, image, cams, keys, self.stamps[image_id])
+        return image_id
+
+    def write(
+        self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray, made_from: str
+    ) -> None:
+        """Compute one image's outputs from its CAMs and write them stamped `made_from`."""
+        raise NotImplementedError
+
+
+def batched_cams(
+    cfg: Config,
+    work: ImageWork,
+    cam_dir: Path,
+    batch_size: int,
+    desc: str,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    what: str,
+    progress: bool,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, torch.Tensor]]:
+    """(id, CAMs, keys, network output) of every image still to do in `work`: `forward` runs on
+    batches of same-size images (halved on out-of-memory, `what` names it in the error) and each
+    image's CAM file `cam_dir/<id>.npz` is loaded and checked to be the image's size. The
+    shared loop of the stages that walk CAMs over a network's per-image output."""
+    for batch in work_batches(cfg, work, batch_size, desc, progress):
+        images = torch.stack([image for _, image, _ in batch])
+        outputs = halving_on_oom(forward, images, what)
+        for (image_id, image, _), output in zip(batch, outputs, strict=True):
+            cams, keys = load_cams(cam_dir / f"{image_id}.npz")
+            check_same_size(cam_dir / f"{image_id}.npz", cams, image)
+            yield image_id, cams, keys, output

@@ -11,15 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from torch.utils.data import Dataset
+import numpy as np
 
-from ssenet.camfile import load_cams
 from ssenet.config import Config
-from ssenet.crf import check_params, resolve_backend
+from ssenet.crf import check_params
 from ssenet.data.palette import write_label_png
-from ssenet.data.source import open_split
-from ssenet.inference import check_same_size, image_work, require_inputs, run_crf_jobs
+from ssenet.inference import CamJobs, image_work, require_inputs, run_crf_jobs
 from ssenet.irn import crf_params, relation_label
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
 from ssenet.runtime import rank_shard
@@ -48,31 +45,18 @@ def relation_stamp(cfg: Config, cams_stamp: str | None) -> str:
     return stamp("irn relations", cams_stamp, config_values(cfg, RELATION_KEYS))
 
 
-class _RelationJobs(Dataset):
+class _RelationJobs(CamJobs):
     """One item per image: both CRFs, the relation label written, the id returned."""
 
     def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
                  label_dir: Path, stamps: dict[str, str]):  # fmt: skip
-        self.cfg, self.list_name, self.ids = cfg, list_name, ids
-        self.cam_dir, self.label_dir, self.stamps = cam_dir, label_dir, stamps
-        self.backend = resolve_backend(cfg.crf.backend)
-        self.device: torch.device | None = None
-        self.dataset = None  # opened lazily, in each worker
+        super().__init__(cfg, list_name, ids, cam_dir, stamps)
+        self.label_dir = label_dir
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> str:
-        if self.dataset is None:
-            self.dataset = open_split(self.cfg.data, self.list_name)
-        image_id = self.ids[index]
-        cam_path = self.cam_dir / f"{image_id}.npz"
-        cams, keys = load_cams(cam_path)
-        image = self.dataset.read_image(image_id)
-        check_same_size(cam_path, cams, image)
+    def write(self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
+              made_from: str) -> None:  # fmt: skip
         label = relation_label(image, cams, keys, self.cfg.irn, self.backend, self.device)
-        write_label_png(self.label_dir / f"{image_id}.png", label, self.stamps[image_id])
-        return image_id
+        write_label_png(self.label_dir / f"{image_id}.png", label, made_from)
 
 
 def relation_labels(

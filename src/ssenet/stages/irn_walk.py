@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.palette import write_label_png
-from ssenet.inference import check_same_size, image_work, require_inputs, work_batches
+from ssenet.inference import batched_cams, image_work, require_inputs
 from ssenet.irn import walk_label
 from ssenet.models.boundary import boundary_maps, load_boundary_model
 from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
-from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
+from ssenet.runtime import rank_shard, select_device, set_threads
 from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.irn_labels import REFINER
 from ssenet.stages.layout import RunLayout
@@ -68,17 +67,14 @@ def irn_walk_labels(
     if work.todo:
         set_threads(cfg.run.threads)
         model = load_boundary_model(cfg, weights).to(select_device(cfg.run.device))
-        for batch in work_batches(cfg, work, cfg.irn.infer_batch, "irn walk", progress):
-            images = torch.stack([image for _, image, _ in batch])
-            boundaries = halving_on_oom(
-                lambda part: boundary_maps(model, part, cfg.irn.crop_size, cfg.run.amp), images,
-                "IRNet boundary maps",
-            )  # fmt: skip
-            for (image_id, image, _), boundary in zip(batch, boundaries, strict=True):
-                cams, keys = load_cams(cam_dir / f"{image_id}.npz")
-                check_same_size(cam_dir / f"{image_id}.npz", cams, image)
-                label = walk_label(cams, keys, boundary, cfg.irn)
-                write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
+        walked = batched_cams(
+            cfg, work, cam_dir, cfg.irn.infer_batch, "irn walk",
+            lambda part: boundary_maps(model, part, cfg.irn.crop_size, cfg.run.amp),
+            "IRNet boundary maps", progress,
+        )  # fmt: skip
+        for image_id, cams, keys, boundary in walked:
+            label = walk_label(cams, keys, boundary, cfg.irn)
+            write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
     return work.counts(label_dir=str(label_dir))
 
 

@@ -23,16 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ssenet.cam_labels import background_power
-from ssenet.camfile import load_cams
 from ssenet.config import Config, CrfConfig
 from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
-from ssenet.data.source import open_split
-from ssenet.inference import check_same_size, image_work, require_inputs, run_crf_jobs
+from ssenet.inference import CamJobs, image_work, require_inputs, run_crf_jobs
 from ssenet.provenance import config_values, is_current, read_stamp, stamp
 from ssenet.runtime import rank_shard
 from ssenet.stages.common import score_labels, sync_ranks
@@ -75,40 +72,19 @@ def crf_image(
     return la, ha
 
 
-class _CrfJobs(Dataset):
+class _CrfJobs(CamJobs):
     """One item per image: run the CRF, write both outputs, return the id (for workers)."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        list_name: str,
-        ids: list[str],
-        cam_dir: Path,
-        out_dir: Path,
-        stamps: dict[str, str],
-    ):
-        self.cfg, self.list_name, self.ids = cfg, list_name, ids
-        self.cam_dir, self.out_dir, self.stamps = cam_dir, out_dir, stamps
-        self.backend = resolve_backend(cfg.crf.backend)
-        self.device: torch.device | None = None
-        self.dataset = None  # opened lazily, in each worker
+    def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
+                 out_dir: Path, stamps: dict[str, str]):  # fmt: skip
+        super().__init__(cfg, list_name, ids, cam_dir, stamps)
+        self.out_dir = out_dir
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> str:
-        if self.dataset is None:
-            self.dataset = open_split(self.cfg.data, self.list_name)
-        image_id = self.ids[index]
-        cam_path = self.cam_dir / f"{image_id}.npz"
-        cams, keys = load_cams(cam_path)
-        image = self.dataset.read_image(image_id)
-        check_same_size(cam_path, cams, image)
+    def write(self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
+              made_from: str) -> None:  # fmt: skip
         la, ha = crf_image(image, cams, self.cfg.crf, self.backend, self.device)
-        made_from = self.stamps[image_id]
         save_scores(self.out_dir / "scores" / f"{image_id}.npz", la, ha, keys, made_from)
         write_label_png(self.out_dir / "labels" / f"{image_id}.png", crf_label(la, keys), made_from)
-        return image_id
 
 
 def crf_labels(

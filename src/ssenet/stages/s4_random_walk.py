@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.palette import write_label_png
-from ssenet.inference import check_same_size, image_work, require_inputs, work_batches
+from ssenet.inference import batched_cams, image_work, require_inputs
 from ssenet.models.configured import load_affinity_model
 from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
 from ssenet.randomwalk import affinity_features, score_stack, walk_scores
-from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
+from ssenet.runtime import rank_shard, select_device, set_threads
 from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
@@ -85,17 +84,14 @@ def walk_labels(
         set_threads(cfg.run.threads)
         model = load_affinity_model(cfg, aff_weights).to(select_device(cfg.run.device))
         stride = cfg.model.output_stride
-        for batch in work_batches(cfg, work, cfg.cam.infer_batch, "random walk", progress):
-            images = torch.stack([image for _, image, _ in batch])
-            features = halving_on_oom(
-                lambda part: affinity_features(model, part, stride, cfg.run.amp), images,
-                "random-walk features",
-            )  # fmt: skip
-            for (image_id, image, _), feats in zip(batch, features, strict=True):
-                cams, keys = load_cams(cam_dir / f"{image_id}.npz")
-                check_same_size(cam_dir / f"{image_id}.npz", cams, image)
-                label = walk_label(cams, keys, feats, cfg, stride)
-                write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
+        walked = batched_cams(
+            cfg, work, cam_dir, cfg.cam.infer_batch, "random walk",
+            lambda part: affinity_features(model, part, stride, cfg.run.amp),
+            "random-walk features", progress,
+        )  # fmt: skip
+        for image_id, cams, keys, feats in walked:
+            label = walk_label(cams, keys, feats, cfg, stride)
+            write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
     return work.counts(label_dir=str(label_dir))
 
 
