@@ -22,6 +22,7 @@ from ssenet.data.datasets import ImageListDataset, SegmentationDataset, image_si
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.progress import progress_bar
+from ssenet.provenance import is_current, read_stamp
 from ssenet.runtime import halving_on_oom, select_device, set_threads
 from ssenet.runtime import shard as take_shard
 
@@ -53,6 +54,29 @@ def image_work(
     run redoes exactly those). `image_labels=False` opens a list that has none (VOC `test`)."""
     dataset, ids = owned_images(cfg, list_name, shard, dataset, image_labels)
     return ImageWork(dataset, ids, [i for i in ids if not done(i)])
+
+
+def cam_work(
+    cfg: Config,
+    list_name: str,
+    shard: tuple[int, int],
+    cam_dir: Path,
+    file_stamp: Callable[[str | None], str],
+    outputs: Callable[[str], Sequence[Path]],
+) -> tuple[ImageWork, dict[str, str]]:
+    """`image_work` for a stage that computes each image's outputs from its CAM file
+    `cam_dir/<id>.npz`: an image is done when every path of `outputs(id)` carries the stamp
+    `file_stamp(stamp of its CAM file)`. Returns the work and those expected stamps (each CAM
+    file's stamp is read once, here); refuses, naming them, images whose CAM file is missing."""
+    expected: dict[str, str] = {}
+
+    def done(image_id: str) -> bool:
+        expected[image_id] = file_stamp(read_stamp(cam_dir / f"{image_id}.npz"))
+        return all(is_current(path, expected[image_id]) for path in outputs(image_id))
+
+    work = image_work(cfg, list_name, shard, done)
+    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    return work, expected
 
 
 def owned_images(

@@ -16,9 +16,9 @@ import numpy as np
 from ssenet.config import Config
 from ssenet.crf import check_params
 from ssenet.data.palette import write_label_png
-from ssenet.inference import CamJobs, image_work, require_inputs, run_crf_jobs
+from ssenet.inference import CamJobs, cam_work, run_crf_jobs
 from ssenet.irn import crf_params, relation_label
-from ssenet.provenance import config_values, is_current, read_stamp, stamp
+from ssenet.provenance import config_values, stamp
 from ssenet.runtime import rank_shard
 from ssenet.stages.common import sync_ranks
 from ssenet.stages.layout import RunLayout
@@ -72,14 +72,9 @@ def relation_labels(
     check_params(crf_params(cfg.irn))
     cam_dir, label_dir = Path(cam_dir), Path(out_dir) / "labels"
     list_name = list_name or irn_train_list(cfg)
-    expected: dict[str, str] = {}
-
-    def done(image_id: str) -> bool:
-        expected[image_id] = relation_stamp(cfg, read_stamp(cam_dir / f"{image_id}.npz"))
-        return is_current(label_dir / f"{image_id}.png", expected[image_id])
-
-    work = image_work(cfg, list_name, shard, done)
-    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    work, expected = cam_work(cfg, list_name, shard, cam_dir,
+                              lambda cams: relation_stamp(cfg, cams),
+                              lambda i: [label_dir / f"{i}.png"])  # fmt: skip
     if work.todo:
         jobs = _RelationJobs(cfg, list_name, work.todo, cam_dir, label_dir, expected)
         run_crf_jobs(cfg, jobs, "irn relation labels", progress)

@@ -16,10 +16,10 @@ import torch
 
 from ssenet.config import Config
 from ssenet.data.palette import write_label_png
-from ssenet.inference import batched_cams, image_work, require_inputs
+from ssenet.inference import batched_cams, cam_work
 from ssenet.irn import walk_label
 from ssenet.models.boundary import boundary_maps, load_boundary_model
-from ssenet.provenance import config_values, is_current, read_stamp, stamp, weights_stamp
+from ssenet.provenance import config_values, stamp, weights_stamp
 from ssenet.runtime import rank_shard, select_device, set_threads
 from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.irn_labels import REFINER
@@ -55,15 +55,9 @@ def irn_walk_labels(
     out_dir, cam_dir = Path(out_dir), Path(cam_dir)
     label_dir = out_dir / "labels"
     boundary_stamp = weights_stamp(weights)
-    expected: dict[str, str] = {}
-
-    def done(image_id: str) -> bool:
-        cams = read_stamp(cam_dir / f"{image_id}.npz")
-        expected[image_id] = walk_stamp(cfg, boundary_stamp, cams)
-        return is_current(label_dir / f"{image_id}.png", expected[image_id])
-
-    work = image_work(cfg, list_name or cfg.data.infer_list, shard, done)
-    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    work, expected = cam_work(cfg, list_name or cfg.data.infer_list, shard, cam_dir,
+                              lambda cams: walk_stamp(cfg, boundary_stamp, cams),
+                              lambda i: [label_dir / f"{i}.png"])  # fmt: skip
     if work.todo:
         set_threads(cfg.run.threads)
         model = load_boundary_model(cfg, weights).to(select_device(cfg.run.device))

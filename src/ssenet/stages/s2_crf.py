@@ -29,8 +29,8 @@ from ssenet.config import Config, CrfConfig
 from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
-from ssenet.inference import CamJobs, image_work, require_inputs, run_crf_jobs
-from ssenet.provenance import config_values, is_current, read_stamp, stamp
+from ssenet.inference import CamJobs, cam_work, run_crf_jobs
+from ssenet.provenance import config_values, stamp
 from ssenet.runtime import rank_shard
 from ssenet.stages.common import score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
@@ -104,17 +104,10 @@ def crf_labels(
     resolve_backend(cfg.crf.backend)
     cam_dir, out_dir = Path(cam_dir), Path(out_dir)
     list_name = list_name or cfg.data.infer_list
-    expected: dict[str, str] = {}
-
-    def done(image_id: str) -> bool:  # each CAM file's stamp is read once, here
-        expected[image_id] = crf_file_stamp(cfg, read_stamp(cam_dir / f"{image_id}.npz"))
-        return all(
-            is_current(out_dir / sub / f"{image_id}{suffix}", expected[image_id])
-            for sub, suffix in (("scores", ".npz"), ("labels", ".png"))
-        )
-
-    work = image_work(cfg, list_name, shard, done)
-    require_inputs(cam_dir, work.todo, ".npz", "CAMs", "run CAM inference on this list first")
+    work, expected = cam_work(
+        cfg, list_name, shard, cam_dir, lambda cams: crf_file_stamp(cfg, cams),
+        lambda i: [out_dir / "scores" / f"{i}.npz", out_dir / "labels" / f"{i}.png"],
+    )  # fmt: skip
     if work.todo:
         run_crf_jobs(cfg, _CrfJobs(cfg, list_name, work.todo, cam_dir, out_dir, expected), "crf",
                      progress)  # fmt: skip
