@@ -215,16 +215,16 @@ def run_crf_jobs(cfg: Config, jobs: Dataset, desc: str, progress: bool) -> None:
 class CamJobs(Dataset):
     """Per-image jobs over saved CAMs, for `run_crf_jobs`: item `index` reads the image and its
     CAM file `cam_dir/<id>.npz` (checked to be the image's size), hands them to `write` with the
-    image's expected `made_from` stamp and returns the id. A stage subclasses it with its `write`.
-    """
+    image's expected `made_from` stamp and returns the id. A stage subclasses it with its
+    `write`, which writes below `out_dir`."""
 
     def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
-                 stamps: dict[str, str]):  # fmt: skip
+                 out_dir: Path, stamps: dict[str, str]):  # fmt: skip
         # Imported here: only the stages that run a CRF pay for the CRF package.
         from ssenet.crf.solver import resolve_backend
 
         self.cfg, self.list_name, self.ids = cfg, list_name, ids
-        self.cam_dir, self.stamps = cam_dir, stamps
+        self.cam_dir, self.out_dir, self.stamps = cam_dir, out_dir, stamps
         self.backend = resolve_backend(cfg.crf.backend)
         self.device: torch.device | None = None
         self.dataset: SegmentationDataset | None = None  # opened lazily, in each worker

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from ssenet.config import Config
+from ssenet.config import Config, IrnConfig, SegConfig
 from ssenet.data.coco import coco_mask_dir
+from ssenet.data.datasets import SegmentationDataset
+from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
+from ssenet.data.transforms import JointTrainTransform
 from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
@@ -63,6 +67,27 @@ def aff_train_list(cfg: Config) -> str:
 
 def seg_train_list(cfg: Config) -> str:
     return cfg.seg.train_list or cfg.data.train_list
+
+
+def pseudo_label_train_set(
+    dataset: SegmentationDataset, label_dir: Path, section: IrnConfig | SegConfig, seed: int
+) -> Callable[[nn.Module], PseudoLabelDataset]:
+    """The `dataset` argument of `train_network` for a network that learns from label PNGs
+    `label_dir/<id>.png` (the boundary network, DeepLab): the images with their labels under one
+    random scale, crop and flip from `section` (scale_range, crop_size, hflip), normalised as
+    the model's backbone expects."""
+
+    def train_set(model: nn.Module) -> PseudoLabelDataset:
+        augment = JointTrainTransform(
+            scale=section.scale_range,
+            crop_size=section.crop_size,
+            hflip=section.hflip,
+            mean=model.backbone.mean,
+            std=model.backbone.std,
+        )
+        return PseudoLabelDataset(dataset, label_dir, augment, seed=seed)
+
+    return train_set
 
 
 def check_pseudo_label_scoring(cfg: Config) -> None:

@@ -13,13 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
-from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
-from ssenet.data.transforms import JointTrainTransform
 from ssenet.inference import require_inputs
 from ssenet.irn import BoundaryObjective
 from ssenet.models.boundary import (
@@ -32,6 +29,7 @@ from ssenet.models.boundary import (
 )
 from ssenet.provenance import read_stamp, stamp
 from ssenet.runtime import select_device
+from ssenet.stages.common import pseudo_label_train_set
 from ssenet.stages.irn_labels import REFINER, irn_train_list
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
@@ -54,24 +52,13 @@ def train_boundary(
     labels = stamp(*(read_stamp(label_dir / f"{i}.png") for i in dataset.ids))
     digest = cfg.digest("data", "model", "irn") + "-" + labels[:12]
     irn = cfg.irn
-
-    def train_set(model: nn.Module) -> PseudoLabelDataset:
-        augment = JointTrainTransform(
-            scale=irn.scale_range,
-            crop_size=irn.crop_size,
-            hflip=irn.hflip,
-            mean=model.backbone.mean,
-            std=model.backbone.std,
-        )
-        return PseudoLabelDataset(dataset, label_dir, augment, seed=cfg.run.seed)
-
     return train_network(
         name="irn boundary",
         out_dir=out_dir,
         digest=digest,
         run=cfg.run,
         build=lambda: build_boundary_from_config(cfg),
-        dataset=train_set,
+        dataset=pseudo_label_train_set(dataset, label_dir, irn, cfg.run.seed),
         objective=lambda model: BoundaryObjective(model, irn.train_radius),
         optim_cfg=irn,
         epochs=irn.epochs,

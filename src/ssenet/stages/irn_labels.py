@@ -48,15 +48,10 @@ def relation_stamp(cfg: Config, cams_stamp: str | None) -> str:
 class _RelationJobs(CamJobs):
     """One item per image: both CRFs, the relation label written, the id returned."""
 
-    def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
-                 label_dir: Path, stamps: dict[str, str]):  # fmt: skip
-        super().__init__(cfg, list_name, ids, cam_dir, stamps)
-        self.label_dir = label_dir
-
     def write(self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
               made_from: str) -> None:  # fmt: skip
         label = relation_label(image, cams, keys, self.cfg.irn, self.backend, self.device)
-        write_label_png(self.label_dir / f"{image_id}.png", label, made_from)
+        write_label_png(self.out_dir / "labels" / f"{image_id}.png", label, made_from)
 
 
 def relation_labels(
@@ -76,7 +71,7 @@ def relation_labels(
                               lambda cams: relation_stamp(cfg, cams),
                               lambda i: [label_dir / f"{i}.png"])  # fmt: skip
     if work.todo:
-        jobs = _RelationJobs(cfg, list_name, work.todo, cam_dir, label_dir, expected)
+        jobs = _RelationJobs(cfg, list_name, work.todo, cam_dir, Path(out_dir), expected)
         run_crf_jobs(cfg, jobs, "irn relation labels", progress)
     return work.counts(label_dir=str(label_dir))
 

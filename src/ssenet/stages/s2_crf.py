@@ -75,11 +75,6 @@ def crf_image(
 class _CrfJobs(CamJobs):
     """One item per image: run the CRF, write both outputs, return the id (for workers)."""
 
-    def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
-                 out_dir: Path, stamps: dict[str, str]):  # fmt: skip
-        super().__init__(cfg, list_name, ids, cam_dir, stamps)
-        self.out_dir = out_dir
-
     def write(self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
               made_from: str) -> None:  # fmt: skip
         la, ha = crf_image(image, cams, self.cfg.crf, self.backend, self.device)

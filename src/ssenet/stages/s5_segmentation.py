@@ -21,9 +21,7 @@ from torch import nn
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.palette import write_label_png
-from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
-from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
 from ssenet.inference import image_work, owned_images, require_inputs, work_batches
 from ssenet.models.configured import load_seg_model
@@ -31,7 +29,7 @@ from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, image_stamp, is_current, stamp, weights_stamp
 from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.segmentation import SegObjective, multiscale_probs
-from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
+from ssenet.stages.common import pseudo_label_train_set, score_labels, seg_train_list, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, pseudo_label_stage, pseudo_labels
 from ssenet.trainer import FitResult, train_network
@@ -98,24 +96,13 @@ def train_seg(
                    "data.train_list) first")  # fmt: skip
     digest = cfg.digest("data", "model", "seg") + "-" + label_dir_digest(label_dir, dataset.ids)
     seg = cfg.seg
-
-    def train_set(model: nn.Module) -> PseudoLabelDataset:
-        augment = JointTrainTransform(
-            scale=seg.scale_range,
-            crop_size=seg.crop_size,
-            hflip=seg.hflip,
-            mean=model.backbone.mean,
-            std=model.backbone.std,
-        )
-        return PseudoLabelDataset(dataset, label_dir, augment, seed=cfg.run.seed)
-
     return train_network(
         name=f"seg {seg.head}",
         out_dir=out_dir,
         digest=digest,
         run=cfg.run,
         build=lambda: build_seg_model(cfg.model, seg.head, dataset.num_classes),
-        dataset=train_set,
+        dataset=pseudo_label_train_set(dataset, label_dir, seg, cfg.run.seed),
         objective=SegObjective,
         optim_cfg=seg,
         epochs=seg.epochs,
