@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +21,10 @@ from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
 from ssenet.runtime import on_main_rank
+
+if TYPE_CHECKING:
+    from ssenet.dryrun.memory import MemoryEstimate
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
 # What a stage's scores say when none of its images has a mask (folder data may have none).
@@ -147,3 +152,20 @@ def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> di
     metrics["label_free"] = label_shares(label_dir, dataset)  # with or without masks
     write_json(out, metrics)
     return metrics
+
+
+def network_plan_rows(
+    s: PlanInputs,
+    stage: str,
+    section: Any,
+    train_memory: Callable[[], MemoryEstimate],
+    infer_memory: Callable[[], MemoryEstimate],
+) -> list[PlanRow]:
+    """The dry run's rows of a stage that trains a network and then infers with it at several
+    scales (`section`: its config section, with infer_scales, infer_batch and infer_flip):
+    training and inference, each with its GPU memory."""
+    train = s.estimate(f"{stage} training", train_memory)
+    infer = s.estimate(f"{stage} inference", infer_memory)
+    return [s.train_row(stage, section, train),
+            s.infer_row(stage, s.flip_batch(section), infer,
+                        f"{len(section.infer_scales)} scales")]  # fmt: skip

@@ -37,7 +37,7 @@ from ssenet.provenance import (
     weights_stamp,
 )
 from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
-from ssenet.stages.common import gt_dir, scorable_ids, score_labels, sync_ranks
+from ssenet.stages.common import gt_dir, network_plan_rows, scorable_ids, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, covered_lists
 from ssenet.stages.s1_cam_figures import (
@@ -239,11 +239,8 @@ def plan(s: PlanInputs) -> list[PlanRow]:
     from ssenet.dryrun.stage_memory import cam_infer_memory, cam_train_memory
 
     cfg, foreground = s.cfg, s.classes - 1
-    train = s.estimate("cam training", lambda: cam_train_memory(cfg, foreground))
-    infer = s.estimate("cam inference", lambda: cam_infer_memory(cfg, foreground, s.size))
-    return [s.train_row("cam", cfg.cam, train),
-            s.infer_row("cam", s.flip_batch(cfg.cam), infer,
-                        f"{len(cfg.cam.infer_scales)} scales")]  # fmt: skip
+    return network_plan_rows(s, "cam", cfg.cam, lambda: cam_train_memory(cfg, foreground),
+                             lambda: cam_infer_memory(cfg, foreground, s.size))  # fmt: skip
 
 
 STAGE = Stage(

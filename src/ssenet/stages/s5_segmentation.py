@@ -29,7 +29,13 @@ from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, image_stamp, is_current, stamp, weights_stamp
 from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.segmentation import SegObjective, multiscale_probs
-from ssenet.stages.common import pseudo_label_train_set, score_labels, seg_train_list, sync_ranks
+from ssenet.stages.common import (
+    network_plan_rows,
+    pseudo_label_train_set,
+    score_labels,
+    seg_train_list,
+    sync_ranks,
+)
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, pseudo_label_stage, pseudo_labels
 from ssenet.trainer import FitResult, train_network
@@ -201,11 +207,8 @@ def plan(s: PlanInputs) -> list[PlanRow]:
     from ssenet.dryrun.stage_memory import seg_infer_memory, seg_train_memory
 
     cfg = s.cfg
-    train = s.estimate("seg training", lambda: seg_train_memory(cfg, s.classes))
-    infer = s.estimate("seg inference", lambda: seg_infer_memory(cfg, s.classes, s.size))
-    return [s.train_row("seg", cfg.seg, train),
-            s.infer_row("seg", s.flip_batch(cfg.seg), infer,
-                        f"{len(cfg.seg.infer_scales)} scales")]  # fmt: skip
+    return network_plan_rows(s, "seg", cfg.seg, lambda: seg_train_memory(cfg, s.classes),
+                             lambda: seg_infer_memory(cfg, s.classes, s.size))  # fmt: skip
 
 
 STAGE = Stage(
