@@ -18,10 +18,8 @@ from ssenet.data.datasets import (
 )
 from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.inference import resumable_batches, same_size_batches
-from ssenet.multiscale import merge_flips, normalized_pixels, scaled_batches
+from ssenet.multiscale import normalized_pixels, summed_over_passes
 from ssenet.runtime import (
-    autocast,
-    forward_in_passes,
     halving_on_oom,
     inference_batch_size,
 )
@@ -93,17 +91,11 @@ def multiscale_cams(
     Each scale runs the batch and its horizontal flip as one forward pass: relu, bilinear
     upsampling to the original size, un-flip, sum -- the reference's inference recipe.
     """
-    device = next(model.parameters()).device
-    height, width = images.shape[1:3]
-    total = None
-    for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
-                                 device):
-        with autocast(device, amp):
-            cam = forward_in_passes(model, scaled)
-        cam = F.interpolate(F.relu(cam.float()), size=(height, width), mode="bilinear")
-        cam = merge_flips(cam, flip)
-        total = cam if total is None else total + cam
-    return total
+
+    def relu_upsampled(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(F.relu(cam), size=size, mode="bilinear")
+
+    return summed_over_passes(model, images, scales, flip, amp, relu_upsampled)
 
 
 def normalized_present_cams(
