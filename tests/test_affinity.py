@@ -429,3 +429,11 @@ def test_random_walk_stage_names_missing_cams(tmp_path):
     cfg = tiny_config(tmp_path, image_dir)
     with pytest.raises(SsenetError, match="no CAMs"):
         walk_labels(cfg, tmp_path / "aff.pth", tmp_path / "cams", tmp_path / "rw")
+
+
+def test_affinity_augmentation_names_a_bad_jitter_or_crop_setting():
+    # The same checks as the CAM augmentation's, since both build their steps alike.
+    with pytest.raises(SsenetError, match="color_jitter"):
+        AffinityTrainTransform(None, 24, True, (0.3, 0.3), (0, 0, 0), (1, 1, 1))
+    with pytest.raises(SsenetError, match="crop_size"):
+        AffinityTrainTransform(None, 0, True, None, (0, 0, 0), (1, 1, 1))

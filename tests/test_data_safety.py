@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 from ssenet.errors import SsenetError
 from ssenet.runtime import DistInfo
-from ssenet.trainer import fit, make_loader
+from ssenet.trainer import FitOptions, fit, make_loader
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,7 +54,8 @@ def train_tiny(out_dir: Path, digest: str) -> dict:
     loader = make_loader(data, 2, 0, info, seed=0)
     return fit(name="tiny", model=model, objective=SquaredOutput(model), loader=loader,
                optim_cfg=optim, epochs=1, out_dir=out_dir, digest=digest,
-               device=torch.device("cpu"), info=info, progress=False).meta  # fmt: skip
+               device=torch.device("cpu"), info=info,
+               options=FitOptions(progress=False)).meta  # fmt: skip
 
 
 def test_a_network_trained_under_other_settings_is_moved_aside_not_deleted(tmp_path, capsys):

@@ -43,7 +43,7 @@ from ssenet.runtime import (
 from ssenet.stages.s1_cam import infer_cams
 from ssenet.stages.s2_crf import crf_labels
 from ssenet.stages.s4_random_walk import walk_labels
-from ssenet.trainer import fit, make_loader
+from ssenet.trainer import FitOptions, fit, make_loader
 
 torch.set_num_threads(1)
 
@@ -142,7 +142,7 @@ def one_step(out_dir: Path, freeze_bn: bool, info: DistInfo, amp: str = "off",
     result = fit(
         name="test", model=model, objective=CamObjective(model, cam_cfg), loader=loader,
         optim_cfg=plain_sgd(), epochs=1, out_dir=out_dir, digest="test", device=torch.device("cpu"),
-        info=info, amp=amp, channels_last=channels_last, progress=False,
+        info=info, options=FitOptions(amp=amp, channels_last=channels_last, progress=False),
     )  # fmt: skip
     return result.meta
 

@@ -18,10 +18,8 @@ from ssenet.data.datasets import (
 )
 from ssenet.equivariance import EquivarianceTransform, consistency_loss
 from ssenet.inference import resumable_batches, same_size_batches
-from ssenet.multiscale import merge_flips, normalized_pixels, scaled_batches
+from ssenet.multiscale import normalized_pixels, summed_over_passes
 from ssenet.runtime import (
-    autocast,
-    forward_in_passes,
     halving_on_oom,
     inference_batch_size,
 )
@@ -93,17 +91,11 @@ def multiscale_cams(
     Each scale runs the batch and its horizontal flip as one forward pass: relu, bilinear
     upsampling to the original size, un-flip, sum -- the reference's inference recipe.
     """
-    device = next(model.parameters()).device
-    height, width = images.shape[1:3]
-    total = None
-    for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
-                                 device):
-        with autocast(device, amp):
-            cam = forward_in_passes(model, scaled)
-        cam = F.interpolate(F.relu(cam.float()), size=(height, width), mode="bilinear")
-        cam = merge_flips(cam, flip)
-        total = cam if total is None else total + cam
-    return total
+
+    def relu_upsampled(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(F.relu(cam), size=size, mode="bilinear")
+
+    return summed_over_passes(model, images, scales, flip, amp, relu_upsampled)
 
 
 def normalized_present_cams(
@@ -162,6 +154,22 @@ def sum_scales(per_scale: dict[float, torch.Tensor], scales: Sequence[float]) ->
     return total
 
 
+def stacked_batches(
+    dataset: SegmentationDataset,
+    ids: Sequence[str],
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    desc: str,
+    todo: Sequence[str] | None,
+) -> Iterator[tuple[list, torch.Tensor]]:
+    """The one batching loop behind `iter_cams` and `iter_single_scale_cams`: yield each batch
+    (see `resumable_batches`) with its images stacked into one (B, 3, H, W) tensor."""
+    batches = resumable_batches(dataset, ids, todo or ids, batch_size, num_workers, progress, desc)
+    for batch in batches:
+        yield batch, torch.stack([image for _, image, _ in batch])
+
+
 def iter_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
@@ -177,9 +185,8 @@ def iter_cams(
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass;
     with `todo`, only the batches holding one of those (see `resumable_batches`)."""
-    batches = resumable_batches(dataset, ids, todo or ids, batch_size, num_workers, progress, desc)
-    for batch in batches:
-        images = torch.stack([image for _, image, _ in batch])
+    batches = stacked_batches(dataset, ids, batch_size, num_workers, progress, desc, todo)
+    for batch, images in batches:
         summed = memory_safe_cams(model, images, scales, flip, amp)
         for (image_id, _, labels), maps in zip(batch, summed, strict=True):
             cams, keys = normalized_present_cams(maps, labels)
@@ -201,9 +208,8 @@ def iter_single_scale_cams(
 ) -> Iterator[tuple[str, np.ndarray, dict[float, torch.Tensor]]]:
     """Yield (id, labels, {scale: summed CAMs (K, H, W)}), each scale tested on its own (with
     flip), so single-scale figures and their agreement need one pass over the list."""
-    batches = resumable_batches(dataset, ids, todo or ids, batch_size, num_workers, progress, desc)
-    for batch in batches:
-        images = torch.stack([image for _, image, _ in batch])
+    batches = stacked_batches(dataset, ids, batch_size, num_workers, progress, desc, todo)
+    for batch, images in batches:
         per_scale = per_scale_cams(model, images, scales, flip, amp)
         for index, (image_id, _, labels) in enumerate(batch):
             yield image_id, labels, {s: maps[index] for s, maps in per_scale.items()}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ssenet import __version__
 from ssenet.commands import (
@@ -25,6 +27,41 @@ from ssenet.commands import (
     cmd_train_seg,
 )
 from ssenet.errors import SsenetError
+
+Option = tuple[str, dict[str, Any]]
+
+
+def option(flag: str, help: str, **kwargs: Any) -> Option:
+    """One `add_argument` call of a stage verb, as data."""
+    return flag, {"help": help, **kwargs}
+
+
+# The options several stage verbs share, worded once.
+INFER_LIST = option("--list", "image list (default: data.infer_list)")
+SHARD = option("--shard", "K/N: process only the K-th of N disjoint shards")
+CAMS = option("--cams", "CAM .npz directory (default: RUN/cam/cams)")
+SEG_OUT = option("--out", "output directory (default: RUN/seg)")
+
+
+def stage_verb(
+    sub: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace], Any],
+    *options: Option,
+    run_dir: bool = True,
+    config_required: bool = True,
+) -> argparse.ArgumentParser:
+    """A verb that reads a config: --config and overrides, its own options in help order, then
+    --run-dir unless `run_dir` is False (train-cam and infer-cam take no --run-dir)."""
+    verb = sub.add_parser(name, help=help)
+    add_config_args(verb, required=config_required)
+    for flag, kwargs in options:
+        verb.add_argument(flag, **kwargs)
+    if run_dir:
+        verb.add_argument("--run-dir", help="run directory (default: run.out_dir)")
+    verb.set_defaults(func=func)
+    return verb
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,79 +95,96 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--preview", help="also write a PNG grid of 8 images and their masks")
     bench.set_defaults(func=cmd_make_benchmark)
 
-    train = sub.add_parser("train-cam", help="train the CAM network (baseline or SSENet)")
-    add_config_args(train)
-    train.add_argument("--out", help="output directory (default: run.out_dir/cam)")
-    train.set_defaults(func=cmd_train_cam)
-
-    infer = sub.add_parser("infer-cam", help="multi-scale CAMs and CAM pseudo labels")
-    add_config_args(infer)
-    infer.add_argument("--weights", help="trained CAM weights (default: OUT/model.pth)")
-    infer.add_argument("--list", help="image list (default: data.infer_list)")
-    infer.add_argument("--out", help="output directory (default: run.out_dir/cam)")
-    infer.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
-    infer.set_defaults(func=cmd_infer_cam)
-
-    crf = sub.add_parser("crf", help="dense CRF on the CAMs: la/ha scores and CAM+CRF labels")
-    add_config_args(crf)
-    crf.add_argument("--cams", help="CAM .npz directory (default: RUN/cam/cams)")
-    crf.add_argument("--list", help="image list (default: data.infer_list)")
-    crf.add_argument("--out", help="output directory (default: RUN/crf)")
-    crf.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
-
-    aff = sub.add_parser("train-aff", help="train AffinityNet on the CRF scores")
-    add_config_args(aff)
-    aff.add_argument("--crf", help="CRF score directory (default: RUN/crf/scores)")
-    aff.add_argument("--out", help="output directory (default: RUN/aff)")
-
-    walk = sub.add_parser("random-walk", help="random-walk pseudo labels from CAMs + AffinityNet")
-    add_config_args(walk)
-    walk.add_argument("--weights", help="AffinityNet weights (default: RUN/aff/model.pth)")
-    walk.add_argument("--cams", help="CAM .npz directory (default: RUN/cam/cams)")
-    walk.add_argument("--list", help="image list (default: data.infer_list)")
-    walk.add_argument("--out", help="output directory (default: RUN/rw)")
-    walk.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
-
-    train_seg = sub.add_parser("train-seg", help="train DeepLab on pseudo labels")
-    add_config_args(train_seg)
-    train_seg.add_argument(
-        "--labels", help="pseudo label PNGs (default: refine.method's, e.g. RUN/rw/labels)"
+    stage_verb(
+        sub,
+        "train-cam",
+        "train the CAM network (baseline or SSENet)",
+        cmd_train_cam,
+        option("--out", "output directory (default: run.out_dir/cam)"),
+        run_dir=False,
     )
-    train_seg.add_argument("--out", help="output directory (default: RUN/seg)")
-
-    infer_seg = sub.add_parser("infer-seg", help="multi-scale DeepLab predictions as PNGs")
-    add_config_args(infer_seg, required=False)
-    infer_seg.add_argument("--pretrained", help="a save_pretrained folder, instead of --config")
-    infer_seg.add_argument("--weights", help="segmentation weights (default: OUT/model.pth)")
-    infer_seg.add_argument("--list", help="image list (default: data.val_list); no labels needed")
-    infer_seg.add_argument("--images", help="predict every image of this folder instead")
-    infer_seg.add_argument(
-        "--voc-split", choices=("train", "trainval", "val"),
-        help="also lay OUT out as the VOC 2012 root torchvision's VOCSegmentation reads",
-    )  # fmt: skip
-    infer_seg.add_argument("--out", help="output directory (default: RUN/seg)")
-    infer_seg.add_argument("--shard", help="K/N: process only the K-th of N disjoint shards")
-
-    run = sub.add_parser("run", help="every stage in order into one run directory, resumable")
-    add_config_args(run)
-    run.add_argument(
-        "--stages", help="comma-separated subset of the config's stages (e.g. cam,crf,aff,rw,seg)"
+    stage_verb(
+        sub,
+        "infer-cam",
+        "multi-scale CAMs and CAM pseudo labels",
+        cmd_infer_cam,
+        option("--weights", "trained CAM weights (default: OUT/model.pth)"),
+        INFER_LIST,
+        option("--out", "output directory (default: run.out_dir/cam)"),
+        SHARD,
+        run_dir=False,
     )
-    run.add_argument(
-        "--dry-run", action="store_true", help="check data, lists, weights; plan; no training"
+    stage_verb(
+        sub,
+        "crf",
+        "dense CRF on the CAMs: la/ha scores and CAM+CRF labels",
+        cmd_crf,
+        CAMS,
+        INFER_LIST,
+        option("--out", "output directory (default: RUN/crf)"),
+        SHARD,
     )
-    run.add_argument(
-        "--world-size", type=int, help="GPUs to plan steps for (default: $WORLD_SIZE or 1)"
+    stage_verb(
+        sub,
+        "train-aff",
+        "train AffinityNet on the CRF scores",
+        cmd_train_aff,
+        option("--crf", "CRF score directory (default: RUN/crf/scores)"),
+        option("--out", "output directory (default: RUN/aff)"),
     )
-    run.add_argument(
-        "--check-images", action="store_true",
-        help="with --dry-run: decode every image of every list, not a sample (reads every file)",
-    )  # fmt: skip
-
-    for verb, func in ((crf, cmd_crf), (aff, cmd_train_aff), (walk, cmd_random_walk),
-                       (train_seg, cmd_train_seg), (infer_seg, cmd_infer_seg), (run, cmd_run)):
-        verb.add_argument("--run-dir", help="run directory (default: run.out_dir)")
-        verb.set_defaults(func=func)
+    stage_verb(
+        sub,
+        "random-walk",
+        "random-walk pseudo labels from CAMs + AffinityNet",
+        cmd_random_walk,
+        option("--weights", "AffinityNet weights (default: RUN/aff/model.pth)"),
+        CAMS,
+        INFER_LIST,
+        option("--out", "output directory (default: RUN/rw)"),
+        SHARD,
+    )
+    stage_verb(
+        sub,
+        "train-seg",
+        "train DeepLab on pseudo labels",
+        cmd_train_seg,
+        option("--labels", "pseudo label PNGs (default: refine.method's, e.g. RUN/rw/labels)"),
+        SEG_OUT,
+    )
+    stage_verb(
+        sub,
+        "infer-seg",
+        "multi-scale DeepLab predictions as PNGs",
+        cmd_infer_seg,
+        option("--pretrained", "a save_pretrained folder, instead of --config"),
+        option("--weights", "segmentation weights (default: OUT/model.pth)"),
+        option("--list", "image list (default: data.val_list); no labels needed"),
+        option("--images", "predict every image of this folder instead"),
+        option(
+            "--voc-split",
+            "also lay OUT out as the VOC 2012 root torchvision's VOCSegmentation reads",
+            choices=("train", "trainval", "val"),
+        ),
+        SEG_OUT,
+        SHARD,
+        config_required=False,
+    )
+    stage_verb(
+        sub,
+        "run",
+        "every stage in order into one run directory, resumable",
+        cmd_run,
+        option(
+            "--stages", "comma-separated subset of the config's stages (e.g. cam,crf,aff,rw,seg)"
+        ),
+        option("--dry-run", "check data, lists, weights; plan; no training", action="store_true"),
+        option("--world-size", "GPUs to plan steps for (default: $WORLD_SIZE or 1)", type=int),
+        option(
+            "--check-images",
+            "with --dry-run: decode every image of every list, not a sample (reads every file)",
+            action="store_true",
+        ),
+    )
 
     evaluate = sub.add_parser("eval", help="mIoU, mFN, mFP of label maps or CAM files")
     evaluate.add_argument("--pred", help="directory of predicted label PNGs")

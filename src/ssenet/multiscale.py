@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ssenet.runtime import autocast, forward_in_passes
 
 
 def normalized_pixels(
@@ -56,3 +59,26 @@ def merge_flips(maps: torch.Tensor, flip: bool) -> torch.Tensor:
         return maps
     batch = maps.shape[0] // 2
     return maps[:batch] + maps[batch:].flip(-1)
+
+
+def summed_over_passes(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool,
+    amp: str,
+    to_maps: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor],
+) -> torch.Tensor:
+    """The multi-scale + flip test loop of CAM and segmentation inference: each scale's batch
+    (and its mirror) in one forward pass, its float output turned by `to_maps(output, (H, W))`
+    into maps at the original size, mirrors un-flipped, and the sum over scales returned."""
+    device = next(model.parameters()).device
+    size = (images.shape[1], images.shape[2])
+    total = None
+    for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
+                                 device):  # fmt: skip
+        with autocast(device, amp):
+            output = forward_in_passes(model, scaled)
+        maps = merge_flips(to_maps(output.float(), size), flip)
+        total = maps if total is None else total + maps
+    return total

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssenet.data.palette import IGNORE_INDEX
-from ssenet.multiscale import merge_flips, scaled_batches
-from ssenet.runtime import autocast, forward_in_passes
+from ssenet.multiscale import summed_over_passes
 
 
 def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,14 +47,9 @@ def multiscale_probs(
     Each scale runs the batch and its flip as one pass; logits are upsampled (bilinear) to the
     original size, soft-maxed, un-flipped and averaged over every pass.
     """
-    device = next(model.parameters()).device
-    height, width = images.shape[1:3]
-    total = None
-    for scaled in scaled_batches(images, scales, flip, model.backbone.mean, model.backbone.std,
-                                 device):
-        with autocast(device, amp):
-            logits = forward_in_passes(model, scaled)
-        logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear")
-        probs = merge_flips(logits.softmax(dim=1), flip)
-        total = probs if total is None else total + probs
+
+    def upsampled_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(logits, size=size, mode="bilinear").softmax(dim=1)
+
+    total = summed_over_passes(model, images, scales, flip, amp, upsampled_probs)
     return total / (len(scales) * (2 if flip else 1))

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -44,8 +45,33 @@ from ssenet.tensorboard import open_writer
 # new-head weights, new-head biases (their lr multipliers are the config's `lr_multipliers`).
 GROUP_DECAYS = (True, False, True, False)
 
+if TYPE_CHECKING:
+    from ssenet.config import RunConfig
 
-def prepare_training(run) -> tuple[torch.device, DistInfo]:
+
+class OptimizerSettings(Protocol):
+    """What `build_optimizer` reads from a training section of the config (cam, aff, irn, seg)."""
+
+    lr: float
+    lr_multipliers: Sequence[float]
+    weight_decay: float
+    optimizer: str
+    momentum: float
+    lr_power: float
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How `fit` runs, beside what it trains: mixed precision, memory layout, the seed of each
+    epoch's shuffling, and whether rank 0 draws progress bars."""
+
+    amp: str = "off"
+    channels_last: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+def prepare_training(run: RunConfig) -> tuple[torch.device, DistInfo]:
     """Threads, device, process group, then seeds: the start every training stage shares.
 
     `run` is the config's RunConfig. Seeding comes after joining the process group, so every
@@ -62,12 +88,9 @@ def prepare_training(run) -> tuple[torch.device, DistInfo]:
 
 
 def build_optimizer(
-    groups: Sequence[Sequence[nn.Parameter]], cfg, max_steps: int
+    groups: Sequence[Sequence[nn.Parameter]], cfg: OptimizerSettings, max_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The reference optimiser and poly schedule `lr * (1 - step / max_steps) ** power`.
-
-    `cfg` is any object with lr, lr_multipliers, weight_decay, optimizer, momentum and lr_power.
-    """
+    """The reference optimiser and poly schedule `lr * (1 - step / max_steps) ** power`."""
     param_groups = [
         {"params": list(params), "lr": cfg.lr * mult, "weight_decay": cfg.weight_decay * decay}
         for params, mult, decay in zip(groups, cfg.lr_multipliers, GROUP_DECAYS, strict=True)
@@ -155,16 +178,13 @@ def fit(
     model: nn.Module,
     objective: nn.Module,
     loader: DataLoader,
-    optim_cfg,
+    optim_cfg: OptimizerSettings,
     epochs: int,
     out_dir: Path,
     digest: str,
     device: torch.device,
     info: DistInfo,
-    amp: str = "off",
-    channels_last: bool = False,
-    seed: int = 0,
-    progress: bool = True,
+    options: FitOptions = FitOptions(),
 ) -> FitResult:
     """Train `objective` (whose parameters are `model`'s) and save `model`'s state dict.
 
@@ -188,7 +208,7 @@ def fit(
             gradient_as_bucket_view=True,
         )  # fmt: skip
     optimizer, scheduler = build_optimizer(model.parameter_groups(), optim_cfg, max_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
     ckpt_path = out_dir / "checkpoints" / "last.pth"
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     state = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None  # read once
@@ -204,17 +224,19 @@ def fit(
 
     writer = open_writer(out_dir / "tb", enabled=info.is_main)
     for epoch in range(start_epoch, epochs):
-        _set_epoch(loader, seed, epoch, info.rank)
+        _set_epoch(loader, options.seed, epoch, info.rank)
         objective.train()
         sums: dict[str, float] = {}
         bar = progress_bar(
-            loader, desc=f"{name} epoch {epoch + 1}/{epochs}", enabled=progress and info.is_main
+            loader,
+            desc=f"{name} epoch {epoch + 1}/{epochs}",
+            enabled=options.progress and info.is_main,
         )
         for batch in bar:
             inputs = [t.to(device, non_blocking=True) for t in batch[:-1]]
-            if channels_last:
+            if options.channels_last:
                 inputs[0] = inputs[0].contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
+            with autocast(device, options.amp):
                 losses = objective(*inputs)
             # One host sync a step, for every loss at once: the guard below needs the value
             # before the step, and the logs reuse it.
@@ -255,11 +277,11 @@ def train_network(
     name: str,
     out_dir: Path,
     digest: str,
-    run,
+    run: RunConfig,
     build: Callable[[], nn.Module],
     dataset: Callable[[nn.Module], Dataset],
     objective: Callable[[nn.Module], nn.Module],
-    optim_cfg,
+    optim_cfg: OptimizerSettings,
     epochs: int,
     batch_size: int,
     progress: bool = True,
@@ -286,10 +308,7 @@ def train_network(
         digest=digest,
         device=device,
         info=info,
-        amp=run.amp,
-        channels_last=run.channels_last,
-        seed=run.seed,
-        progress=progress,
+        options=FitOptions(run.amp, run.channels_last, run.seed, progress),
     )
 
 

@@ -20,6 +20,8 @@ from ssenet.data.transforms import (
     IMAGENET_STD,
     RandomResizeLong,
     Seed,
+    color_jitter_steps,
+    crop_steps,
     seeded,
 )
 from ssenet.errors import SsenetError
@@ -63,11 +65,8 @@ class AffinityTrainTransform:
     ):
         steps: list = [_ResizeLong(*resize_long)] if resize_long else []
         steps += [v2.RandomHorizontalFlip()] if hflip else []
-        if color_jitter and any(color_jitter):
-            steps.append(v2.ColorJitter(*(float(v) for v in color_jitter)))
-        if crop_size is not None:
-            fill = {tv_tensors.Image: 0, tv_tensors.Mask: 0.0}
-            steps.append(v2.RandomCrop(int(crop_size), pad_if_needed=True, fill=fill))
+        steps += color_jitter_steps(color_jitter)
+        steps += crop_steps(crop_size, {tv_tensors.Image: 0, tv_tensors.Mask: 0.0})
         steps += [
             v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
             v2.Normalize(list(mean), list(std)),

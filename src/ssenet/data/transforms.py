@@ -116,7 +116,8 @@ class RandomScale(v2.Transform):
         return _resize(inpt, params["size"])
 
 
-def _color_jitter(color_jitter: Sequence[float] | None) -> list[v2.Transform]:
+def color_jitter_steps(color_jitter: Sequence[float] | None) -> list[v2.Transform]:
+    """ColorJitter(brightness, contrast, saturation, hue), or no step when every value is 0."""
     if not color_jitter or not any(color_jitter):
         return []
     if len(color_jitter) != 4:
@@ -126,7 +127,8 @@ def _color_jitter(color_jitter: Sequence[float] | None) -> list[v2.Transform]:
     return [v2.ColorJitter(*(float(v) for v in color_jitter))]
 
 
-def _crop(crop_size: int | None, fill: dict) -> list[v2.Transform]:
+def crop_steps(crop_size: int | None, fill: dict) -> list[v2.Transform]:
+    """A random `crop_size` square crop, padded with `fill` where the image is smaller."""
     if crop_size is None:
         return []
     if crop_size <= 0:
@@ -155,9 +157,9 @@ class CamTrainTransform:
     ):
         steps: list = [RandomResizeLong(*resize_long)] if resize_long else []
         steps += [v2.RandomHorizontalFlip()] if hflip else []
-        steps += _color_jitter(color_jitter)
+        steps += color_jitter_steps(color_jitter)
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        steps += _crop(crop_size, {tv_tensors.Image: 0.0})
+        steps += crop_steps(crop_size, {tv_tensors.Image: 0.0})
         self.pipeline = v2.Compose(steps)
 
     def __call__(self, image: np.ndarray | torch.Tensor, generator: Seed = None) -> torch.Tensor:
@@ -189,12 +191,12 @@ class JointTrainTransform:
     ):
         steps: list = [RandomResizeLong(*resize_long) if resize_long else RandomScale(*scale)]
         steps += [v2.RandomHorizontalFlip()] if hflip else []
-        steps += _color_jitter(color_jitter)  # colour transforms pass masks through unchanged
+        steps += color_jitter_steps(color_jitter)  # colour transforms pass masks through unchanged
         steps += [
             v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
             v2.Normalize(list(mean), list(std)),
         ]
-        steps += _crop(crop_size, {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index})
+        steps += crop_steps(crop_size, {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index})
         self.pipeline = v2.Compose(steps)
 
     def __call__(
