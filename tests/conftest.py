@@ -31,6 +31,21 @@ def tiny_config(root) -> Config:
     return cfg
 
 
+def tiny_benchmark(root):
+    """The 48-px embedded benchmark `tiny_config` is made for (12 train_aug, 6 train, 6 val)."""
+    from ssenet.data.synthetic import make_benchmark
+
+    make_benchmark(root, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
+                   progress=False)  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run_benchmark():
+    """`tiny_benchmark(root)`: writes the tiny run's benchmark into root and returns root."""
+    return tiny_benchmark
+
+
 @pytest.fixture(scope="session")
 def tiny_run_config():
     """`tiny_config(root)`: a five-stage config that runs in seconds on a 48-px benchmark."""

@@ -239,13 +239,8 @@ def test_boundary_network_trains_its_branch_only_and_mirrors(name):
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    from ssenet.data.synthetic import make_benchmark
-
-    root = tmp_path_factory.mktemp("bench")
-    make_benchmark(root, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
-                   progress=False)  # fmt: skip
-    return root
+def bench(tmp_path_factory, tiny_run_benchmark):
+    return tiny_run_benchmark(tmp_path_factory.mktemp("bench"))
 
 
 def irn_config(tiny_run_config, bench) -> Config:

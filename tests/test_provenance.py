@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from ssenet.config import _apply, parse_overrides
-from ssenet.data.synthetic import make_benchmark
 from ssenet.pipeline import run_pipeline
 from ssenet.provenance import read_stamp, stamp
 
@@ -18,11 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    make_benchmark(root, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
-                   progress=False)  # fmt: skip
-    return root
+def bench(tmp_path_factory, tiny_run_benchmark):
+    return tiny_run_benchmark(tmp_path_factory.mktemp("bench"))
 
 
 # The outputs of each stage, as groups of files whose modification times tell what was remade.

@@ -76,13 +76,9 @@ def test_the_config_decides_which_refiners_run_and_what_each_stage_covers(copy_r
 
 
 def test_an_outside_refiner_is_planned_run_scored_reported_and_learned_from(
-    copy_refiner, tiny_run_config, tmp_path, capsys
+    copy_refiner, tiny_run_config, tiny_run_benchmark, tmp_path, capsys
 ):
-    from ssenet.data.synthetic import make_benchmark
-
-    bench = tmp_path / "bench"
-    make_benchmark(bench, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
-                   progress=False)  # fmt: skip
+    bench = tiny_run_benchmark(tmp_path / "bench")
     cfg = tiny_run_config(bench)
     cfg.refine.method, cfg.seg.train_list = "copy", "train_aug"
     cfg.run.out_dir, cfg.run.threads = str(tmp_path / "run"), 1
