@@ -1,10 +1,12 @@
 """The demo's time estimate: timed steps, their median, the extrapolation and what is printed.
 No test asserts a wall-clock time: the clock and the step are stand-ins where timing matters."""
 
+import pytest
 import torch
 
 from ssenet.demo_time import (
     DEMO_LENGTH_IN_STEPS,
+    IRN_STAGE_SHARE,
     duration_text,
     estimate_message,
     estimate_seconds,
@@ -31,6 +33,22 @@ def test_the_estimate_scales_with_the_step_and_the_demo_size():
     assert estimate_seconds(0.1, quick=True) < estimate_seconds(0.1, quick=False)
     # The default demo's measurement: 782 s in the run whose calibrated step took 0.208 s.
     assert round(estimate_seconds(0.208, quick=False)) == 782
+
+
+def test_irnets_stages_lengthen_the_estimate_by_their_measured_share():
+    for quick, size in ((False, "default"), (True, "quick")):
+        plain = estimate_seconds(0.2, quick)
+        with_irn = estimate_seconds(0.2, quick, refiner="irn")
+        # the rest of an IRNet demo is the plain demo: IRNet's share of the whole is its share
+        assert with_irn > plain
+        assert (with_irn - plain) / with_irn == pytest.approx(IRN_STAGE_SHARE[size])
+    # seed 2's IRNet demo: 748.7 s, of which the IRNet stages 140.9 s
+    assert estimate_seconds(0.2, False, "irn") / estimate_seconds(0.2, False) == pytest.approx(
+        748.7 / (748.7 - 140.9)
+    )
+    message = estimate_message(0.208, quick=False, refiner="irn")  # 782 s / (1 - 0.188)
+    assert message.startswith("ssenet demo: about 16 minutes on this machine with IRNet's stages")
+    assert "IRNet" not in estimate_message(0.208, quick=False)
 
 
 def test_durations_read_as_a_person_would_say_them():

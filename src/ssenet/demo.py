@@ -119,7 +119,7 @@ def run_demo(
     if out_dir.is_dir():
         remove_stale_temporaries(out_dir)  # left by a killed demo (report figures, benchmark)
     demo_config(bench_dir, METHODS[0], seed, quick, refiner)  # a bad refiner: before any work
-    announce(out_dir, bench_dir, seed, quick)
+    announce(out_dir, bench_dir, seed, quick, refiner)
     make_benchmark(bench_dir, seed=seed, progress=progress, **BENCHMARK[size])
     results: dict = {}
     runs = {}
@@ -153,9 +153,10 @@ def run_demo(
     return results
 
 
-def announce(out_dir: Path, bench_dir: Path, seed: int, quick: bool) -> None:
+def announce(out_dir: Path, bench_dir: Path, seed: int, quick: bool, refiner: str) -> None:
     """Say how long this demo will take here, from a few timed training steps of its own CAM
-    network, unless it resumes a demo whose first network is already trained."""
+    network and the refiner it runs, unless it resumes a demo whose first network is already
+    trained."""
     if RunLayout(out_dir / METHODS[0]).weights("cam").is_file():
         print(f"ssenet demo: resuming in {out_dir}; finished work is skipped", flush=True)
         return
@@ -163,7 +164,7 @@ def announce(out_dir: Path, bench_dir: Path, seed: int, quick: bool) -> None:
     print("ssenet demo: timing a few training steps to estimate how long it will take here",
           flush=True)  # fmt: skip
     step = time_cam_step(cfg, num_classes=len(CLASS_NAMES))
-    print(estimate_message(step, quick), flush=True)
+    print(estimate_message(step, quick, refiner), flush=True)
 
 
 def format_results(results: dict) -> str:

@@ -22,6 +22,11 @@ from collections.abc import Callable
 #   predicted 8 minutes for the 13-minute run.)
 # quick: 64.2 s by its clock after a calibrated step of 0.096 s (the same machine): 669.
 DEMO_LENGTH_IN_STEPS = {"default": 782 / 0.208, "quick": 64.2 / 0.096}
+# The share of a `--refiner irn` demo's time its three IRNet stages take (irn_labels, irn,
+# irn_rw, both methods), from the stage times of one run (results.json meta.stage_seconds):
+# default, seed 2: 140.9 of 748.7 s; quick, seed 0: 4.7 of 50.5 s. The rest of that demo is
+# the default demo, so its length is the default's over (1 - share).
+IRN_STAGE_SHARE = {"default": 140.9 / 748.7, "quick": 4.7 / 50.5}
 CALIBRATION_STEPS = 5  # timed, after one untimed warm-up step (allocation, lazy init)
 
 
@@ -40,9 +45,12 @@ def median_step_seconds(
     return statistics.median(times)
 
 
-def estimate_seconds(step_seconds: float, quick: bool) -> float:
-    """The demo's expected wall time on a machine where one training step takes `step_seconds`."""
-    return step_seconds * DEMO_LENGTH_IN_STEPS["quick" if quick else "default"]
+def estimate_seconds(step_seconds: float, quick: bool, refiner: str = "affinity") -> float:
+    """The demo's expected wall time on a machine where one training step takes `step_seconds`;
+    `refiner` "irn" adds IRNet's stages."""
+    size = "quick" if quick else "default"
+    seconds = step_seconds * DEMO_LENGTH_IN_STEPS[size]
+    return seconds / (1 - IRN_STAGE_SHARE[size]) if refiner == "irn" else seconds
 
 
 def duration_text(seconds: float) -> str:
@@ -55,9 +63,11 @@ def duration_text(seconds: float) -> str:
     return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
-def estimate_message(step_seconds: float, quick: bool) -> str:
+def estimate_message(step_seconds: float, quick: bool, refiner: str = "affinity") -> str:
     """What the demo prints before its work: its expected time here, and the other size."""
-    took = f"{duration_text(estimate_seconds(step_seconds, quick))} on this machine"
+    took = f"{duration_text(estimate_seconds(step_seconds, quick, refiner))} on this machine"
+    if refiner == "irn":
+        took += " with IRNet's stages"
     measured = f"(a CAM training step takes {step_seconds:.3f} s here)"
     if quick:
         return (f"ssenet demo --quick: {took} {measured}. A smoke test of every stage; "
