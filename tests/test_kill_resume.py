@@ -11,6 +11,7 @@ next kill point, so one uninterrupted run and one killed run cover every point.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,3 +148,62 @@ def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
                 pairs = [(a[k], b[k]) for k in b.files]
         for ours, theirs in pairs:
             np.testing.assert_array_equal(ours, theirs)
+
+
+# IRNet's refiner, killed inside each of its stages (the CAMs and CRF before it are finished):
+# relation labels, the boundary network's training and checkpoint, the IRNet random walk, in
+# the same chained way as above.
+IRN_KILL_POINTS = [
+    ("ssenet.stages.irn_labels", "write_label_png", 2, "half"),  # a relation label half written
+    ("ssenet.stages.irn_labels", "write_label_png", 3, "before"),  # relation labels, 3rd image
+    ("ssenet.irn", "BoundaryObjective.forward", 2, "before"),  # boundary network, epoch 2
+    ("ssenet.trainer", "save_checkpoint", 1, "half"),  # its epoch-2 checkpoint
+    ("ssenet.stages.irn_walk", "write_label_png", 3, "before"),  # IRNet's walk, 3rd image
+    ("ssenet.stages.irn_walk", "write_label_png", 2, "half"),  # an IRNet label half written
+]
+IRN_STAGES = ("irn_labels", "irn", "irn_rw", "seg")  # IRNet's and DeepLab, which learns from it
+
+
+def irn_kill_config(bench, tiny_run_config):
+    cfg = tiny_run_config(bench)
+    cfg.refine.method = "irn"  # DeepLab learns from IRNet's labels; no AffinityNet
+    cfg.irn.epochs, cfg.irn.batch_size, cfg.irn.crop_size, cfg.irn.train_radius = 2, 6, 48, 3
+    cfg.irn.exp_times, cfg.irn.train_list = 3, "train"
+    return cfg
+
+
+def test_irnets_stages_killed_and_resumed_equal_an_uninterrupted_run(
+    tiny_run_config, tiny_run_benchmark, tmp_path
+):
+    cfg = irn_kill_config(tiny_run_benchmark(tmp_path / "bench"), tiny_run_config)
+    whole = tmp_path / "whole"
+    run_pipeline(cfg, whole, progress=False)
+    killed = tmp_path / "killed"
+    shutil.copytree(whole, killed)
+    for stage in IRN_STAGES:  # as if the run had stopped after the CRF
+        shutil.rmtree(killed / stage)
+    (killed / "eval" / "results.json").unlink()
+
+    config = tmp_path / "kill.yaml"
+    config.write_text(dump_config(cfg))
+    for module, attribute, n, how in IRN_KILL_POINTS:
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, str(config), str(killed), module, attribute, str(n), how],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert child.returncode == -signal.SIGKILL, (attribute, child.stderr[-2000:])
+    run_pipeline(cfg, killed, progress=False)
+
+    assert not list(killed.rglob(".*.tmp*"))
+    results = json.loads((killed / "eval" / "results.json").read_text())
+    assert list(results) == ["cam", "crf", "irn_rw", "seg"]
+    assert results == json.loads((whole / "eval" / "results.json").read_text())
+    for stage in ("irn", "seg"):
+        ours = torch.load(killed / stage / "model.pth", weights_only=True)
+        theirs = torch.load(whole / stage / "model.pth", weights_only=True)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    labels = sorted(p for s in IRN_STAGES for p in whole.glob(f"{s}/labels/*.png"))
+    assert len(labels) == 6 + 6 + 6  # relation and IRNet labels of train, DeepLab's of val
+    for path in labels:
+        assert (killed / path.relative_to(whole)).read_bytes() == path.read_bytes(), path
