@@ -306,6 +306,26 @@ def test_runs_without_a_drawing_stage_keep_the_report_they_had(setup, tmp_path, 
     assert not any("figure" in name for name in files)
 
 
+def test_run_names_are_legend_text_not_math_nor_hidden(tmp_path):
+    from ssenet.report.figures import ReportFiles, alpha_figure, loss_figure, scale_figure
+
+    names = [r"$\frac{1}$ run", "_hidden", "plain"]  # bad math; a "_" name legends leave out
+    row = [{"alpha": 0.1, "miou": 0.5}, {"alpha": 0.2, "miou": None}]
+    sweep = {"0.5": {"mfn": 0.1, "mfp": 0.2}, "1.0": {"mfn": 0.3, "mfp": None}}
+    history = [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]
+    figures = [
+        alpha_figure({name: row for name in names}),
+        scale_figure({name: sweep for name in names}),
+        loss_figure([("CAM", {name: history for name in names})]),
+    ]
+    for i, fig in enumerate(figures):
+        assert ReportFiles(tmp_path).figure(f"f{i}", fig)  # drawn: the math would fail here
+        for ax in fig.axes:
+            assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+                r"\$\frac{1}\$ run", "_hidden", "plain",  # "\$": a dollar sign, as written
+            ]
+
+
 def test_common_ids_keeps_first_order():
     assert common_ids([["c", "a", "b"], ["b", "c", "x"]], 5) == ["c", "b"]
     assert common_ids([["c", "a", "b"], ["b", "c", "x"]], 1) == ["c"]

@@ -52,12 +52,12 @@ def alpha_figure(curves: dict[str, list[dict]]):
     """Fig. 4: one curve of CAM mIoU against alpha per method, from its alpha-sweep rows."""
     fig = new_figure()
     ax = fig.add_subplot()
-    for name, rows in curves.items():
-        ax.plot([r["alpha"] for r in rows], [_num(r["miou"]) for r in rows], "o-", label=name)
+    for rows in curves.values():
+        ax.plot([r["alpha"] for r in rows], [_num(r["miou"]) for r in rows], "o-")
     ax.set_xlabel("background score alpha")
     ax.set_ylabel("CAM mIoU")
     ax.grid(alpha=0.3)
-    ax.legend()
+    name_lines(ax, list(curves))
     return fig
 
 
@@ -65,16 +65,15 @@ def scale_figure(sweeps: dict[str, dict[str, dict]]):
     """Fig. 5: mFN and mFP against the test scale side by side, one curve per method."""
     fig = new_figure(8.0, 3.2)
     axes = {key: fig.add_subplot(1, 2, i + 1) for i, key in enumerate(("mfn", "mfp"))}
-    for name, sweep in sweeps.items():
+    for sweep in sweeps.values():
         scales = sorted(sweep, key=float)
         for key, ax in axes.items():
-            ax.plot([float(s) for s in scales], [_num(sweep[s][key]) for s in scales], "o-",
-                    label=name)  # fmt: skip
+            ax.plot([float(s) for s in scales], [_num(sweep[s][key]) for s in scales], "o-")
     for key, ax in axes.items():
         ax.set_xlabel("test scale")
         ax.set_ylabel({"mfn": "mFN", "mfp": "mFP"}[key])
         ax.grid(alpha=0.3)
-        ax.legend()
+        name_lines(ax, list(sweeps))
     return fig
 
 
@@ -83,15 +82,22 @@ def loss_figure(networks: Sequence[tuple[str, dict[str, list[dict]]]]):
     fig = new_figure(4.0 * len(networks), 3.0)
     for i, (title, histories) in enumerate(networks):
         ax = fig.add_subplot(1, len(networks), i + 1)
-        for name, history in histories.items():
-            ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], "o-", label=name)
+        for history in histories.values():
+            ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], "o-")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel("mean loss")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend()
+            name_lines(ax, list(histories))
     return fig
+
+
+def name_lines(ax, names: Sequence[str]) -> None:
+    """The legend of the axes' lines, one run name each, as the names are written. Handed to
+    the legend directly, since matplotlib leaves out labels that start with "_"; and `$` is
+    escaped, since matplotlib reads `$...$` as math (and an unparsable one fails the page)."""
+    ax.legend(ax.lines, [name.replace("$", r"\$") for name in names])
 
 
 def _num(value: object) -> float:
