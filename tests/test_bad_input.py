@@ -30,6 +30,7 @@ TINY = {
         "epochs": 1, "batch_size": 2, "optimizer": "adamw", "resize_long": [32, 40],
         "crop_size": 32, "infer_scales": [1.0], "infer_flip": False,
     },
+    "aff": {"batch_size": 2}, "seg": {"batch_size": 2},  # a full batch from 4 train_aug images
     "run": {"device": "cpu", "num_workers": 0},
 }  # fmt: skip
 

@@ -381,6 +381,7 @@ def test_a_run_config_opens_coco_lists_and_scores_against_the_masks(
     cfg = tiny_run_config(root)
     cfg.data = coco_config(root)
     cfg.aff.train_list = cfg.seg.train_list = None
+    cfg.cam.batch_size = cfg.aff.batch_size = cfg.seg.batch_size = 3  # 3 train2014 images
     preflight(cfg, ["cam", "crf", "aff", "rw", "seg"])  # every list opens, ground truth found
     assert gt_dir(cfg) == root / "ssenet_masks"
     train = open_split(cfg.data, cfg.data.train_list)

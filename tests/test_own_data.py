@@ -132,7 +132,7 @@ def test_preflight_refuses_misnamed_masks_and_missing_voc_masks(tmp_path):
     from ssenet.data.synthetic import make_benchmark
     from ssenet.errors import SsenetError
     from ssenet.pipeline import preflight
-    from ssenet.stages import STAGES
+    from ssenet.stages import active_stages
 
     folder = tmp_path / "photos"
     label_file = write_photos(folder, count=4)
@@ -140,9 +140,11 @@ def test_preflight_refuses_misnamed_masks_and_missing_voc_masks(tmp_path):
     Image.fromarray(np.zeros((40, 48), np.uint8)).save(folder / "masks" / "photo0.jpg.png")
     data = tiny_folder_config(folder, label_file, tmp_path / "run", mask_dir="masks")
     with pytest.raises(SsenetError, match=r"masks \(data.mask_dir\): no mask <id>.png for any"):
-        preflight(config_from_mapping(data, "test"), list(STAGES))
+        cfg = config_from_mapping(data, "test")
+        preflight(cfg, active_stages(cfg))
     data["data"].pop("mask_dir")  # no masks asked for: a run without scores
-    preflight(config_from_mapping(data, "test"), list(STAGES))
+    cfg = config_from_mapping(data, "test")
+    preflight(cfg, active_stages(cfg))
 
     bench = tmp_path / "bench"  # VOC data ship a mask per image: a missing one is an error
     make_benchmark(bench, size=32, num_train=4, num_train_eval=2, num_val=2, num_workers=1,
@@ -152,7 +154,7 @@ def test_preflight_refuses_misnamed_masks_and_missing_voc_masks(tmp_path):
     missing.rename(bench / "SegmentationClassAug" / missing.name)
     voc = config_from_mapping({"data": {"root": str(bench)}}, "test")
     with pytest.raises(SsenetError, match=f"no ground truth for 1 image.*{missing.stem}"):
-        preflight(voc, list(STAGES))
+        preflight(voc, active_stages(voc))
 
 
 def test_some_masks_are_scored_and_say_on_how_many(tmp_path):
@@ -162,7 +164,7 @@ def test_some_masks_are_scored_and_say_on_how_many(tmp_path):
     from ssenet.pipeline import preflight
     from ssenet.report.rundata import RunData
     from ssenet.report.sections import summary_section
-    from ssenet.stages import STAGES
+    from ssenet.stages import active_stages
     from ssenet.stages.common import result_line, score_labels, stage_result
 
     folder = tmp_path / "photos"
@@ -176,7 +178,7 @@ def test_some_masks_are_scored_and_say_on_how_many(tmp_path):
         write_label_png(predicted / f"photo{index}.png", mask if index < 2 else mask * 0)
     data = tiny_folder_config(folder, label_file, tmp_path / "run", mask_dir="masks")
     cfg = config_from_mapping(data, "test")
-    preflight(cfg, list(STAGES))  # some masks: accepted
+    preflight(cfg, active_stages(cfg))  # some masks: accepted
 
     metrics = score_labels(cfg, predicted, "all", tmp_path / "cam.json")
 

@@ -123,3 +123,24 @@ def test_irnets_refiner_under_torchrun_shards_its_labels_and_trains_once(bench, 
     assert set(results) == {"cam", "irn_rw", "seg"} and "miou" in results["irn_rw"]
     assert len(list((ranks / "irn_rw" / "labels").glob("*.png"))) == 8
     assert done.stdout.count("irn_rw mIoU") == 1  # rank 0 alone reports
+
+
+def test_preflight_refuses_a_batch_some_process_cannot_fill(
+    bench, tiny_run_config, monkeypatch
+):
+    from ssenet.errors import SsenetError
+    from ssenet.pipeline import preflight
+
+    cfg = tiny_run_config(bench / "data")  # CAM: 16 train_aug images; the others 8 train ones
+    cfg.aff.batch_size = cfg.seg.batch_size = 4
+    stages = ["cam", "crf", "aff", "rw", "seg"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    preflight(cfg, stages)  # 8 and 4 images a process: a full batch each
+    monkeypatch.setenv("WORLD_SIZE", "4")  # found before any stage runs, not at its training
+    with pytest.raises(SsenetError, match=r"cam training: list 'train_aug' has 16 images, 4 per "
+                       r"process over 4: no full batch of 6; lower cam.batch_size"):  # fmt: skip
+        preflight(cfg, stages)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # CAM 6 a process; AffinityNet 3, short of 4
+    with pytest.raises(SsenetError, match=r"aff training: list 'train' has 8 .* lower aff\."):
+        preflight(cfg, stages)
+    preflight(cfg, ["cam", "crf"])  # only the stages that run count

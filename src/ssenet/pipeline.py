@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 
 from ssenet.config import Config, dump_config
 from ssenet.data.source import open_split
+from ssenet.dryrun.plan import steps_per_epoch
 from ssenet.errors import SsenetError
 from ssenet.fileio import remove_stale_temporaries, run_lock, write_json, write_text_atomic
 from ssenet.runtime import is_main_rank, join_ranks, rank_shard
@@ -31,6 +33,7 @@ def preflight(cfg: Config, stages: list[str]) -> None:
     if any(cfg.data.infer_list in spec.get("score", []) for spec in plan.values()):
         check_pseudo_label_scoring(cfg)  # a stage scores pseudo labels
     readers: dict[str, list[str]] = {}  # list name -> the stages that read it
+    sizes: dict[str, int] = {}  # list name -> its images
     scored: set[str] = set()
     masked: dict[str, bool] = {}  # scored list -> whether any of its images has a mask
     for stage, spec in plan.items():
@@ -45,6 +48,7 @@ def preflight(cfg: Config, stages: list[str]) -> None:
             raise SsenetError(f"{err} (list {list_name!r}, read by {by})") from err
         if not dataset.ids:
             raise SsenetError(f"list {list_name!r} (read by {by}) has no images")
+        sizes[list_name] = len(dataset.ids)
         missing = missing_ground_truth(cfg, dataset.ids) if list_name in scored else []
         if list_name in scored:
             masked[list_name] = len(missing) < len(dataset.ids)
@@ -59,6 +63,24 @@ def preflight(cfg: Config, stages: list[str]) -> None:
             f"list(s) {', '.join(masked)}; name each mask after its image, or unset "
             "data.mask_dir to run without scoring"
         )
+    check_full_batches(cfg, plan, sizes)
+
+
+def check_full_batches(cfg: Config, plan: dict, sizes: dict[str, int]) -> None:
+    """Refuse a training stage whose list leaves some process without one full batch (each
+    of torchrun's WORLD_SIZE processes trains on its share of the list, in whole batches),
+    before any stage runs rather than when that stage's training starts."""
+    world = rank_shard()[1]
+    for stage, spec in plan.items():
+        section = STAGES[stage].section
+        for list_name in spec.get("train", []):
+            batch = getattr(cfg, section).batch_size
+            if steps_per_epoch(sizes[list_name], batch, world) == 0:
+                raise SsenetError(
+                    f"{stage} training: list {list_name!r} has {sizes[list_name]} images, "
+                    f"{math.ceil(sizes[list_name] / world)} per process over {world}: no full "
+                    f"batch of {batch}; lower {section}.batch_size"
+                )
 
 
 def record_run(cfg: Config, layout: RunLayout) -> None:
