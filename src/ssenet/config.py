@@ -87,7 +87,33 @@ class ModelConfig:
 
 
 @dataclass
-class CamConfig:
+class TrainingConfig:
+    """The optimiser and schedule of a training section (cam, aff, irn, seg): each section states
+    its epochs, batch size and learning rate and changes the other defaults where it differs."""
+
+    epochs: int
+    """Training epochs."""
+    batch_size: int
+    """Images per batch per process."""
+    lr: float
+    """Base learning rate."""
+    weight_decay: float = 5e-4
+    """Weight decay of the weight groups."""
+    # The reference's SGD(params, lr, weight_decay) puts the weight decay into SGD's momentum
+    # slot, so it trains as plain SGD with momentum 5e-4; psa_sgd reproduces exactly that.
+    optimizer: str = "psa_sgd"
+    """Optimizer: the reference's psa_sgd (momentum = weight_decay), sgd (momentum below) or
+    adamw."""
+    momentum: float = 0.9
+    """SGD momentum, used by optimizer sgd."""
+    lr_power: float = 0.9
+    """Power of the poly schedule lr * (1 - step / steps) ** power."""
+    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
+    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
+
+
+@dataclass
+class CamConfig(TrainingConfig):
     """Training and inference of the CAM network (baseline or SSENet)."""
 
     method: str = "ssenet"
@@ -99,23 +125,9 @@ class CamConfig:
     eta: float = 1.0
     """Weight of the scale-equivariant regularisation in the loss."""
     epochs: int = 15
-    """Training epochs."""
     batch_size: int = 8
     """Images per batch per process (the paper's 8; SSENet's train_cls_ser.py defaults to 16)."""
     lr: float = 0.01
-    """Base learning rate."""
-    weight_decay: float = 5e-4
-    """Weight decay of the weight groups."""
-    # SGD(params, lr, weight_decay) in the reference puts the weight decay into SGD's momentum
-    # slot, so it trains as plain SGD with momentum 5e-4; psa_sgd reproduces exactly that.
-    optimizer: str = "psa_sgd"
-    """Optimizer: the reference's psa_sgd (momentum 5e-4), sgd (momentum below) or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
-    lr_power: float = 0.9
-    """Power of the poly schedule lr * (1 - step / steps) ** power."""
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
     # false: only full-size images update them, so inference statistics are full-size ones.
     branch_bn_stats: bool = False
     """With trainable BatchNorm: whether the second branch's batches update running statistics."""
@@ -168,27 +180,15 @@ class CrfConfig:
 
 
 @dataclass
-class AffinityConfig:
+class AffinityConfig(TrainingConfig):
     """Training AffinityNet on the CRF scores."""
 
     train_list: str | None = None
     """Images with CRF labels to learn from; unset: data.train_list."""
     epochs: int = 8
-    """Training epochs."""
     batch_size: int = 8
-    """Images per batch per process."""
     lr: float = 0.01
     """Base learning rate (SSENet's train_aff.py default; psa's README passes 0.1)."""
-    weight_decay: float = 5e-4
-    """Weight decay of the weight groups."""
-    optimizer: str = "psa_sgd"
-    """Optimizer: psa_sgd (the reference's), sgd or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
-    lr_power: float = 0.9
-    """Power of the poly learning-rate schedule."""
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
     # The psa and SSENet affinity scripts crop 448 and flip, with no rescale.
     resize_long: tuple[int, int] | None = None
     """Unset: no rescale (the reference); a (low, high) pair rescales the long side first."""
@@ -225,7 +225,7 @@ class RandomWalkConfig:
 
 
 @dataclass
-class IrnConfig:
+class IrnConfig(TrainingConfig):
     """IRNet's class-boundary refiner (refine.method irn): relation labels from the CAMs, the
     boundary network trained on them, its random walk. Defaults: the public code's."""
 
@@ -255,19 +255,13 @@ class IrnConfig:
     epochs: int = 3  # run_sample.py:42
     """Training epochs of the boundary network."""
     batch_size: int = 32  # run_sample.py:41
-    """Images per batch per process."""
     lr: float = 0.1  # run_sample.py:43
-    """Base learning rate."""
     weight_decay: float = 1e-4  # run_sample.py:44
     """Weight decay (every boundary-branch parameter, biases included, as the reference)."""
     # misc/torchutils.py:12 PolyOptimizer calls SGD(params, lr, weight_decay): the weight decay
-    # lands in SGD's momentum slot, as in psa's (see cam.optimizer).
+    # lands in SGD's momentum slot, as in psa's (see TrainingConfig.optimizer).
     optimizer: str = "psa_sgd"
-    """Optimizer: the reference's psa_sgd (momentum = weight_decay), sgd or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
     lr_power: float = 0.9  # misc/torchutils.py:11 (momentum=0.9) used as the power at :26
-    """Power of the poly learning-rate schedule."""
     # train_irn.py:34: the boundary branch at 1x lr with weight decay; the backbone is frozen.
     lr_multipliers: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     """lr multipliers of backbone weights and biases (frozen: unused), boundary weights, -."""
@@ -306,7 +300,7 @@ class RefineConfig:
 
 
 @dataclass
-class SegConfig:
+class SegConfig(TrainingConfig):
     """The segmentation network (DeepLab) trained on the pseudo labels."""
 
     train_list: str | None = None
@@ -314,21 +308,10 @@ class SegConfig:
     head: str = "deeplabv2"
     """deeplabv2 (ASPP, rates 6/12/18/24) or deeplabv3 (torchvision's head)."""
     epochs: int = 20
-    """Training epochs."""
     batch_size: int = 10
-    """Images per batch per process."""
     lr: float = 0.001
-    """Base learning rate."""
-    weight_decay: float = 5e-4
-    """Weight decay of the weight groups."""
     optimizer: str = "sgd"
     """Optimizer: sgd (momentum 0.9, the usual DeepLab recipe), psa_sgd or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
-    lr_power: float = 0.9
-    """Power of the poly learning-rate schedule."""
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
     scale_range: tuple[float, float] = (0.5, 1.5)
     """Training augmentation: random rescale by a factor in this range."""
     crop_size: int = 448
@@ -551,9 +534,10 @@ def validate(config: Config) -> None:
         raise SsenetError(
             f"config key model.input_scale: must be positive, got {config.model.input_scale}"
         )
-    for section in ("cam", "aff", "seg", "irn"):
-        if min(getattr(config, section).lr_multipliers) < 0:
-            raise SsenetError(f"config key {section}.lr_multipliers: must not be negative")
+    for section in fields(config):
+        values = getattr(config, section.name)
+        if isinstance(values, TrainingConfig) and min(values.lr_multipliers) < 0:
+            raise SsenetError(f"config key {section.name}.lr_multipliers: must not be negative")
     if cam.resize_long[0] > cam.resize_long[1]:
         raise SsenetError(f"config key cam.resize_long: {list(cam.resize_long)} is not increasing")
     for key, scales in (("cam.infer_scales", cam.infer_scales),
