@@ -110,6 +110,10 @@ class TrainingConfig:
     """Power of the poly schedule lr * (1 - step / steps) ** power."""
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
     """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
+    crop_size: int = 448
+    """Side of the random training crop."""
+    hflip: bool = True
+    """Random horizontal flips in training."""
 
 
 @dataclass
@@ -135,8 +139,6 @@ class CamConfig(TrainingConfig):
     """Training augmentation: the long side is rescaled to a random length in this range."""
     crop_size: int = 448
     """Side of the random training crop (zero-padded when the image is smaller)."""
-    hflip: bool = True
-    """Random horizontal flips in training."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
     """Brightness, contrast, saturation and hue jitter in training."""
     infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
@@ -192,10 +194,6 @@ class AffinityConfig(TrainingConfig):
     # The psa and SSENet affinity scripts crop 448 and flip, with no rescale.
     resize_long: tuple[int, int] | None = None
     """Unset: no rescale (the reference); a (low, high) pair rescales the long side first."""
-    crop_size: int = 448
-    """Side of the random training crop."""
-    hflip: bool = True
-    """Random horizontal flips in training."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
     """Brightness, contrast, saturation and hue jitter in training."""
     radius: int = 5
@@ -271,7 +269,6 @@ class IrnConfig(TrainingConfig):
     """Side of the random training crop; inference pads smaller images to it (a multiple of
     16)."""
     hflip: bool = True  # train_irn.py:22
-    """Random horizontal flips in training."""
     train_radius: int = 10  # train_irn.py:12, PathIndex(radius=10)
     """Pixel pairs within this distance on the stride-4 grid are learned from."""
     walk_radius: int = 5  # make_sem_seg_labels.py:41, propagate_to_edge(radius=5)
@@ -314,10 +311,6 @@ class SegConfig(TrainingConfig):
     """Optimizer: sgd (momentum 0.9, the usual DeepLab recipe), psa_sgd or adamw."""
     scale_range: tuple[float, float] = (0.5, 1.5)
     """Training augmentation: random rescale by a factor in this range."""
-    crop_size: int = 448
-    """Side of the random training crop."""
-    hflip: bool = True
-    """Random horizontal flips in training."""
     infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     """Input scales whose class probabilities are averaged at inference."""
     infer_flip: bool = True
@@ -459,22 +452,34 @@ def load_config(
     return config
 
 
+# The sections that train a network: each has TrainingConfig's fields (and bounds).
+TRAINING_SECTIONS = tuple(
+    field.name for field in fields(Config) if issubclass(field.default_factory, TrainingConfig)
+)
+
+
+def training_keys(names: str) -> str:
+    """`cam.lr aff.lr irn.lr seg.lr` for `lr`: TrainingConfig fields as every training section's
+    config keys."""
+    return " ".join(f"{section}.{name}" for section in TRAINING_SECTIONS for name in names.split())
+
+
 # (keys, comparison, bound): every key's value, or every item of a tuple, must pass (`validate`;
 # the configuration reference lists them too).
 BOUNDS = (
-    ("cam.lr aff.lr seg.lr rw.beta irn.lr irn.beta", ">", 0),
+    (training_keys("lr"), ">", 0),
+    (training_keys("weight_decay"), ">=", 0),
+    (training_keys("epochs batch_size crop_size"), ">=", 1),
+    (training_keys("crop_size"), "<=", 2048),
+    ("rw.beta irn.beta", ">", 0),
     ("irn.crf_gt_prob irn.crf_gaussian_sxy irn.crf_bilateral_sxy irn.crf_bilateral_srgb", ">", 0),
     ("irn.scale_range", ">", 0),
     ("cam.infer_scales cam.scale_sweep seg.infer_scales", ">", 0),
-    ("cam.weight_decay aff.weight_decay seg.weight_decay cam.eta cam.alpha rw.logt", ">=", 0),
-    ("irn.weight_decay irn.exp_times irn.crf_iterations irn.conf_fg_thres", ">=", 0),
+    ("cam.eta cam.alpha rw.logt irn.exp_times irn.crf_iterations irn.conf_fg_thres", ">=", 0),
     ("irn.conf_bg_thres irn.sem_seg_bg_thres", ">=", 0),
     ("cam.alpha irn.conf_fg_thres irn.conf_bg_thres", "<=", 1),
     ("irn.crf_gt_prob", "<", 1),  # 1 gives the other labels zero probability: an infinite energy
-    ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
-    ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
-    ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
-    ("irn.epochs irn.batch_size irn.crop_size irn.infer_batch", ">=", 1),
+    ("cam.infer_batch seg.infer_batch irn.infer_batch rw.radius", ">=", 1),
     ("irn.train_radius irn.walk_radius", ">=", 2),  # radius 1 has no pairs
     ("run.num_workers", ">=", 0),
     ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
@@ -487,7 +492,6 @@ BOUNDS = (
     ("irn.scale_range", "<=", 4),
     ("model.width", "<=", 4),
     ("model.head_channels", "<=", 4096),
-    ("cam.crop_size aff.crop_size seg.crop_size irn.crop_size", "<=", 2048),
     ("cam.resize_long", "<=", 4096),
 )
 COMPARISONS = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
@@ -534,10 +538,9 @@ def validate(config: Config) -> None:
         raise SsenetError(
             f"config key model.input_scale: must be positive, got {config.model.input_scale}"
         )
-    for section in fields(config):
-        values = getattr(config, section.name)
-        if isinstance(values, TrainingConfig) and min(values.lr_multipliers) < 0:
-            raise SsenetError(f"config key {section.name}.lr_multipliers: must not be negative")
+    for section in TRAINING_SECTIONS:
+        if min(getattr(config, section).lr_multipliers) < 0:
+            raise SsenetError(f"config key {section}.lr_multipliers: must not be negative")
     if cam.resize_long[0] > cam.resize_long[1]:
         raise SsenetError(f"config key cam.resize_long: {list(cam.resize_long)} is not increasing")
     for key, scales in (("cam.infer_scales", cam.infer_scales),
