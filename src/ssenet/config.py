@@ -156,29 +156,11 @@ class CamConfig(TrainingConfig):
 
 
 @dataclass
-class CrfConfig:
+class CrfConfig(CrfParams):
     """The dense CRF on the CAMs (the values: the CRF package's defaults, SSENet's and psa's)."""
 
     backend: str = "auto"
     """CRF solver: pydensecrf when installed (auto), pydensecrf, or torch (no compiler, GPU)."""
-    # The low power gives the larger background (its foreground is the sure foreground), the
-    # high power the smaller one (its background is sure background).
-    la: float = CrfParams.la
-    """Low power a of the background score (1 - max cam) ** a."""
-    ha: float = CrfParams.ha
-    """High power a of the background score (1 - max cam) ** a."""
-    iterations: int = CrfParams.iterations
-    """Mean-field iterations."""
-    gaussian_sxy: float = CrfParams.gaussian_sxy
-    """Spatial standard deviation of the smoothness (Gaussian) kernel, in pixels."""
-    gaussian_compat: float = CrfParams.gaussian_compat
-    """Weight of the smoothness (Gaussian) kernel."""
-    bilateral_sxy: float = CrfParams.bilateral_sxy
-    """Spatial standard deviation of the appearance (bilateral) kernel, in pixels."""
-    bilateral_srgb: float = CrfParams.bilateral_srgb
-    """Colour standard deviation of the appearance (bilateral) kernel."""
-    bilateral_compat: float = CrfParams.bilateral_compat
-    """Weight of the appearance (bilateral) kernel."""
 
 
 @dataclass

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = undocumented_keys()
     if missing:
-        print(f"config keys without a docstring in ssenet/config.py: {', '.join(missing)}",
+        print(f"config keys without a docstring under their dataclass field: {', '.join(missing)}",
               file=sys.stderr)  # fmt: skip
         return 1
     stale = []
