@@ -173,7 +173,8 @@ class AffinityConfig(TrainingConfig):
     batch_size: int = 8
     lr: float = 0.01
     """Base learning rate (SSENet's train_aff.py default; psa's README passes 0.1)."""
-    # The psa and SSENet affinity scripts crop 448 and flip, with no rescale.
+    # The psa and SSENet affinity scripts crop 448 and flip (TrainingConfig's defaults), with no
+    # rescale.
     resize_long: tuple[int, int] | None = None
     """Unset: no rescale (the reference); a (low, high) pair rescales the long side first."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
