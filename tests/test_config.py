@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from ssenet.config import dump_config, load_config, parse_overrides
+from ssenet.config import TRAINING_SECTIONS, Config, dump_config, load_config, parse_overrides
 from ssenet.errors import SsenetError
 
 
@@ -103,6 +103,42 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, message):
 def test_out_of_range_values_name_the_key(override, message):
     with pytest.raises(SsenetError, match="config key " + re.escape(message)):
         load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("section", TRAINING_SECTIONS)
+def test_every_training_section_bounds_its_optimiser_and_crop(section):
+    # The shared keys of cam, aff, irn and seg (config.TrainingConfig) are checked in each.
+    for override, words in (
+        ("lr=0", "must be greater than 0, got 0.0"),
+        ("weight_decay=-1", "must be at least 0, got -1.0"),
+        ("epochs=0", "must be at least 1, got 0"),
+        ("batch_size=0", "must be at least 1, got 0"),
+        ("crop_size=0", "must be at least 1, got 0"),
+        ("crop_size=4096", "must be at most 2048, got 4096"),
+        ("lr_multipliers=[1, 2, -1, 20]", "must not be negative"),
+    ):
+        key = f"{section}.{override.partition('=')[0]}"
+        with pytest.raises(SsenetError, match=re.escape(f"config key {key}: {words}")):
+            load_config(overrides=[f"{section}.{override}"])
+
+
+def test_the_training_sections_are_the_ones_that_train():
+    assert TRAINING_SECTIONS == ("cam", "aff", "irn", "seg")
+
+
+# A finished stage is reused only while its digest is the one it was trained with: a change to
+# the config classes that alters these (a key renamed, nested or given another default) retrains
+# every stage of every existing run, so it must be deliberate (then update the table).
+DEFAULT_DIGESTS = {
+    "data": "d69f6f068c31", "model": "b5b8bd1d3eef", "cam": "c3f462cafcfa", "crf": "d136531bbdd9",
+    "aff": "2fcb9b544299", "rw": "7d5e2c19f1a9", "irn": "747aaf8170a8", "refine": "5d5532f8da1d",
+    "seg": "d5b7bf48dcfa", "run": "78e0a16ecd4f",
+}  # fmt: skip
+
+
+def test_the_default_digests_are_unchanged():
+    config = Config()
+    assert {section: config.digest(section) for section in DEFAULT_DIGESTS} == DEFAULT_DIGESTS
 
 
 def test_range_limits_and_transform_compositions_are_accepted():

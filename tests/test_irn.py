@@ -23,9 +23,11 @@ from ssenet.config import (
     load_config,
     parse_overrides,
 )
+from ssenet.crf import CrfParams
 from ssenet.errors import SsenetError
 from ssenet.irn import (
     BoundaryObjective,
+    crf_params,
     pair_labels,
     path_affinities,
     path_cells,
@@ -64,6 +66,18 @@ def test_relation_label_crf_smooths_the_labelling():
     image = np.full((12, 12, 3), 128, np.uint8)
     label = relation_label(image, cams, np.array([3]), irn, backend="torch")
     assert (label == 3).all()
+
+
+def test_relation_label_crf_reads_the_irn_crf_keys_and_names_them_in_errors():
+    irn = IrnConfig(crf_iterations=7, crf_gaussian_sxy=1.5, crf_gaussian_compat=2.5,
+                    crf_bilateral_sxy=40.0, crf_bilateral_srgb=6.0, crf_bilateral_compat=9.0)
+    assert crf_params(irn) == CrfParams(iterations=7, gaussian_sxy=1.5, gaussian_compat=2.5,
+                                        bilateral_sxy=40.0, bilateral_srgb=6.0,
+                                        bilateral_compat=9.0)  # fmt: skip
+    # No bound of the config catches a NaN kernel weight; the CRF's check names the irn key.
+    bad = load_config(None, ["irn.crf_bilateral_compat=.nan"]).irn
+    with pytest.raises(SsenetError, match="config key irn.crf_bilateral_compat: must be a finite"):
+        crf_params(bad)
 
 
 # ------------------------------------------------------------------------------------------

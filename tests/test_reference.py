@@ -36,6 +36,32 @@ def test_a_key_without_a_docstring_is_found():
     assert field_docstrings(Section) == {"described": "What it means."}
 
 
+def test_a_field_keeps_its_base_docstring_unless_it_writes_its_own():
+    # The training sections share their optimiser fields through a base dataclass.
+    from dataclasses import dataclass
+
+    @dataclass
+    class Base:
+        kept: int = 1
+        """The base's meaning."""
+        replaced: int = 2
+        """The base's other meaning."""
+
+    @dataclass
+    class Section(Base):
+        kept: int = 3  # a new default only
+        replaced: int = 4
+        """The section's own meaning."""
+        own: int = 5
+        """Only the section's."""
+
+    assert field_docstrings(Section) == {
+        "kept": "The base's meaning.",
+        "replaced": "The section's own meaning.",
+        "own": "Only the section's.",
+    }
+
+
 def test_the_reference_lists_every_key_its_default_and_allowed_values():
     keys = config_keys()
     assert len(keys) == sum(len(section) for section in Config().to_dict().values())

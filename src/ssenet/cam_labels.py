@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ssenet.camfile import check_cams
-from ssenet.crf import CrfSettings, dense_crf
+from ssenet.crf import CrfParams, dense_crf
 from ssenet.errors import SsenetError
 
 
@@ -49,7 +49,7 @@ def crf_from_cams(
     image: np.ndarray,
     cams: np.ndarray,
     power: float,
-    params: CrfSettings | None = None,
+    params: CrfParams | None = None,
     backend: str = "auto",
     device: str | torch.device | None = None,
 ) -> np.ndarray:

@@ -87,7 +87,37 @@ class ModelConfig:
 
 
 @dataclass
-class CamConfig:
+class TrainingConfig:
+    """The optimiser and schedule of a training section (cam, aff, irn, seg): each section states
+    its epochs, batch size and learning rate and changes the other defaults where it differs."""
+
+    epochs: int
+    """Training epochs."""
+    batch_size: int
+    """Images per batch per process."""
+    lr: float
+    """Base learning rate."""
+    weight_decay: float = 5e-4
+    """Weight decay of the weight groups."""
+    # The reference's SGD(params, lr, weight_decay) puts the weight decay into SGD's momentum
+    # slot, so it trains as plain SGD with momentum 5e-4; psa_sgd reproduces exactly that.
+    optimizer: str = "psa_sgd"
+    """Optimizer: the reference's psa_sgd (momentum = weight_decay), sgd (momentum below) or
+    adamw."""
+    momentum: float = 0.9
+    """SGD momentum, used by optimizer sgd."""
+    lr_power: float = 0.9
+    """Power of the poly schedule lr * (1 - step / steps) ** power."""
+    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
+    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
+    crop_size: int = 448
+    """Side of the random training crop."""
+    hflip: bool = True
+    """Random horizontal flips in training."""
+
+
+@dataclass
+class CamConfig(TrainingConfig):
     """Training and inference of the CAM network (baseline or SSENet)."""
 
     method: str = "ssenet"
@@ -99,23 +129,9 @@ class CamConfig:
     eta: float = 1.0
     """Weight of the scale-equivariant regularisation in the loss."""
     epochs: int = 15
-    """Training epochs."""
     batch_size: int = 8
     """Images per batch per process (the paper's 8; SSENet's train_cls_ser.py defaults to 16)."""
     lr: float = 0.01
-    """Base learning rate."""
-    weight_decay: float = 5e-4
-    """Weight decay of the weight groups."""
-    # SGD(params, lr, weight_decay) in the reference puts the weight decay into SGD's momentum
-    # slot, so it trains as plain SGD with momentum 5e-4; psa_sgd reproduces exactly that.
-    optimizer: str = "psa_sgd"
-    """Optimizer: the reference's psa_sgd (momentum 5e-4), sgd (momentum below) or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
-    lr_power: float = 0.9
-    """Power of the poly schedule lr * (1 - step / steps) ** power."""
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
     # false: only full-size images update them, so inference statistics are full-size ones.
     branch_bn_stats: bool = False
     """With trainable BatchNorm: whether the second branch's batches update running statistics."""
@@ -123,8 +139,6 @@ class CamConfig:
     """Training augmentation: the long side is rescaled to a random length in this range."""
     crop_size: int = 448
     """Side of the random training crop (zero-padded when the image is smaller)."""
-    hflip: bool = True
-    """Random horizontal flips in training."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
     """Brightness, contrast, saturation and hue jitter in training."""
     infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
@@ -142,60 +156,27 @@ class CamConfig:
 
 
 @dataclass
-class CrfConfig:
+class CrfConfig(CrfParams):
     """The dense CRF on the CAMs (the values: the CRF package's defaults, SSENet's and psa's)."""
 
     backend: str = "auto"
     """CRF solver: pydensecrf when installed (auto), pydensecrf, or torch (no compiler, GPU)."""
-    # The low power gives the larger background (its foreground is the sure foreground), the
-    # high power the smaller one (its background is sure background).
-    la: float = CrfParams.la
-    """Low power a of the background score (1 - max cam) ** a."""
-    ha: float = CrfParams.ha
-    """High power a of the background score (1 - max cam) ** a."""
-    iterations: int = CrfParams.iterations
-    """Mean-field iterations."""
-    gaussian_sxy: float = CrfParams.gaussian_sxy
-    """Spatial standard deviation of the smoothness (Gaussian) kernel, in pixels."""
-    gaussian_compat: float = CrfParams.gaussian_compat
-    """Weight of the smoothness (Gaussian) kernel."""
-    bilateral_sxy: float = CrfParams.bilateral_sxy
-    """Spatial standard deviation of the appearance (bilateral) kernel, in pixels."""
-    bilateral_srgb: float = CrfParams.bilateral_srgb
-    """Colour standard deviation of the appearance (bilateral) kernel."""
-    bilateral_compat: float = CrfParams.bilateral_compat
-    """Weight of the appearance (bilateral) kernel."""
 
 
 @dataclass
-class AffinityConfig:
+class AffinityConfig(TrainingConfig):
     """Training AffinityNet on the CRF scores."""
 
     train_list: str | None = None
     """Images with CRF labels to learn from; unset: data.train_list."""
     epochs: int = 8
-    """Training epochs."""
     batch_size: int = 8
-    """Images per batch per process."""
     lr: float = 0.01
     """Base learning rate (SSENet's train_aff.py default; psa's README passes 0.1)."""
-    weight_decay: float = 5e-4
-    """Weight decay of the weight groups."""
-    optimizer: str = "psa_sgd"
-    """Optimizer: psa_sgd (the reference's), sgd or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
-    lr_power: float = 0.9
-    """Power of the poly learning-rate schedule."""
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
-    # The psa and SSENet affinity scripts crop 448 and flip, with no rescale.
+    # The psa and SSENet affinity scripts crop 448 and flip (TrainingConfig's defaults), with no
+    # rescale.
     resize_long: tuple[int, int] | None = None
     """Unset: no rescale (the reference); a (low, high) pair rescales the long side first."""
-    crop_size: int = 448
-    """Side of the random training crop."""
-    hflip: bool = True
-    """Random horizontal flips in training."""
     color_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)
     """Brightness, contrast, saturation and hue jitter in training."""
     radius: int = 5
@@ -225,7 +206,7 @@ class RandomWalkConfig:
 
 
 @dataclass
-class IrnConfig:
+class IrnConfig(TrainingConfig):
     """IRNet's class-boundary refiner (refine.method irn): relation labels from the CAMs, the
     boundary network trained on them, its random walk. Defaults: the public code's."""
 
@@ -255,19 +236,13 @@ class IrnConfig:
     epochs: int = 3  # run_sample.py:42
     """Training epochs of the boundary network."""
     batch_size: int = 32  # run_sample.py:41
-    """Images per batch per process."""
     lr: float = 0.1  # run_sample.py:43
-    """Base learning rate."""
     weight_decay: float = 1e-4  # run_sample.py:44
     """Weight decay (every boundary-branch parameter, biases included, as the reference)."""
     # misc/torchutils.py:12 PolyOptimizer calls SGD(params, lr, weight_decay): the weight decay
-    # lands in SGD's momentum slot, as in psa's (see cam.optimizer).
+    # lands in SGD's momentum slot, as in psa's (see TrainingConfig.optimizer).
     optimizer: str = "psa_sgd"
-    """Optimizer: the reference's psa_sgd (momentum = weight_decay), sgd or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
     lr_power: float = 0.9  # misc/torchutils.py:11 (momentum=0.9) used as the power at :26
-    """Power of the poly learning-rate schedule."""
     # train_irn.py:34: the boundary branch at 1x lr with weight decay; the backbone is frozen.
     lr_multipliers: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     """lr multipliers of backbone weights and biases (frozen: unused), boundary weights, -."""
@@ -277,7 +252,6 @@ class IrnConfig:
     """Side of the random training crop; inference pads smaller images to it (a multiple of
     16)."""
     hflip: bool = True  # train_irn.py:22
-    """Random horizontal flips in training."""
     train_radius: int = 10  # train_irn.py:12, PathIndex(radius=10)
     """Pixel pairs within this distance on the stride-4 grid are learned from."""
     walk_radius: int = 5  # make_sem_seg_labels.py:41, propagate_to_edge(radius=5)
@@ -306,7 +280,7 @@ class RefineConfig:
 
 
 @dataclass
-class SegConfig:
+class SegConfig(TrainingConfig):
     """The segmentation network (DeepLab) trained on the pseudo labels."""
 
     train_list: str | None = None
@@ -314,27 +288,12 @@ class SegConfig:
     head: str = "deeplabv2"
     """deeplabv2 (ASPP, rates 6/12/18/24) or deeplabv3 (torchvision's head)."""
     epochs: int = 20
-    """Training epochs."""
     batch_size: int = 10
-    """Images per batch per process."""
     lr: float = 0.001
-    """Base learning rate."""
-    weight_decay: float = 5e-4
-    """Weight decay of the weight groups."""
     optimizer: str = "sgd"
     """Optimizer: sgd (momentum 0.9, the usual DeepLab recipe), psa_sgd or adamw."""
-    momentum: float = 0.9
-    """SGD momentum, used by optimizer sgd."""
-    lr_power: float = 0.9
-    """Power of the poly learning-rate schedule."""
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    """lr multipliers of backbone weights, backbone biases, head weights, head biases."""
     scale_range: tuple[float, float] = (0.5, 1.5)
     """Training augmentation: random rescale by a factor in this range."""
-    crop_size: int = 448
-    """Side of the random training crop."""
-    hflip: bool = True
-    """Random horizontal flips in training."""
     infer_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     """Input scales whose class probabilities are averaged at inference."""
     infer_flip: bool = True
@@ -476,22 +435,34 @@ def load_config(
     return config
 
 
+# The sections that train a network: each has TrainingConfig's fields (and bounds).
+TRAINING_SECTIONS = tuple(
+    field.name for field in fields(Config) if issubclass(field.default_factory, TrainingConfig)
+)
+
+
+def training_keys(names: str) -> str:
+    """`cam.lr aff.lr irn.lr seg.lr` for `lr`: TrainingConfig fields as every training section's
+    config keys."""
+    return " ".join(f"{section}.{name}" for section in TRAINING_SECTIONS for name in names.split())
+
+
 # (keys, comparison, bound): every key's value, or every item of a tuple, must pass (`validate`;
 # the configuration reference lists them too).
 BOUNDS = (
-    ("cam.lr aff.lr seg.lr rw.beta irn.lr irn.beta", ">", 0),
+    (training_keys("lr"), ">", 0),
+    (training_keys("weight_decay"), ">=", 0),
+    (training_keys("epochs batch_size crop_size"), ">=", 1),
+    (training_keys("crop_size"), "<=", 2048),
+    ("rw.beta irn.beta", ">", 0),
     ("irn.crf_gt_prob irn.crf_gaussian_sxy irn.crf_bilateral_sxy irn.crf_bilateral_srgb", ">", 0),
     ("irn.scale_range", ">", 0),
     ("cam.infer_scales cam.scale_sweep seg.infer_scales", ">", 0),
-    ("cam.weight_decay aff.weight_decay seg.weight_decay cam.eta cam.alpha rw.logt", ">=", 0),
-    ("irn.weight_decay irn.exp_times irn.crf_iterations irn.conf_fg_thres", ">=", 0),
+    ("cam.eta cam.alpha rw.logt irn.exp_times irn.crf_iterations irn.conf_fg_thres", ">=", 0),
     ("irn.conf_bg_thres irn.sem_seg_bg_thres", ">=", 0),
     ("cam.alpha irn.conf_fg_thres irn.conf_bg_thres", "<=", 1),
     ("irn.crf_gt_prob", "<", 1),  # 1 gives the other labels zero probability: an infinite energy
-    ("cam.epochs cam.batch_size cam.crop_size cam.infer_batch rw.radius", ">=", 1),
-    ("aff.epochs aff.batch_size aff.crop_size", ">=", 1),
-    ("seg.epochs seg.batch_size seg.crop_size seg.infer_batch", ">=", 1),
-    ("irn.epochs irn.batch_size irn.crop_size irn.infer_batch", ">=", 1),
+    ("cam.infer_batch seg.infer_batch irn.infer_batch rw.radius", ">=", 1),
     ("irn.train_radius irn.walk_radius", ">=", 2),  # radius 1 has no pairs
     ("run.num_workers", ">=", 0),
     ("aff.radius", ">=", 2),  # radius 1 has no pairs: the affinity loss has nothing to learn
@@ -504,7 +475,6 @@ BOUNDS = (
     ("irn.scale_range", "<=", 4),
     ("model.width", "<=", 4),
     ("model.head_channels", "<=", 4096),
-    ("cam.crop_size aff.crop_size seg.crop_size irn.crop_size", "<=", 2048),
     ("cam.resize_long", "<=", 4096),
 )
 COMPARISONS = {">": (operator.gt, "greater than"), ">=": (operator.ge, "at least"),
@@ -551,7 +521,7 @@ def validate(config: Config) -> None:
         raise SsenetError(
             f"config key model.input_scale: must be positive, got {config.model.input_scale}"
         )
-    for section in ("cam", "aff", "seg", "irn"):
+    for section in TRAINING_SECTIONS:
         if min(getattr(config, section).lr_multipliers) < 0:
             raise SsenetError(f"config key {section}.lr_multipliers: must not be negative")
     if cam.resize_long[0] > cam.resize_long[1]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssenet.config import IrnConfig
-from ssenet.crf import CrfParams, dense_crf_stacks
+from ssenet.crf import SOLVER_FIELDS, CrfParams, check_params, dense_crf_stacks
 from ssenet.errors import SsenetError
 from ssenet.models.boundary import BOUNDARY_STRIDE
 from ssenet.randomwalk import affinity_pairs, random_walk_affinities
@@ -41,15 +41,11 @@ EPS = 1e-5  # net/resnet50_irn.py:206-207 and step/train_irn.py:58-64
 
 
 def crf_params(irn: IrnConfig) -> CrfParams:
-    """The relation-label CRF's settings (misc/imutils.py:165-168); la and ha are not used."""
-    return CrfParams(
-        iterations=irn.crf_iterations,
-        gaussian_sxy=irn.crf_gaussian_sxy,
-        gaussian_compat=irn.crf_gaussian_compat,
-        bilateral_sxy=irn.crf_bilateral_sxy,
-        bilateral_srgb=irn.crf_bilateral_srgb,
-        bilateral_compat=irn.crf_bilateral_compat,
-    )
+    """The relation-label CRF's settings (misc/imutils.py:165-168), checked: each solver field
+    `name` is the key irn.crf_`name`, and errors name that key; la and ha are not used."""
+    params = CrfParams(**{name: getattr(irn, f"crf_{name}") for name in SOLVER_FIELDS})
+    check_params(params, key_prefix="irn.crf_")
+    return params
 
 
 def thresholded_labels(cams: np.ndarray, background: float) -> np.ndarray:

@@ -6,7 +6,7 @@ import importlib
 
 import numpy as np
 
-from ssenet.crf.params import CrfSettings
+from ssenet.crf.params import CrfParams
 from ssenet.crf.unary import unary_energy
 
 
@@ -19,7 +19,7 @@ def pydensecrf_available() -> bool:
     return True
 
 
-def dense_crf_pydensecrf(image: np.ndarray, probs: np.ndarray, params: CrfSettings) -> np.ndarray:
+def dense_crf_pydensecrf(image: np.ndarray, probs: np.ndarray, params: CrfParams) -> np.ndarray:
     """Mean-field marginals (C, H, W) of one checked score stack on a checked uint8 image."""
     densecrf = importlib.import_module("pydensecrf.densecrf")
     channels, height, width = probs.shape

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ssenet.choices import CRF_BACKENDS
-from ssenet.crf.params import CrfParams, CrfSettings, check_params
+from ssenet.crf.params import CrfParams, check_params
 from ssenet.crf.pydensecrf_backend import dense_crf_pydensecrf, pydensecrf_available
 from ssenet.crf.torch_backend import dense_crf_torch
 from ssenet.errors import SsenetError
@@ -75,7 +75,7 @@ def check_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def dense_crf(
     image: np.ndarray,
     probs: np.ndarray,
-    params: CrfSettings | None = None,
+    params: CrfParams | None = None,
     backend: str = "auto",
     device: str | torch.device | None = None,
 ) -> np.ndarray:
@@ -90,7 +90,7 @@ def dense_crf(
 def dense_crf_stacks(
     image: np.ndarray,
     stacks: Sequence[np.ndarray],
-    params: CrfSettings | None = None,
+    params: CrfParams | None = None,
     backend: str = "auto",
     device: str | torch.device | None = None,
 ) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ssenet.crf.lattice import Permutohedral
-from ssenet.crf.params import CrfSettings
+from ssenet.crf.params import CrfParams
 from ssenet.crf.unary import unary_energy
 
 
@@ -40,7 +40,7 @@ class _Kernel:
 
 
 def dense_crf_torch(
-    image: np.ndarray, stacks: list[np.ndarray], params: CrfSettings, device: torch.device
+    image: np.ndarray, stacks: list[np.ndarray], params: CrfParams, device: torch.device
 ) -> list[np.ndarray]:
     """Mean field for several score stacks of one image at once: the kernels are built once
     and each sparse product carries every stack's channels; softmax runs per stack."""
