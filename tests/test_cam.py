@@ -249,6 +249,37 @@ def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
     assert sizes == [3, 3, 2]
 
 
+def test_cam_iterators_take_a_cam_inference_or_its_fields(bench, monkeypatch):
+    from ssenet.cam import CamInference, iter_cams, iter_single_scale_cams, sum_scales
+    from ssenet.data.source import open_split
+
+    dataset = open_split(tiny_config(bench).data, "train")
+    ids = list(dataset.ids)[:4]
+    torch.manual_seed(0)
+    model = build_cam_model("resnet38", 8, width=0.125, pretrained=False).eval()
+    labels_of_bars, real = [], cam_module.resumable_batches
+
+    def spy(*args):
+        labels_of_bars.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(cam_module, "resumable_batches", spy)
+    run = CamInference((1.0, 0.5), True, batch_size=3)
+    given = list(iter_cams(model, dataset, ids, run, todo=ids[3:]))
+    fields = list(iter_cams(model, dataset, ids, (1.0, 0.5), True, 3, desc="cams", todo=ids[3:]))
+    assert [i for i, _, _ in given] == [i for i, _, _ in fields] == [ids[3]]  # its batch of 1
+    for (_, cams, keys), (_, again, again_keys) in zip(given, fields, strict=True):
+        assert torch.equal(torch.from_numpy(cams), torch.from_numpy(again))
+        assert list(keys) == list(again_keys)
+    singles = list(iter_single_scale_cams(model, dataset, ids, run, todo=ids[3:]))
+    [(_, labels, per_scale)] = singles
+    assert sorted(per_scale) == [0.5, 1.0]
+    summed = cam_module.normalized_present_cams(sum_scales(per_scale, run.scales), labels)[0]
+    assert torch.equal(torch.from_numpy(summed), torch.from_numpy(given[0][1]))  # bit for bit
+    # An empty label takes the iterator's own; a given one is kept.
+    assert labels_of_bars == ["cam", "cams", "scales"]
+
+
 def test_small_branch_leaves_batchnorm_running_statistics_alone():
     torch.manual_seed(0)
     ssenet_model = build_cam_model("resnet38", 4, width=0.125, pretrained=False, freeze_bn=False)

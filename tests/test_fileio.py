@@ -9,7 +9,8 @@ import pytest
 
 from ssenet.cli import main
 from ssenet.data.palette import write_label_png
-from ssenet.fileio import _HOST, atomic_path, remove_stale_temporaries
+from ssenet.errors import SsenetError
+from ssenet.fileio import _HOST, atomic_path, read_json, remove_stale_temporaries
 
 
 def dead_pid() -> int:
@@ -64,3 +65,17 @@ def test_a_run_folder_is_refused_to_a_second_process_until_the_first_dies(tmp_pa
         holder.wait()
     with run_lock(tmp_path):
         assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} ")
+
+
+def test_read_json_names_the_file_and_what_is_wrong(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path) == {"a": [1, 2]}
+    path.write_text('{"a": [1,\n 2 3]}')
+    with pytest.raises(SsenetError, match=r"a.json: invalid JSON \(line 2, column 4: Expecting"):
+        read_json(path, "settings file")
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(SsenetError, match=r"a.json: cannot read the settings file \('utf-8' codec"):
+        read_json(path, "settings file")
+    with pytest.raises(SsenetError, match=r"b.json: cannot read the file \(\[Errno 2\]"):
+        read_json(tmp_path / "b.json")

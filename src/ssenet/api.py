@@ -228,9 +228,38 @@ class CamModel(TrainedNetwork):
         return torch.sigmoid(logits)[0].cpu().numpy()
 
 
-class AffinityModel(TrainedNetwork):
-    """A trained AffinityNet: `model(images)` gives its features, `model.random_walk(result)`
-    the random-walk pseudo label of a CamResult (the pipeline's rw stage, for one image)."""
+class WalkNetwork(TrainedNetwork):
+    """A trained network that gives one map per image, `model(images)`, and the pseudo label
+    of a CamResult walked over the map of its image, `model.random_walk(result)`."""
+
+    @torch.no_grad()
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """The float32 map of one image or a list (what it holds: see the class)."""
+        return _each(images, lambda rgb: self._map(rgb).cpu().numpy())
+
+    @torch.no_grad()
+    def random_walk(self, result: CamResult) -> np.ndarray:
+        """The (H, W) uint8 pseudo label of one image's CAMs: 0 or one of its classes, walked
+        over the map of the image with the config's settings (which: see the class)."""
+        return self._walk(result, self._map(result.image))
+
+    def _map(self, rgb: np.ndarray) -> torch.Tensor:
+        return self._maps(torch.from_numpy(rgb)[None])[0]
+
+    def _maps(self, batch: torch.Tensor) -> torch.Tensor:
+        """The maps of a batch of same-size uint8 images (B, H, W, 3)."""
+        raise NotImplementedError
+
+    def _walk(self, result: CamResult, image_map: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+
+class AffinityModel(WalkNetwork):
+    """A trained AffinityNet: `model(images)` gives its features (448, ceil(H/s), ceil(W/s)),
+    s the output stride: grid cells i, j have the affinity exp(-mean |f_i - f_j|) the walk
+    uses. `model.random_walk(result)` is the random-walk pseudo label of a CamResult (the
+    pipeline's rw stage, for one image), with the config's `rw.*` settings and background
+    score `cam.alpha`."""
 
     stage, kind = "aff", "affinity"
 
@@ -240,33 +269,24 @@ class AffinityModel(TrainedNetwork):
 
         return load_affinity_model(cfg, weights, fold=False)
 
-    @torch.no_grad()
-    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
-        """Features (448, ceil(H/s), ceil(W/s)) float32 of one image or a list, s the output
-        stride: grid cells i, j have the affinity exp(-mean |f_i - f_j|) the walk uses."""
-        return _each(images, lambda rgb: self._features(rgb).cpu().numpy())
-
-    def _features(self, rgb: np.ndarray) -> torch.Tensor:
+    def _maps(self, batch: torch.Tensor) -> torch.Tensor:
         from ssenet.randomwalk import affinity_features
 
-        batch = torch.from_numpy(rgb)[None]
-        return affinity_features(self.network, batch, self.config.model.output_stride)[0]
+        return affinity_features(self.network, batch, self.config.model.output_stride)
 
-    @torch.no_grad()
-    def random_walk(self, result: CamResult) -> np.ndarray:
-        """The (H, W) uint8 random-walk label of one image's CAMs: 0 or one of its classes,
-        with the config's `rw.*` settings and background score `cam.alpha`."""
+    def _walk(self, result: CamResult, image_map: torch.Tensor) -> np.ndarray:
         from ssenet.stages.s4_random_walk import walk_label
 
         stride = self.config.model.output_stride
-        features = self._features(result.image)
-        return walk_label(result.cams, result.classes, features, self.config, stride)
+        return walk_label(result.cams, result.classes, image_map, self.config, stride)
 
 
-class BoundaryModel(TrainedNetwork):
-    """IRNet's trained class-boundary network: `model(images)` gives boundary maps,
-    `model.random_walk(result)` the IRNet pseudo label of a CamResult (the pipeline's irn_rw
-    stage, for one image)."""
+class BoundaryModel(WalkNetwork):
+    """IRNet's trained class-boundary network: `model(images)` gives boundary probabilities
+    (ceil(H/4), ceil(W/4)) in [0, 1], each image with its mirror as the reference: 1 where a
+    class boundary is sure. `model.random_walk(result)` is the IRNet pseudo label of a
+    CamResult (the pipeline's irn_rw stage, for one image), with the config's irn.* walk
+    settings."""
 
     stage, kind = "irn", "boundary"
 
@@ -276,26 +296,15 @@ class BoundaryModel(TrainedNetwork):
 
         return load_boundary_model(cfg, weights, fold=False)
 
-    @torch.no_grad()
-    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
-        """Boundary probabilities (ceil(H/4), ceil(W/4)) float32 in [0, 1] of one image or a
-        list, each with its mirror image as the reference: 1 where a class boundary is sure."""
-        return _each(images, lambda rgb: self._boundary(rgb).cpu().numpy())
-
-    def _boundary(self, rgb: np.ndarray) -> torch.Tensor:
+    def _maps(self, batch: torch.Tensor) -> torch.Tensor:
         from ssenet.models.boundary import boundary_maps
 
-        batch = torch.from_numpy(rgb)[None]
-        return boundary_maps(self.network, batch, self.config.irn.crop_size)[0]
+        return boundary_maps(self.network, batch, self.config.irn.crop_size)
 
-    @torch.no_grad()
-    def random_walk(self, result: CamResult) -> np.ndarray:
-        """The (H, W) uint8 IRNet pseudo label of one image's CAMs: 0 or one of its classes,
-        with the config's irn.* walk settings."""
+    def _walk(self, result: CamResult, image_map: torch.Tensor) -> np.ndarray:
         from ssenet.irn import walk_label
 
-        return walk_label(result.cams, result.classes, self._boundary(result.image),
-                          self.config.irn)  # fmt: skip
+        return walk_label(result.cams, result.classes, image_map, self.config.irn)
 
 
 class Segmenter(TrainedNetwork):

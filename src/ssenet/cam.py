@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,40 +156,56 @@ def sum_scales(per_scale: dict[float, torch.Tensor], scales: Sequence[float]) ->
     return total
 
 
-def stacked_batches(
-    dataset: SegmentationDataset,
-    ids: Sequence[str],
-    batch_size: int,
-    num_workers: int,
-    progress: bool,
-    desc: str,
-    todo: Sequence[str] | None,
-) -> Iterator[tuple[list, torch.Tensor]]:
-    """The one batching loop behind `iter_cams` and `iter_single_scale_cams`: yield each batch
-    (see `resumable_batches`) with its images stacked into one (B, 3, H, W) tensor."""
-    batches = resumable_batches(dataset, ids, todo or ids, batch_size, num_workers, progress, desc)
-    for batch in batches:
-        yield batch, torch.stack([image for _, image, _ in batch])
+@dataclass(frozen=True)
+class CamInference:
+    """How a list of images is tested: at `scales` (with their mirrors when `flip`),
+    `batch_size` same-size images a forward pass, under `amp`, read by `num_workers` loader
+    processes, with a progress bar labelled `desc` when `progress` ("" takes the label of the
+    iterator it is given to)."""
+
+    scales: Sequence[float]
+    flip: bool
+    batch_size: int = 4
+    amp: str = "off"
+    num_workers: int = 0
+    progress: bool = False
+    desc: str = ""
+
+    def batches(
+        self, dataset: SegmentationDataset, ids: Sequence[str], todo: Sequence[str] | None
+    ) -> Iterator[tuple[list, torch.Tensor]]:
+        """Each batch of `ids` (see `resumable_batches`; with `todo`, only those holding one of
+        its images) with its images stacked into one (B, H, W, 3) tensor."""
+        batches = resumable_batches(dataset, ids, todo or ids, self.batch_size, self.num_workers,
+                                    self.progress, self.desc)  # fmt: skip
+        for batch in batches:
+            yield batch, torch.stack([image for _, image, _ in batch])
+
+
+def _settings(settings: tuple, named: dict[str, Any], desc: str) -> CamInference:
+    """A `CamInference` given as one, or as its fields by position and name (the iterators'
+    older signature, which the CAM stage still calls); an empty `desc` becomes `desc`."""
+    if len(settings) == 1 and not named and isinstance(settings[0], CamInference):
+        chosen = settings[0]
+    else:
+        chosen = CamInference(*settings, **named)
+    return chosen if chosen.desc else replace(chosen, desc=desc)
 
 
 def iter_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
     ids: Sequence[str],
-    scales: Sequence[float],
-    flip: bool,
-    batch_size: int = 4,
-    amp: str = "off",
-    num_workers: int = 0,
-    progress: bool = False,
-    desc: str = "cam",
+    *settings: Any,
     todo: Sequence[str] | None = None,
+    **named: Any,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass;
-    with `todo`, only the batches holding one of those (see `resumable_batches`)."""
-    batches = stacked_batches(dataset, ids, batch_size, num_workers, progress, desc, todo)
-    for batch, images in batches:
-        summed = memory_safe_cams(model, images, scales, flip, amp)
+    with `todo`, only the batches holding one of those (see `resumable_batches`). `settings`:
+    a `CamInference`, or its fields (scales, flip, batch_size, ...) by position or name."""
+    run = _settings(settings, named, "cam")
+    for batch, images in run.batches(dataset, ids, todo):
+        summed = memory_safe_cams(model, images, run.scales, run.flip, run.amp)
         for (image_id, _, labels), maps in zip(batch, summed, strict=True):
             cams, keys = normalized_present_cams(maps, labels)
             yield image_id, cams, keys
@@ -197,20 +215,16 @@ def iter_single_scale_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
     ids: Sequence[str],
-    scales: Sequence[float],
-    flip: bool,
-    batch_size: int = 4,
-    amp: str = "off",
-    num_workers: int = 0,
-    progress: bool = False,
-    desc: str = "scales",
+    *settings: Any,
     todo: Sequence[str] | None = None,
+    **named: Any,
 ) -> Iterator[tuple[str, np.ndarray, dict[float, torch.Tensor]]]:
     """Yield (id, labels, {scale: summed CAMs (K, H, W)}), each scale tested on its own (with
-    flip), so single-scale figures and their agreement need one pass over the list."""
-    batches = stacked_batches(dataset, ids, batch_size, num_workers, progress, desc, todo)
-    for batch, images in batches:
-        per_scale = per_scale_cams(model, images, scales, flip, amp)
+    flip), so single-scale figures and their agreement need one pass over the list. Arguments
+    as in `iter_cams`."""
+    run = _settings(settings, named, "scales")
+    for batch, images in run.batches(dataset, ids, todo):
+        per_scale = per_scale_cams(model, images, run.scales, run.flip, run.amp)
         for index, (image_id, _, labels) in enumerate(batch):
             yield image_id, labels, {s: maps[index] for s, maps in per_scale.items()}
 

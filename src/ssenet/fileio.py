@@ -191,3 +191,17 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     """Write `obj` as indented strict JSON, atomically (nan becomes null)."""
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
     write_text_atomic(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> object:
+    """The JSON value in `path` (UTF-8). A file that cannot be read, or is not JSON, is an
+    SsenetError naming the file and `what` it should be (a syntax error with its line)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise SsenetError(
+            f"{path}: invalid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SsenetError(f"{path}: cannot read the {what} ({err})") from err

@@ -28,7 +28,7 @@ from ssenet import __version__
 from ssenet.config import Config, ModelConfig, config_from_mapping
 from ssenet.data.datasets import load_class_names
 from ssenet.errors import SsenetError
-from ssenet.fileio import atomic_path, write_text_atomic
+from ssenet.fileio import atomic_path, read_json, write_text_atomic
 
 FORMAT, FORMAT_VERSION = "ssenet-pretrained", 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -154,14 +154,7 @@ def read_folder(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise SsenetError(
-            f"{path}: invalid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SsenetError(f"{path}: cannot read ({err})") from err
+    data = read_json(path, "network config")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SsenetError(f'{path}: not an ssenet network config (no "format": "{FORMAT}")')
     version = data.get("format_version")

@@ -62,15 +62,16 @@ def _check_walk(radius: int, beta: float, logt: int) -> None:
         raise SsenetError(f"random walk: logt must be an integer >= 0, got {logt!r}")
 
 
-def _check_inputs(
+def _walk_inputs(
     scores: torch.Tensor,
     features: torch.Tensor,
     radius: int,
     beta: float,
     logt: int,
     dtype: torch.dtype | None,
-) -> torch.dtype:
-    """Validate the walk's arguments; return the dtype to compute in."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the walk's arguments; return the scores and the features (on the scores'
+    device) in the dtype to compute in."""
     _check_grid("scores", scores, "C")
     _check_grid("features", features, "D")
     if scores.shape[1:] != features.shape[1:]:
@@ -80,10 +81,10 @@ def _check_inputs(
         )
     _check_walk(radius, beta, logt)
     if dtype is None:
-        return torch.float64 if scores.dtype == torch.float64 else torch.float32
-    if dtype not in _DTYPES:
+        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    elif dtype not in _DTYPES:
         raise SsenetError(f"random walk: dtype must be torch.float32 or torch.float64, got {dtype}")
-    return dtype
+    return scores.to(dtype), features.to(device=scores.device, dtype=dtype)
 
 
 def _source_mask(height: int, width: int, radius: int, device: torch.device) -> torch.Tensor:
@@ -221,10 +222,8 @@ def random_walk(
     layout, which drops some pairs near the bottom, left and right edges); the default keeps
     every pair on the grid.
     """
-    dtype = _check_inputs(scores, features, radius, beta, logt, dtype)
-    features = features.to(device=scores.device, dtype=dtype)
-    return _walk(scores.to(dtype), _pair_maps(features, radius, beta, reference_border), radius,
-                 logt)  # fmt: skip
+    scores, features = _walk_inputs(scores, features, radius, beta, logt, dtype)
+    return _walk(scores, _pair_maps(features, radius, beta, reference_border), radius, logt)
 
 
 @torch.no_grad()
@@ -297,15 +296,14 @@ def dense_random_walk(
     Builds the dense affinity matrix, `A = a ** beta`, `T = A / A.sum(0)`, squares T `logt`
     times and returns `scores @ T` reshaped to (C, h, w). Arguments as in `random_walk`.
     """
-    dtype = _check_inputs(scores, features, radius, beta, logt, dtype)
+    scores, features = _walk_inputs(scores, features, radius, beta, logt, dtype)
     channels, height, width = scores.shape
-    features = features.to(device=scores.device, dtype=dtype)
     power = _dense_affinity(features, radius, reference_border) ** beta
     trans = power / power.sum(0, keepdim=True)
     del power
     for _ in range(int(logt)):
         trans = trans @ trans
-    return (scores.to(dtype).reshape(channels, -1) @ trans).reshape(channels, height, width)
+    return (scores.reshape(channels, -1) @ trans).reshape(channels, height, width)
 
 
 BACKGROUNDS = RW_BACKGROUNDS  # how the background score of the walked stack is made

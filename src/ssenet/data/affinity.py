@@ -3,8 +3,8 @@ turned into affinity label maps (`ssenet.affinity.affinity_label`) on the featur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,12 +16,9 @@ from ssenet.affinity import affinity_label
 from ssenet.crffile import load_crf_scores
 from ssenet.data.datasets import SeededAugmentation, SegmentationDataset
 from ssenet.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    LongSideRecipe,
     RandomResizeLong,
     Seed,
-    color_jitter_steps,
-    crop_steps,
     seeded,
 )
 from ssenet.errors import SsenetError
@@ -43,7 +40,7 @@ class _ResizeLong(RandomResizeLong):
         return super().transform(inpt, params)
 
 
-class AffinityTrainTransform:
+class AffinityTrainTransform(LongSideRecipe):
     """One random draw for an (H, W, 3) uint8 image and its (C, H, W) score stack.
 
     Random long side (image bicubic, scores bilinear), horizontal flip, ColorJitter on the
@@ -54,24 +51,9 @@ class AffinityTrainTransform:
     float32 scores (C, c, c)).
     """
 
-    def __init__(
-        self,
-        resize_long: tuple[int, int] | None = (448, 768),
-        crop_size: int | None = 448,
-        hflip: bool = True,
-        color_jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.1),
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ):
-        steps: list = [_ResizeLong(*resize_long)] if resize_long else []
-        steps += [v2.RandomHorizontalFlip()] if hflip else []
-        steps += color_jitter_steps(color_jitter)
-        steps += crop_steps(crop_size, {tv_tensors.Image: 0, tv_tensors.Mask: 0.0})
-        steps += [
-            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
-        self.pipeline = v2.Compose(steps)
+    resize_long_step = _ResizeLong
+    crop_fill: ClassVar[dict] = {tv_tensors.Image: 0, tv_tensors.Mask: 0.0}
+    crop_first = True
 
     def __call__(
         self, image: np.ndarray, scores: np.ndarray, generator: Seed = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from pycocotools.coco import COCO
 from ssenet.data.datasets import PathLike
 from ssenet.data.palette import IGNORE_INDEX, MAX_IMAGE_PIXELS
 from ssenet.errors import SsenetError
+from ssenet.fileio import read_json
 
 
 def image_labels(anns: list[dict], class_of: dict[int, int]) -> list[int]:
@@ -25,15 +25,7 @@ def image_labels(anns: list[dict], class_of: dict[int, int]) -> list[int]:
 
 
 def load_annotations(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise SsenetError(
-            f"{path}: not a JSON file ({err.msg} at line {err.lineno}, column {err.colno})"
-        ) from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise SsenetError(f"{path}: cannot read the annotation file ({err})") from err
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise SsenetError(f"{path}: not a COCO annotation file (the top level is not an object)")
     for key in ("images", "annotations", "categories"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -73,47 +74,65 @@ def long_side_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     return max(1, round(height * long_side / width)), long_side
 
 
-def _resize(inpt: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    # Label maps take the pixel-centred nearest neighbour so they stay aligned with the image.
-    if isinstance(inpt, tv_tensors.Mask):
-        return TF.resize(inpt, list(size), interpolation=v2.InterpolationMode.NEAREST_EXACT)
-    return TF.resize(inpt, list(size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+class _RandomResize(v2.Transform):
+    """A resize to a size `make_params` draws from [low, high]: images bicubic, label maps
+    nearest. `setting` names the config key in errors; `number` is int or float."""
 
+    setting = ""
+    number: type = float
 
-class RandomResizeLong(v2.Transform):
-    """Resize so the longer side is an integer drawn uniformly from [low, high] (bicubic)."""
-
-    def __init__(self, low: int, high: int):
+    def __init__(self, low: float, high: float):
         super().__init__()
         if not 0 < low <= high:
-            raise SsenetError(f"resize_long: need 0 < low <= high, got ({low}, {high})")
-        self.low, self.high = int(low), int(high)
+            raise SsenetError(f"{self.setting}: need 0 < low <= high, got ({low}, {high})")
+        self.low, self.high = self.number(low), self.number(high)
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        size = list(params["size"])
+        # Label maps take the pixel-centred nearest neighbour so they stay aligned with the image.
+        if isinstance(inpt, tv_tensors.Mask):
+            return TF.resize(inpt, size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return TF.resize(inpt, size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+
+
+class RandomResizeLong(_RandomResize):
+    """Resize so the longer side is an integer drawn uniformly from [low, high] (bicubic)."""
+
+    setting, number = "resize_long", int
 
     def make_params(self, flat_inputs: list) -> dict:
         height, width = v2.query_size(flat_inputs)
         long_side = int(torch.randint(self.low, self.high + 1, ()))
         return {"size": long_side_size(height, width, long_side)}
 
-    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
-        return _resize(inpt, params["size"])
 
-
-class RandomScale(v2.Transform):
+class RandomScale(_RandomResize):
     """Resize both sides by one factor drawn uniformly from [low, high] (bicubic)."""
 
-    def __init__(self, low: float, high: float):
-        super().__init__()
-        if not 0 < low <= high:
-            raise SsenetError(f"scale: need 0 < low <= high, got ({low}, {high})")
-        self.low, self.high = float(low), float(high)
+    setting, number = "scale", float
 
     def make_params(self, flat_inputs: list) -> dict:
         height, width = v2.query_size(flat_inputs)
         factor = self.low + (self.high - self.low) * float(torch.rand(()))
         return {"size": (max(1, round(height * factor)), max(1, round(width * factor)))}
 
-    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
-        return _resize(inpt, params["size"])
+
+def augmentation_steps(
+    resize: v2.Transform | None, hflip: bool, color_jitter: Sequence[float] | None
+) -> list[v2.Transform]:
+    """The random start of every training recipe: `resize` (none: keep the size), a
+    horizontal flip with p = 0.5 when `hflip`, then ColorJitter (see `color_jitter_steps`)."""
+    steps = [resize] if resize is not None else []
+    steps += [v2.RandomHorizontalFlip()] if hflip else []
+    return steps + color_jitter_steps(color_jitter)
+
+
+def normalization_steps(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    """uint8 images to float32 `(pixel / 255 - mean) / std`; label maps pass unchanged."""
+    return [
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ]
 
 
 def color_jitter_steps(color_jitter: Sequence[float] | None) -> list[v2.Transform]:
@@ -138,13 +157,17 @@ def crop_steps(crop_size: int | None, fill: dict) -> list[v2.Transform]:
     return [v2.RandomCrop(int(crop_size), pad_if_needed=True, fill=fill)]
 
 
-class CamTrainTransform:
-    """The reference CAM augmentation: (H, W, 3) uint8 -> float32 (3, crop_size, crop_size).
+class LongSideRecipe:
+    """The CAM recipe's settings as one torchvision pipeline (`self.pipeline`): random long
+    side in `resize_long`, horizontal flip, ColorJitter, normalisation and a random
+    `crop_size` crop. `resize_long=None` or `crop_size=None` skips that step. The CAM and
+    affinity transforms share these settings (their config sections' keys of these names);
+    a subclass says how the long side resizes, what the crop pads with, and whether it crops
+    before normalising (padding the image with black) or after (padding with the mean)."""
 
-    Resize the longer side to U[lo, hi] (bicubic), flip horizontally with p = 0.5, ColorJitter,
-    normalise, random crop with zero padding (0 after normalisation, as the reference).
-    `resize_long=None` or `crop_size=None` skips that step.
-    """
+    resize_long_step: type[RandomResizeLong] = RandomResizeLong
+    crop_fill: ClassVar[dict] = {tv_tensors.Image: 0.0}
+    crop_first = False
 
     def __init__(
         self,
@@ -155,12 +178,20 @@ class CamTrainTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
-        steps: list = [RandomResizeLong(*resize_long)] if resize_long else []
-        steps += [v2.RandomHorizontalFlip()] if hflip else []
-        steps += color_jitter_steps(color_jitter)
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        steps += crop_steps(crop_size, {tv_tensors.Image: 0.0})
+        resize = self.resize_long_step(*resize_long) if resize_long else None
+        steps = augmentation_steps(resize, hflip, color_jitter)
+        crop, normalise = crop_steps(crop_size, self.crop_fill), normalization_steps(mean, std)
+        steps += crop + normalise if self.crop_first else normalise + crop
         self.pipeline = v2.Compose(steps)
+
+
+class CamTrainTransform(LongSideRecipe):
+    """The reference CAM augmentation: (H, W, 3) uint8 -> float32 (3, crop_size, crop_size).
+
+    Resize the longer side to U[lo, hi] (bicubic), flip horizontally with p = 0.5, ColorJitter,
+    normalise, random crop with zero padding (0 after normalisation, as the reference).
+    `resize_long=None` or `crop_size=None` skips that step.
+    """
 
     def __call__(self, image: np.ndarray | torch.Tensor, generator: Seed = None) -> torch.Tensor:
         """Augment one image; `generator` (a torch.Generator or an int seed) makes it repeatable."""
@@ -189,13 +220,9 @@ class JointTrainTransform:
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
     ):
-        steps: list = [RandomResizeLong(*resize_long) if resize_long else RandomScale(*scale)]
-        steps += [v2.RandomHorizontalFlip()] if hflip else []
-        steps += color_jitter_steps(color_jitter)  # colour transforms pass masks through unchanged
-        steps += [
-            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
+        resize = RandomResizeLong(*resize_long) if resize_long else RandomScale(*scale)
+        steps = augmentation_steps(resize, hflip, color_jitter)  # colour leaves masks unchanged
+        steps += normalization_steps(mean, std)
         steps += crop_steps(crop_size, {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index})
         self.pipeline = v2.Compose(steps)
 
