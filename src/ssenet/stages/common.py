@@ -20,11 +20,14 @@ from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
-from ssenet.runtime import on_main_rank
+from ssenet.inference import ListJob
+from ssenet.runtime import on_main_rank, rank_shard
+from ssenet.stages.registry import covered_lists
 
 if TYPE_CHECKING:
     from ssenet.dryrun.memory import MemoryEstimate
     from ssenet.dryrun.plan import PlanInputs, PlanRow
+    from ssenet.stages.layout import RunLayout
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
 # What a stage's scores say when none of its images has a mask (folder data may have none).
@@ -64,6 +67,23 @@ def sync_ranks() -> None:
     """Under torchrun, wait until every rank has written its shard before anyone scores."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def label_lists(
+    cfg: Config, stage: str, progress: bool, label: Callable[[ListJob], dict]
+) -> dict[str, dict]:
+    """`label(job)` for this process's shard of every list `stage` covers (the scored list
+    first), then `sync_ranks`: how a stage that labels images makes them before it scores
+    them. Returns each list's counts."""
+    counts = {list_name: label(ListJob(list_name, rank_shard(), progress))
+              for list_name in covered_lists(cfg, stage)}  # fmt: skip
+    sync_ranks()
+    return counts
+
+
+def score_pseudo_labels(cfg: Config, layout: RunLayout, stage: str) -> dict:
+    """Score `stage`'s pseudo labels on the list pseudo labels are scored on (data.infer_list)."""
+    return score_labels(cfg, layout.labels(stage), cfg.data.infer_list, layout.eval_json(stage))
 
 
 def aff_train_list(cfg: Config) -> str:
