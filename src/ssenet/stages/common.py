@@ -1,21 +1,18 @@
-"""What the stages share: the training lists, the ground truth, scoring, rank sync."""
+"""What the stages share: the training lists, the ground truth, making labels list by list,
+scoring, rank sync (what the stages that train a network share: `ssenet.stages.training`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from ssenet.config import Config, IrnConfig, SegConfig
+from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
-from ssenet.data.datasets import SegmentationDataset
-from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
-from ssenet.data.transforms import JointTrainTransform
 from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
@@ -25,8 +22,6 @@ from ssenet.runtime import on_main_rank, rank_shard
 from ssenet.stages.registry import covered_lists
 
 if TYPE_CHECKING:
-    from ssenet.dryrun.memory import MemoryEstimate
-    from ssenet.dryrun.plan import PlanInputs, PlanRow
     from ssenet.stages.layout import RunLayout
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
@@ -94,27 +89,6 @@ def seg_train_list(cfg: Config) -> str:
     return cfg.seg.train_list or cfg.data.train_list
 
 
-def pseudo_label_train_set(
-    dataset: SegmentationDataset, label_dir: Path, section: IrnConfig | SegConfig, seed: int
-) -> Callable[[nn.Module], PseudoLabelDataset]:
-    """The `dataset` argument of `train_network` for a network that learns from label PNGs
-    `label_dir/<id>.png` (the boundary network, DeepLab): the images with their labels under one
-    random scale, crop and flip from `section` (scale_range, crop_size, hflip), normalised as
-    the model's backbone expects."""
-
-    def train_set(model: nn.Module) -> PseudoLabelDataset:
-        augment = JointTrainTransform(
-            scale=section.scale_range,
-            crop_size=section.crop_size,
-            hflip=section.hflip,
-            mean=model.backbone.mean,
-            std=model.backbone.std,
-        )
-        return PseudoLabelDataset(dataset, label_dir, augment, seed=seed)
-
-    return train_set
-
-
 def check_pseudo_label_scoring(cfg: Config) -> None:
     """Refuse, with the reason, to score pseudo labels on the wrong masks or list (see
     `ssenet.evaluation_guard`); cheap, so `ssenet run` calls it before any training."""
@@ -173,19 +147,3 @@ def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> di
     write_json(out, metrics)
     return metrics
 
-
-def network_plan_rows(
-    s: PlanInputs,
-    stage: str,
-    section: Any,
-    train_memory: Callable[[], MemoryEstimate],
-    infer_memory: Callable[[], MemoryEstimate],
-) -> list[PlanRow]:
-    """The dry run's rows of a stage that trains a network and then infers with it at several
-    scales (`section`: its config section, with infer_scales, infer_batch and infer_flip):
-    training and inference, each with its GPU memory."""
-    train = s.estimate(f"{stage} training", train_memory)
-    infer = s.estimate(f"{stage} inference", infer_memory)
-    return [s.train_row(stage, section, train),
-            s.infer_row(stage, s.flip_batch(section), infer,
-                        f"{len(section.infer_scales)} scales")]  # fmt: skip
