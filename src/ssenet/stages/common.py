@@ -19,9 +19,10 @@ from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pix
 from ssenet.fileio import write_json
 from ssenet.inference import ListJob
 from ssenet.runtime import on_main_rank, rank_shard
-from ssenet.stages.registry import covered_lists
+from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
 
 if TYPE_CHECKING:
+    from ssenet.dryrun.plan import PlanInputs, PlanRow
     from ssenet.stages.layout import RunLayout
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
@@ -79,6 +80,29 @@ def label_lists(
 def score_pseudo_labels(cfg: Config, layout: RunLayout, stage: str) -> dict:
     """Score `stage`'s pseudo labels on the list pseudo labels are scored on (data.infer_list)."""
     return score_labels(cfg, layout.labels(stage), cfg.data.infer_list, layout.eval_json(stage))
+
+
+def walk_stage(
+    name: str,
+    title: str,
+    refiner: str,
+    network: str,
+    run: Callable[[Config, RunLayout, bool], dict],
+    plan: Callable[[PlanInputs], list[PlanRow]],
+) -> Stage:
+    """The last stage of a refiner that walks the CAMs over the output of a network it trained
+    (`network`, that stage's product) into the refiner's pseudo labels, scored like every
+    pseudo label on data.infer_list: AffinityNet's random walk, IRNet's."""
+    return Stage(
+        name=name,
+        title=title,
+        run=run,
+        produces=(pseudo_labels(refiner),),
+        consumes=lambda cfg: {"cams": None, network: []},
+        scores=lambda cfg: [cfg.data.infer_list],
+        refiner=refiner,
+        plan=plan,
+    )
 
 
 def aff_train_list(cfg: Config) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,9 +22,6 @@ from ssenet.provenance import config_values, stamp
 from ssenet.stages.common import label_lists
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
-
-if TYPE_CHECKING:
-    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 REFINER = "irn"  # IRNet's refiner: stages irn_labels, irn and irn_rw
 RELATION_KEYS = (
@@ -73,11 +69,6 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     return label_lists(cfg, "irn_labels", progress, label)
 
 
-def plan(s: PlanInputs) -> list[PlanRow]:
-    """Where the two CRFs of an image run: as the CRF stage's, on the CPU or the GPU."""
-    return [s.crf_row("irn_labels", "2 dense CRFs an image")]
-
-
 STAGE = Stage(
     name="irn_labels",
     title="IRNet relation labels",
@@ -85,5 +76,5 @@ STAGE = Stage(
     produces=("irn relation labels",),
     consumes=lambda cfg: {"cams": None},
     refiner=REFINER,
-    plan=plan,
+    plan=lambda s: [s.crf_row("irn_labels", "2 dense CRFs an image")],  # placed as the CRF stage's
 )

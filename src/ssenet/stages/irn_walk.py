@@ -20,10 +20,9 @@ from ssenet.inference import CamNetwork, ListJob, network_labels
 from ssenet.irn import walk_label
 from ssenet.models.boundary import boundary_maps, load_boundary_model
 from ssenet.provenance import config_values, stamp, weights_stamp
-from ssenet.stages.common import label_lists, score_pseudo_labels
+from ssenet.stages.common import label_lists, score_pseudo_labels, walk_stage
 from ssenet.stages.irn_labels import REFINER
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Stage, pseudo_labels
 
 if TYPE_CHECKING:
     from ssenet.dryrun.plan import PlanInputs, PlanRow
@@ -90,13 +89,4 @@ def infer_memory(cfg: Config, size: tuple[int, int]):
     return estimate_inference_memory(model, images)
 
 
-STAGE = Stage(
-    name="irn_rw",
-    title="CAM + IRN",
-    run=run,
-    produces=(pseudo_labels(REFINER),),
-    consumes=lambda cfg: {"cams": None, "irn boundary network": []},
-    scores=lambda cfg: [cfg.data.infer_list],
-    refiner=REFINER,
-    plan=plan,
-)
+STAGE = walk_stage("irn_rw", "CAM + IRN", REFINER, "irn boundary network", run, plan)

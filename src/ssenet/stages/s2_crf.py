@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +33,6 @@ from ssenet.provenance import config_values, stamp
 from ssenet.stages.common import label_lists, score_pseudo_labels
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
-
-if TYPE_CHECKING:
-    from ssenet.dryrun.plan import PlanInputs, PlanRow
 
 # Settings that decide the CRF outputs (the backends agree to float precision).
 CRF_KEYS = "data.kind " + " ".join(
@@ -114,11 +110,6 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     return score_pseudo_labels(cfg, layout, "crf")
 
 
-def plan(s: PlanInputs) -> list[PlanRow]:
-    """Where the CRF runs: the CPU or the GPU, as `run_crf_jobs` decides."""
-    return [s.crf_row("crf", "dense CRF")]
-
-
 STAGE = Stage(
     name="crf",
     title="CAM + CRF",
@@ -126,5 +117,5 @@ STAGE = Stage(
     produces=("crf scores", "crf labels"),
     consumes=lambda cfg: {"cams": None},
     scores=lambda cfg: [cfg.data.infer_list],
-    plan=plan,
+    plan=lambda s: [s.crf_row("crf", "dense CRF")],  # the CPU or the GPU, as run_crf_jobs decides
 )

@@ -18,9 +18,8 @@ from ssenet.inference import CamNetwork, ListJob, network_labels
 from ssenet.models.configured import load_affinity_model
 from ssenet.provenance import config_values, stamp, weights_stamp
 from ssenet.randomwalk import affinity_features, score_stack, walk_scores
-from ssenet.stages.common import label_lists, score_pseudo_labels
+from ssenet.stages.common import label_lists, score_pseudo_labels, walk_stage
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Stage, pseudo_labels
 from ssenet.stages.s3_affinity import REFINER
 
 if TYPE_CHECKING:
@@ -104,13 +103,4 @@ def plan(s: PlanInputs) -> list[PlanRow]:
                         f"{2 ** s.cfg.rw.logt} walk steps")]  # fmt: skip
 
 
-STAGE = Stage(
-    name="rw",
-    title="CAM + rw",
-    run=run,
-    produces=(pseudo_labels(REFINER),),
-    consumes=lambda cfg: {"cams": None, "affinity network": []},
-    scores=lambda cfg: [cfg.data.infer_list],
-    refiner=REFINER,
-    plan=plan,
-)
+STAGE = walk_stage("rw", "CAM + rw", REFINER, "affinity network", run, plan)
