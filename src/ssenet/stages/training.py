@@ -37,9 +37,10 @@ def train_section_network(
     progress: bool,
 ) -> FitResult:
     """`train_network` with the settings of config section `section` ("cam", "aff", "irn",
-    "seg"): its optimiser, epochs and batch size. The digest covers the data, model and that
-    section's settings plus the first 12 characters of `inputs_stamp`, which stands for what
-    the network learns from, so a checkpoint is never continued on other inputs."""
+    "seg"): its optimiser, epochs and batch size; `name` names the network in the progress bar
+    and errors. The digest covers the data, model and that section's settings plus the first
+    12 characters of `inputs_stamp`, which stands for what the network learns from, so a
+    checkpoint is never continued on other inputs."""
     settings = getattr(cfg, section)
     return train_network(
         name=name,
