@@ -43,8 +43,10 @@ KILL_POINTS = [
     ("ssenet.stages.s2_crf", "save_scores", 4, "half"),  # a CRF score .npz half written
     ("ssenet.affinity", "AffinityObjective.forward", 2, "before"),  # AffinityNet, epoch 2
     ("ssenet.trainer", "save_checkpoint", 1, "half"),  # AffinityNet's epoch-2 checkpoint
-    ("ssenet.stages.s4_random_walk", "write_label_png", 3, "before"),  # random walk, 3rd image
-    ("ssenet.stages.s4_random_walk", "write_label_png", 2, "half"),  # an rw PNG half written
+    # the random walk's labels are written by ssenet.inference.network_labels (as IRNet's are,
+    # a stage this run does not have)
+    ("ssenet.inference", "write_label_png", 3, "before"),  # random walk, 3rd image
+    ("ssenet.inference", "write_label_png", 2, "half"),  # an rw PNG half written
     ("ssenet.segmentation", "SegObjective.forward", 2, "before"),  # DeepLab training, epoch 2
     ("ssenet.stages.s5_segmentation", "write_label_png", 2, "before"),  # DeepLab inference
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ssenet.cli import main
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
-from ssenet.inference import image_work
+from ssenet.inference import ListJob, image_work
 from ssenet.stages import (
     STAGES,
     RunLayout,
@@ -26,6 +27,8 @@ from ssenet.stages import (
     unregister,
 )
 from ssenet.stages.common import gt_dir, score_labels
+from ssenet.stages.s2_crf import crf_labels
+from ssenet.stages.s4_random_walk import walk_labels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,3 +149,21 @@ def test_a_stage_reading_what_no_stage_makes_is_refused():
             stage_lists(Config())
     finally:
         unregister("reader")
+
+
+@pytest.mark.parametrize("function", [crf_labels, walk_labels])
+def test_a_list_job_unpacks_onto_the_per_image_functions_list_shard_and_progress(function):
+    # The stages' `run` hands a ListJob on as `f(cfg, ..., *job)`: its fields must be these
+    # functions' parameters in the same order, right after their folders.
+    names = list(inspect.signature(function).parameters)
+    at = names.index("list_name")
+    assert tuple(names[at:at + len(ListJob._fields)]) == ListJob._fields
+
+
+def test_the_walk_stages_read_the_cams_and_their_network_and_are_scored_like_pseudo_labels():
+    cfg = Config()
+    for name, network in (("rw", "affinity network"), ("irn_rw", "irn boundary network")):
+        stage = STAGES[name]
+        assert stage.produces == (f"{stage.refiner} pseudo labels",)
+        assert stage.consumes(cfg) == {"cams": None, network: []}
+        assert stage.scores(cfg) == [cfg.data.infer_list]

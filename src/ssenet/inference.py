@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.datasets import ImageListDataset, SegmentationDataset, image_size
+from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
 from ssenet.progress import progress_bar
@@ -27,6 +31,17 @@ from ssenet.runtime import halving_on_oom, select_device, set_threads
 from ssenet.runtime import shard as take_shard
 
 Batch = list[tuple[str, torch.Tensor, np.ndarray]]
+
+
+class ListJob(NamedTuple):
+    """One call's share of an image list: the list, every n-th image from the k-th
+    (`shard=(k, n)`: shards are disjoint and together cover the list), with or without a
+    progress bar. The fields stand in the order the stages' per-image functions take them, so
+    a stage's `run` hands one on as `f(cfg, ..., *job)`."""
+
+    list_name: str
+    shard: tuple[int, int] = (0, 1)
+    progress: bool = True
 
 
 @dataclass
@@ -216,7 +231,9 @@ class CamJobs(Dataset):
     """Per-image jobs over saved CAMs, for `run_crf_jobs`: item `index` reads the image and its
     CAM file `cam_dir/<id>.npz` (checked to be the image's size), hands them to `write` with the
     image's expected `made_from` stamp and returns the id. A stage subclasses it with its
-    `write`, which writes below `out_dir`."""
+    `write`, which writes below `out_dir`, and its progress bar's `desc`."""
+
+    desc: ClassVar[str]  # names the progress bar
 
     def __init__(self, cfg: Config, list_name: str, ids: list[str], cam_dir: Path,
                  out_dir: Path, stamps: dict[str, str]):  # fmt: skip
@@ -250,6 +267,26 @@ class CamJobs(Dataset):
         raise NotImplementedError
 
 
+def run_cam_jobs(
+    cfg: Config,
+    job: ListJob,
+    cam_dir: Path,
+    out_dir: Path,
+    jobs_type: type[CamJobs],
+    file_stamp: Callable[[Config, str | None], str],
+    outputs: Callable[[str], Sequence[Path]],
+) -> ImageWork:
+    """The `jobs_type` jobs of the images of `job` whose outputs (`outputs(id)`) lack the stamp
+    `file_stamp(cfg, stamp of the image's CAM file)`, run by `run_crf_jobs`; returns the work,
+    for its counts. `desc` of `jobs_type` names the progress bar."""
+    work, expected = cam_work(cfg, job.list_name, job.shard, cam_dir,
+                              partial(file_stamp, cfg), outputs)  # fmt: skip
+    if work.todo:
+        jobs = jobs_type(cfg, job.list_name, work.todo, cam_dir, out_dir, expected)
+        run_crf_jobs(cfg, jobs, jobs_type.desc, job.progress)
+    return work
+
+
 def batched_cams(
     cfg: Config,
     work: ImageWork,
@@ -271,3 +308,37 @@ def batched_cams(
             cams, keys = load_cams(cam_dir / f"{image_id}.npz")
             check_same_size(cam_dir / f"{image_id}.npz", cams, image)
             yield image_id, cams, keys, output
+
+
+@dataclass(frozen=True)
+class CamNetwork:
+    """A network whose per-image output labels an image together with its CAMs (AffinityNet's
+    features for the random walk, IRNet's boundary maps): what `network_labels` needs of it."""
+
+    stamp: Callable[[str | None], str]  # a label's `made_from`, from its CAM file's stamp
+    load: Callable[[], nn.Module]
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # a batch of same-size images
+    label: Callable[[np.ndarray, np.ndarray, torch.Tensor], np.ndarray]  # cams, keys, output
+    batch_size: int
+    desc: str  # the progress bar's
+    what: str  # names the forward pass in an out-of-memory error
+
+
+def network_labels(
+    cfg: Config, job: ListJob, cam_dir: Path, label_dir: Path, network: CamNetwork
+) -> dict:
+    """Write the label `label_dir/<id>.png` of every image of `job` from its CAM file
+    `cam_dir/<id>.npz` and `network`'s output. Images whose label has the stamp it would get
+    now are skipped; the network is loaded only when one is left."""
+    work, expected = cam_work(cfg, job.list_name, job.shard, cam_dir, network.stamp,
+                              lambda i: [label_dir / f"{i}.png"])  # fmt: skip
+    if work.todo:
+        set_threads(cfg.run.threads)
+        model = network.load().to(select_device(cfg.run.device))
+        forward = partial(network.forward, model)
+        outputs = batched_cams(cfg, work, cam_dir, network.batch_size, network.desc, forward,
+                               network.what, job.progress)  # fmt: skip
+        for image_id, cams, keys, output in outputs:
+            label = network.label(cams, keys, output)
+            write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
+    return work.counts(label_dir=str(label_dir))

@@ -1,30 +1,29 @@
-"""What the stages share: the training lists, the ground truth, scoring, rank sync."""
+"""What the stages share: the training lists, the ground truth, making labels list by list,
+scoring, rank sync (what the stages that train a network share: `ssenet.stages.training`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from ssenet.config import Config, IrnConfig, SegConfig
+from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
-from ssenet.data.datasets import SegmentationDataset
-from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
-from ssenet.data.transforms import JointTrainTransform
 from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
-from ssenet.runtime import on_main_rank
+from ssenet.inference import ListJob
+from ssenet.runtime import on_main_rank, rank_shard
+from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
 
 if TYPE_CHECKING:
-    from ssenet.dryrun.memory import MemoryEstimate
     from ssenet.dryrun.plan import PlanInputs, PlanRow
+    from ssenet.stages.layout import RunLayout
 
 SUMMARY_KEYS = ("miou", "mfn", "mfp")
 # What a stage's scores say when none of its images has a mask (folder data may have none).
@@ -66,33 +65,52 @@ def sync_ranks() -> None:
         torch.distributed.barrier()
 
 
+def label_lists(
+    cfg: Config, stage: str, progress: bool, label: Callable[[ListJob], dict]
+) -> dict[str, dict]:
+    """`label(job)` for this process's shard of every list `stage` covers (the scored list
+    first), then `sync_ranks`: how a stage that labels images makes them before it scores
+    them. Returns each list's counts."""
+    counts = {list_name: label(ListJob(list_name, rank_shard(), progress))
+              for list_name in covered_lists(cfg, stage)}  # fmt: skip
+    sync_ranks()
+    return counts
+
+
+def score_pseudo_labels(cfg: Config, layout: RunLayout, stage: str) -> dict:
+    """Score `stage`'s pseudo labels on the list pseudo labels are scored on (data.infer_list)."""
+    return score_labels(cfg, layout.labels(stage), cfg.data.infer_list, layout.eval_json(stage))
+
+
+def walk_stage(
+    name: str,
+    title: str,
+    refiner: str,
+    network: str,
+    run: Callable[[Config, RunLayout, bool], dict],
+    plan: Callable[[PlanInputs], list[PlanRow]],
+) -> Stage:
+    """The last stage of a refiner that walks the CAMs over the output of a network it trained
+    (`network`, that stage's product) into the refiner's pseudo labels, scored like every
+    pseudo label on data.infer_list: AffinityNet's random walk, IRNet's."""
+    return Stage(
+        name=name,
+        title=title,
+        run=run,
+        produces=(pseudo_labels(refiner),),
+        consumes=lambda cfg: {"cams": None, network: []},
+        scores=lambda cfg: [cfg.data.infer_list],
+        refiner=refiner,
+        plan=plan,
+    )
+
+
 def aff_train_list(cfg: Config) -> str:
     return cfg.aff.train_list or cfg.data.train_list
 
 
 def seg_train_list(cfg: Config) -> str:
     return cfg.seg.train_list or cfg.data.train_list
-
-
-def pseudo_label_train_set(
-    dataset: SegmentationDataset, label_dir: Path, section: IrnConfig | SegConfig, seed: int
-) -> Callable[[nn.Module], PseudoLabelDataset]:
-    """The `dataset` argument of `train_network` for a network that learns from label PNGs
-    `label_dir/<id>.png` (the boundary network, DeepLab): the images with their labels under one
-    random scale, crop and flip from `section` (scale_range, crop_size, hflip), normalised as
-    the model's backbone expects."""
-
-    def train_set(model: nn.Module) -> PseudoLabelDataset:
-        augment = JointTrainTransform(
-            scale=section.scale_range,
-            crop_size=section.crop_size,
-            hflip=section.hflip,
-            mean=model.backbone.mean,
-            std=model.backbone.std,
-        )
-        return PseudoLabelDataset(dataset, label_dir, augment, seed=seed)
-
-    return train_set
 
 
 def check_pseudo_label_scoring(cfg: Config) -> None:
@@ -153,19 +171,3 @@ def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> di
     write_json(out, metrics)
     return metrics
 
-
-def network_plan_rows(
-    s: PlanInputs,
-    stage: str,
-    section: Any,
-    train_memory: Callable[[], MemoryEstimate],
-    infer_memory: Callable[[], MemoryEstimate],
-) -> list[PlanRow]:
-    """The dry run's rows of a stage that trains a network and then infers with it at several
-    scales (`section`: its config section, with infer_scales, infer_batch and infer_flip):
-    training and inference, each with its GPU memory."""
-    train = s.estimate(f"{stage} training", train_memory)
-    infer = s.estimate(f"{stage} inference", infer_memory)
-    return [s.train_row(stage, section, train),
-            s.infer_row(stage, s.flip_batch(section), infer,
-                        f"{len(section.infer_scales)} scales")]  # fmt: skip

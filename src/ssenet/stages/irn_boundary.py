@@ -17,7 +17,6 @@ import torch
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.source import open_split
-from ssenet.inference import require_inputs
 from ssenet.irn import BoundaryObjective
 from ssenet.models.boundary import (
     BOUNDARY_STRIDE,
@@ -27,13 +26,18 @@ from ssenet.models.boundary import (
     build_boundary_from_config,
     load_boundary_model,
 )
-from ssenet.provenance import read_stamp, stamp
 from ssenet.runtime import select_device
-from ssenet.stages.common import pseudo_label_train_set
 from ssenet.stages.irn_labels import REFINER, irn_train_list
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
-from ssenet.trainer import FitResult, train_network
+from ssenet.stages.training import (
+    input_files_stamp,
+    pseudo_label_train_set,
+    train_section_network,
+    trained_summary,
+    training_plan_rows,
+)
+from ssenet.trainer import FitResult
 
 if TYPE_CHECKING:
     from ssenet.dryrun.plan import PlanInputs, PlanRow
@@ -45,33 +49,24 @@ def train_boundary(
     """Train the boundary network on irn.train_list (default data.train_list) with the relation
     labels `label_dir/<id>.png`; resumable like every stage (see `ssenet.trainer.fit`). The
     labels' stamps are part of the digest: they stand for everything upstream."""
-    out_dir, label_dir = Path(out_dir), Path(label_dir)
+    label_dir = Path(label_dir)
     dataset = open_split(cfg.data, irn_train_list(cfg))
-    require_inputs(label_dir, dataset.ids, ".png", "relation labels",
-                   "run the irn_labels stage on the training list first")  # fmt: skip
-    labels = stamp(*(read_stamp(label_dir / f"{i}.png") for i in dataset.ids))
-    digest = cfg.digest("data", "model", "irn") + "-" + labels[:12]
+    labels = input_files_stamp(label_dir, dataset.ids, ".png", "relation labels",
+                               "run the irn_labels stage on the training list first")  # fmt: skip
     irn = cfg.irn
-    return train_network(
-        name="irn boundary",
-        out_dir=out_dir,
-        digest=digest,
-        run=cfg.run,
+    return train_section_network(
+        cfg, "irn", "irn boundary", out_dir, labels,
         build=lambda: build_boundary_from_config(cfg),
         dataset=pseudo_label_train_set(dataset, label_dir, irn, cfg.run.seed),
         objective=lambda model: BoundaryObjective(model, irn.train_radius),
-        optim_cfg=irn,
-        epochs=irn.epochs,
-        batch_size=irn.batch_size,
         progress=progress,
-    )
+    )  # fmt: skip
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """Train the boundary network on the relation labels of its training list."""
     label_dir = layout.labels("irn_labels")
-    trained = train_boundary(cfg, label_dir, layout.stage("irn"), progress=progress)
-    return {"weights": str(trained.weights), "steps": trained.meta["steps"]}
+    return trained_summary(train_boundary(cfg, label_dir, layout.stage("irn"), progress))
 
 
 def boundary_pictures(
@@ -105,8 +100,7 @@ def boundary_picture(boundary: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def plan(s: PlanInputs) -> list[PlanRow]:
     """The dry run's row: training, with its GPU memory (the frozen backbone keeps no
     activations for the backward pass)."""
-    train = s.estimate("irn training", lambda: train_memory(s.cfg))
-    return [s.train_row("irn", s.cfg.irn, train)]
+    return training_plan_rows(s, "irn", s.cfg.irn, lambda: train_memory(s.cfg))
 
 
 def train_memory(cfg: Config):

@@ -8,24 +8,20 @@ image run in one job, spread over processes like the CRF stage's (`run.crf_worke
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ssenet.config import Config
 from ssenet.crf import check_params
 from ssenet.data.palette import write_label_png
-from ssenet.inference import CamJobs, cam_work, run_crf_jobs
+from ssenet.inference import CamJobs, ListJob, run_cam_jobs
 from ssenet.irn import crf_params, relation_label
 from ssenet.provenance import config_values, stamp
-from ssenet.runtime import rank_shard
-from ssenet.stages.common import sync_ranks
+from ssenet.stages.common import label_lists
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Stage, covered_lists
-
-if TYPE_CHECKING:
-    from ssenet.dryrun.plan import PlanInputs, PlanRow
+from ssenet.stages.registry import Stage
 
 REFINER = "irn"  # IRNet's refiner: stages irn_labels, irn and irn_rw
 RELATION_KEYS = (
@@ -48,48 +44,29 @@ def relation_stamp(cfg: Config, cams_stamp: str | None) -> str:
 class _RelationJobs(CamJobs):
     """One item per image: both CRFs, the relation label written, the id returned."""
 
+    desc = "irn relation labels"
+
     def write(self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
               made_from: str) -> None:  # fmt: skip
         label = relation_label(image, cams, keys, self.cfg.irn, self.backend, self.device)
         write_label_png(self.out_dir / "labels" / f"{image_id}.png", label, made_from)
 
 
-def relation_labels(
-    cfg: Config,
-    cam_dir: str | Path,
-    out_dir: str | Path,
-    list_name: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
-) -> dict:
-    """Write `out_dir/labels/<id>.png` for every image of the list (default irn.train_list)
-    from the CAM files `cam_dir/<id>.npz`; `shard=(k, n)` takes every n-th image from the k-th."""
+def relation_labels(cfg: Config, cam_dir: str | Path, out_dir: str | Path, job: ListJob) -> dict:
+    """Write `out_dir/labels/<id>.png` for every image of `job` from the CAM files
+    `cam_dir/<id>.npz`."""
     check_params(crf_params(cfg.irn))
-    cam_dir, label_dir = Path(cam_dir), Path(out_dir) / "labels"
-    list_name = list_name or irn_train_list(cfg)
-    work, expected = cam_work(cfg, list_name, shard, cam_dir,
-                              lambda cams: relation_stamp(cfg, cams),
-                              lambda i: [label_dir / f"{i}.png"])  # fmt: skip
-    if work.todo:
-        jobs = _RelationJobs(cfg, list_name, work.todo, cam_dir, Path(out_dir), expected)
-        run_crf_jobs(cfg, jobs, "irn relation labels", progress)
+    label_dir = Path(out_dir) / "labels"
+    work = run_cam_jobs(cfg, job, Path(cam_dir), Path(out_dir), _RelationJobs, relation_stamp,
+                        lambda i: [label_dir / f"{i}.png"])  # fmt: skip
     return work.counts(label_dir=str(label_dir))
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """Relation labels for every list the boundary network reads (not scored: they leave the
     unsure pixels out)."""
-    counts = {}
-    for list_name in covered_lists(cfg, "irn_labels"):
-        counts[list_name] = relation_labels(cfg, layout.cams, layout.stage("irn_labels"),
-                                            list_name, rank_shard(), progress)  # fmt: skip
-    sync_ranks()
-    return counts
-
-
-def plan(s: PlanInputs) -> list[PlanRow]:
-    """Where the two CRFs of an image run: as the CRF stage's, on the CPU or the GPU."""
-    return [s.crf_row("irn_labels", "2 dense CRFs an image")]
+    label = partial(relation_labels, cfg, layout.cams, layout.stage("irn_labels"))
+    return label_lists(cfg, "irn_labels", progress, label)
 
 
 STAGE = Stage(
@@ -99,5 +76,5 @@ STAGE = Stage(
     produces=("irn relation labels",),
     consumes=lambda cfg: {"cams": None},
     refiner=REFINER,
-    plan=plan,
+    plan=lambda s: [s.crf_row("irn_labels", "2 dense CRFs an image")],  # placed as the CRF stage's
 )

@@ -9,22 +9,20 @@ and a changed setting remakes exactly what it changes.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from ssenet.config import Config
-from ssenet.data.palette import write_label_png
-from ssenet.inference import batched_cams, cam_work
+from ssenet.inference import CamNetwork, ListJob, network_labels
 from ssenet.irn import walk_label
 from ssenet.models.boundary import boundary_maps, load_boundary_model
 from ssenet.provenance import config_values, stamp, weights_stamp
-from ssenet.runtime import rank_shard, select_device, set_threads
-from ssenet.stages.common import score_labels, sync_ranks
+from ssenet.stages.common import label_lists, score_pseudo_labels, walk_stage
 from ssenet.stages.irn_labels import REFINER
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
 
 if TYPE_CHECKING:
     from ssenet.dryrun.plan import PlanInputs, PlanRow
@@ -40,48 +38,37 @@ def walk_stamp(cfg: Config, boundary_stamp: str, cams_stamp: str | None) -> str:
 
 
 def irn_walk_labels(
-    cfg: Config,
-    weights: str | Path,
-    cam_dir: str | Path,
-    out_dir: str | Path,
-    list_name: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
+    cfg: Config, weights: str | Path, cam_dir: str | Path, out_dir: str | Path, job: ListJob
 ) -> dict:
-    """Write the IRNet pseudo label `out_dir/labels/<id>.png` of every image of the list
-    (default data.infer_list) from the boundary network `weights` and the CAM files
-    `cam_dir/<id>.npz`; `shard=(k, n)` takes every n-th image from the k-th. Boundary maps of
-    several same-size images share a forward pass; each walk is sparse."""
-    out_dir, cam_dir = Path(out_dir), Path(cam_dir)
-    label_dir = out_dir / "labels"
+    """Write the IRNet pseudo label `out_dir/labels/<id>.png` of every image of `job` from the
+    boundary network `weights` and the CAM files `cam_dir/<id>.npz`. Boundary maps of several
+    same-size images share a forward pass; each walk is sparse."""
+    network = boundary_walk(cfg, weights)
+    return network_labels(cfg, job, Path(cam_dir), Path(out_dir) / "labels", network)
+
+
+def boundary_walk(cfg: Config, weights: str | Path) -> CamNetwork:
+    """The boundary network's part in IRNet's walk: boundary maps of a batch (with the mirror
+    images), each image's walk over them."""
     boundary_stamp = weights_stamp(weights)
-    work, expected = cam_work(cfg, list_name or cfg.data.infer_list, shard, cam_dir,
-                              lambda cams: walk_stamp(cfg, boundary_stamp, cams),
-                              lambda i: [label_dir / f"{i}.png"])  # fmt: skip
-    if work.todo:
-        set_threads(cfg.run.threads)
-        model = load_boundary_model(cfg, weights).to(select_device(cfg.run.device))
-        walked = batched_cams(
-            cfg, work, cam_dir, cfg.irn.infer_batch, "irn walk",
-            lambda part: boundary_maps(model, part, cfg.irn.crop_size, cfg.run.amp),
-            "IRNet boundary maps", progress,
-        )  # fmt: skip
-        for image_id, cams, keys, boundary in walked:
-            label = walk_label(cams, keys, boundary, cfg.irn)
-            write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
-    return work.counts(label_dir=str(label_dir))
+    return CamNetwork(
+        stamp=lambda cams_stamp: walk_stamp(cfg, boundary_stamp, cams_stamp),
+        load=lambda: load_boundary_model(cfg, weights),
+        forward=lambda model, part: boundary_maps(model, part, cfg.irn.crop_size, cfg.run.amp),
+        label=lambda cams, keys, boundary: walk_label(cams, keys, boundary, cfg.irn),
+        batch_size=cfg.irn.infer_batch,
+        desc="irn walk",
+        what="IRNet boundary maps",
+    )
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """IRNet pseudo labels (CAM + IRN) for the scored list (and the segmentation list when the
     segmentation network learns from them)."""
     weights = layout.weights("irn")
-    for list_name in covered_lists(cfg, "irn_rw"):
-        irn_walk_labels(cfg, weights, layout.cams, layout.stage("irn_rw"), list_name,
-                        rank_shard(), progress)  # fmt: skip
-    sync_ranks()
-    label_dir = layout.labels("irn_rw")
-    return score_labels(cfg, label_dir, cfg.data.infer_list, layout.eval_json("irn_rw"))
+    label = partial(irn_walk_labels, cfg, weights, layout.cams, layout.stage("irn_rw"))
+    label_lists(cfg, "irn_rw", progress, label)
+    return score_pseudo_labels(cfg, layout, "irn_rw")
 
 
 def plan(s: PlanInputs) -> list[PlanRow]:
@@ -102,13 +89,4 @@ def infer_memory(cfg: Config, size: tuple[int, int]):
     return estimate_inference_memory(model, images)
 
 
-STAGE = Stage(
-    name="irn_rw",
-    title="CAM + IRN",
-    run=run,
-    produces=(pseudo_labels(REFINER),),
-    consumes=lambda cfg: {"cams": None, "irn boundary network": []},
-    scores=lambda cfg: [cfg.data.infer_list],
-    refiner=REFINER,
-    plan=plan,
-)
+STAGE = walk_stage("irn_rw", "CAM + IRN", REFINER, "irn boundary network", run, plan)

@@ -37,7 +37,7 @@ from ssenet.provenance import (
     weights_stamp,
 )
 from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
-from ssenet.stages.common import gt_dir, network_plan_rows, scorable_ids, score_labels, sync_ranks
+from ssenet.stages.common import gt_dir, scorable_ids, score_labels, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, covered_lists
 from ssenet.stages.s1_cam_figures import (
@@ -46,7 +46,8 @@ from ssenet.stages.s1_cam_figures import (
     scale_sweep,
     scale_sweep_done,
 )
-from ssenet.trainer import FitResult, train_network
+from ssenet.stages.training import network_plan_rows, resize_long_augment, train_section_network
+from ssenet.trainer import FitResult
 
 if TYPE_CHECKING:
     from ssenet.dryrun.plan import PlanInputs, PlanRow
@@ -107,37 +108,22 @@ def train_cam(cfg: Config, out_dir: str | Path, progress: bool = True) -> FitRes
 
     Resumable: see `ssenet.trainer.fit`.
     """
-    out_dir = Path(out_dir)
     dataset = open_split(cfg.data, cfg.data.train_list)
-    # The data are part of the digest by content (ids, image labels, image sizes), not by
-    # location: an edited mask is other training data, a moved dataset the same.
-    digest = cfg.digest("data", "model", "cam") + "-" + data_stamp(dataset)[:12]
     cam = cfg.cam
 
     def transform(model: nn.Module) -> CamTrainDataset:
-        augment = CamTrainTransform(
-            resize_long=cam.resize_long,
-            crop_size=cam.crop_size,
-            hflip=cam.hflip,
-            color_jitter=cam.color_jitter,
-            mean=model.backbone.mean,
-            std=model.backbone.std,
-        )
+        augment = resize_long_augment(CamTrainTransform, cam, model)
         return CamTrainDataset(dataset, augment, seed=cfg.run.seed)
 
-    return train_network(
-        name=f"cam {cam.method}",
-        out_dir=out_dir,
-        digest=digest,
-        run=cfg.run,
+    # The data are part of the digest by content (ids, image labels, image sizes), not by
+    # location: an edited mask is other training data, a moved dataset the same.
+    return train_section_network(
+        cfg, "cam", f"cam {cam.method}", out_dir, data_stamp(dataset),
         build=lambda: build_cam_from_config(cfg, dataset.num_foreground),
         dataset=transform,
         objective=lambda model: CamObjective(model, cam),
-        optim_cfg=cam,
-        epochs=cam.epochs,
-        batch_size=cam.batch_size,
         progress=progress,
-    )
+    )  # fmt: skip
 
 
 SingleScaleSink = Callable[[str, dict[float, tuple[np.ndarray, np.ndarray]]], None]

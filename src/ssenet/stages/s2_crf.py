@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,15 +28,11 @@ from ssenet.config import Config, CrfConfig
 from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
-from ssenet.inference import CamJobs, cam_work, run_crf_jobs
+from ssenet.inference import CamJobs, ListJob, run_cam_jobs
 from ssenet.provenance import config_values, stamp
-from ssenet.runtime import rank_shard
-from ssenet.stages.common import score_labels, sync_ranks
+from ssenet.stages.common import label_lists, score_pseudo_labels
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Stage, covered_lists
-
-if TYPE_CHECKING:
-    from ssenet.dryrun.plan import PlanInputs, PlanRow
+from ssenet.stages.registry import Stage
 
 # Settings that decide the CRF outputs (the backends agree to float precision).
 CRF_KEYS = "data.kind " + " ".join(
@@ -75,6 +70,8 @@ def crf_image(
 class _CrfJobs(CamJobs):
     """One item per image: run the CRF, write both outputs, return the id (for workers)."""
 
+    desc = "crf"
+
     def write(self, image_id: str, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
               made_from: str) -> None:  # fmt: skip
         la, ha = crf_image(image, cams, self.cfg.crf, self.backend, self.device)
@@ -97,29 +94,20 @@ def crf_labels(
     """
     check_params(cfg.crf)
     resolve_backend(cfg.crf.backend)
-    cam_dir, out_dir = Path(cam_dir), Path(out_dir)
-    list_name = list_name or cfg.data.infer_list
-    work, expected = cam_work(
-        cfg, list_name, shard, cam_dir, lambda cams: crf_file_stamp(cfg, cams),
+    out_dir = Path(out_dir)
+    job = ListJob(list_name or cfg.data.infer_list, shard, progress)
+    work = run_cam_jobs(
+        cfg, job, Path(cam_dir), out_dir, _CrfJobs, crf_file_stamp,
         lambda i: [out_dir / "scores" / f"{i}.npz", out_dir / "labels" / f"{i}.png"],
     )  # fmt: skip
-    if work.todo:
-        run_crf_jobs(cfg, _CrfJobs(cfg, list_name, work.todo, cam_dir, out_dir, expected), "crf",
-                     progress)  # fmt: skip
     return work.counts(score_dir=str(out_dir / "scores"), label_dir=str(out_dir / "labels"))
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """la / ha CRF scores for AffinityNet; the la argmax is the CAM+CRF label that is scored."""
-    for list_name in covered_lists(cfg, "crf"):
-        crf_labels(cfg, layout.cams, layout.stage("crf"), list_name, rank_shard(), progress)
-    sync_ranks()
-    return score_labels(cfg, layout.labels("crf"), cfg.data.infer_list, layout.eval_json("crf"))
-
-
-def plan(s: PlanInputs) -> list[PlanRow]:
-    """Where the CRF runs: the CPU or the GPU, as `run_crf_jobs` decides."""
-    return [s.crf_row("crf", "dense CRF")]
+    cams, out = layout.cams, layout.stage("crf")
+    label_lists(cfg, "crf", progress, lambda job: crf_labels(cfg, cams, out, *job))
+    return score_pseudo_labels(cfg, layout, "crf")
 
 
 STAGE = Stage(
@@ -129,5 +117,5 @@ STAGE = Stage(
     produces=("crf scores", "crf labels"),
     consumes=lambda cfg: {"cams": None},
     scores=lambda cfg: [cfg.data.infer_list],
-    plan=plan,
+    plan=lambda s: [s.crf_row("crf", "dense CRF")],  # the CPU or the GPU, as run_crf_jobs decides
 )

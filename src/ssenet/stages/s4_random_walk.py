@@ -14,15 +14,12 @@ import numpy as np
 import torch
 
 from ssenet.config import Config
-from ssenet.data.palette import write_label_png
-from ssenet.inference import batched_cams, cam_work
+from ssenet.inference import CamNetwork, ListJob, network_labels
 from ssenet.models.configured import load_affinity_model
 from ssenet.provenance import config_values, stamp, weights_stamp
 from ssenet.randomwalk import affinity_features, score_stack, walk_scores
-from ssenet.runtime import rank_shard, select_device, set_threads
-from ssenet.stages.common import score_labels, sync_ranks
+from ssenet.stages.common import label_lists, score_pseudo_labels, walk_stage
 from ssenet.stages.layout import RunLayout
-from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
 from ssenet.stages.s3_affinity import REFINER
 
 if TYPE_CHECKING:
@@ -69,36 +66,32 @@ def walk_labels(
     CAMs, weights or walk settings remake it; `shard=(k, n)` takes every n-th image from the
     k-th. Features of several same-size images share one forward pass; the walk is sparse.
     """
-    out_dir, cam_dir = Path(out_dir), Path(cam_dir)
-    label_dir = out_dir / "labels"
+    job = ListJob(list_name or cfg.data.infer_list, shard, progress)
+    network = affinity_walk(cfg, aff_weights)
+    return network_labels(cfg, job, Path(cam_dir), Path(out_dir) / "labels", network)
+
+
+def affinity_walk(cfg: Config, aff_weights: str | Path) -> CamNetwork:
+    """AffinityNet's part in the random walk: its features of a batch, each image's walk."""
     aff_stamp = weights_stamp(aff_weights)
-    work, expected = cam_work(cfg, list_name or cfg.data.infer_list, shard, cam_dir,
-                              lambda cams: rw_file_stamp(cfg, aff_stamp, cams),
-                              lambda i: [label_dir / f"{i}.png"])  # fmt: skip
-    if work.todo:
-        set_threads(cfg.run.threads)
-        model = load_affinity_model(cfg, aff_weights).to(select_device(cfg.run.device))
-        stride = cfg.model.output_stride
-        walked = batched_cams(
-            cfg, work, cam_dir, cfg.cam.infer_batch, "random walk",
-            lambda part: affinity_features(model, part, stride, cfg.run.amp),
-            "random-walk features", progress,
-        )  # fmt: skip
-        for image_id, cams, keys, feats in walked:
-            label = walk_label(cams, keys, feats, cfg, stride)
-            write_label_png(label_dir / f"{image_id}.png", label, expected[image_id])
-    return work.counts(label_dir=str(label_dir))
+    stride = cfg.model.output_stride
+    return CamNetwork(
+        stamp=lambda cams_stamp: rw_file_stamp(cfg, aff_stamp, cams_stamp),
+        load=lambda: load_affinity_model(cfg, aff_weights),
+        forward=lambda model, part: affinity_features(model, part, stride, cfg.run.amp),
+        label=lambda cams, keys, feats: walk_label(cams, keys, feats, cfg, stride),
+        batch_size=cfg.cam.infer_batch,
+        desc="random walk",
+        what="random-walk features",
+    )
 
 
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """Random-walk pseudo labels (CAM + rw) for the scored list (and the segmentation list when
     the segmentation network learns from them)."""
-    weights = layout.weights("aff")
-    for list_name in covered_lists(cfg, "rw"):
-        walk_labels(cfg, weights, layout.cams, layout.stage("rw"), list_name, rank_shard(),
-                    progress)  # fmt: skip
-    sync_ranks()
-    return score_labels(cfg, layout.labels("rw"), cfg.data.infer_list, layout.eval_json("rw"))
+    weights, cams, out = layout.weights("aff"), layout.cams, layout.stage("rw")
+    label_lists(cfg, "rw", progress, lambda job: walk_labels(cfg, weights, cams, out, *job))
+    return score_pseudo_labels(cfg, layout, "rw")
 
 
 def plan(s: PlanInputs) -> list[PlanRow]:
@@ -110,13 +103,4 @@ def plan(s: PlanInputs) -> list[PlanRow]:
                         f"{2 ** s.cfg.rw.logt} walk steps")]  # fmt: skip
 
 
-STAGE = Stage(
-    name="rw",
-    title="CAM + rw",
-    run=run,
-    produces=(pseudo_labels(REFINER),),
-    consumes=lambda cfg: {"cams": None, "affinity network": []},
-    scores=lambda cfg: [cfg.data.infer_list],
-    refiner=REFINER,
-    plan=plan,
-)
+STAGE = walk_stage("rw", "CAM + rw", REFINER, "affinity network", run, plan)

@@ -29,16 +29,15 @@ from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, image_stamp, is_current, stamp, weights_stamp
 from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
 from ssenet.segmentation import SegObjective, multiscale_probs
-from ssenet.stages.common import (
-    network_plan_rows,
-    pseudo_label_train_set,
-    score_labels,
-    seg_train_list,
-    sync_ranks,
-)
+from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, pseudo_label_stage, pseudo_labels
-from ssenet.trainer import FitResult, train_network
+from ssenet.stages.training import (
+    network_plan_rows,
+    pseudo_label_train_set,
+    train_section_network,
+)
+from ssenet.trainer import FitResult
 
 if TYPE_CHECKING:
     from ssenet.dryrun.plan import PlanInputs, PlanRow
@@ -93,28 +92,21 @@ def train_seg(
     `ssenet.trainer.fit`). The digest covers the data, model and seg sections and the contents
     of the training labels, so a checkpoint is never continued on other pseudo labels.
     """
-    out_dir, label_dir = Path(out_dir), Path(label_dir)
+    label_dir = Path(label_dir)
     _check_seg_config(cfg)
     list_name = seg_train_list(cfg)
     dataset = open_split(cfg.data, list_name)
     require_inputs(label_dir, dataset.ids, ".png", f"pseudo label (list {list_name!r})",
                    "make pseudo labels for the training list (seg.train_list, else "
                    "data.train_list) first")  # fmt: skip
-    digest = cfg.digest("data", "model", "seg") + "-" + label_dir_digest(label_dir, dataset.ids)
     seg = cfg.seg
-    return train_network(
-        name=f"seg {seg.head}",
-        out_dir=out_dir,
-        digest=digest,
-        run=cfg.run,
+    return train_section_network(
+        cfg, "seg", f"seg {seg.head}", out_dir, label_dir_digest(label_dir, dataset.ids),
         build=lambda: build_seg_model(cfg.model, seg.head, dataset.num_classes),
         dataset=pseudo_label_train_set(dataset, label_dir, seg, cfg.run.seed),
         objective=SegObjective,
-        optim_cfg=seg,
-        epochs=seg.epochs,
-        batch_size=seg.batch_size,
         progress=progress,
-    )
+    )  # fmt: skip
 
 
 def _check_infer_config(cfg: Config) -> None:
