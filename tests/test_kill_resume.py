@@ -160,8 +160,8 @@ IRN_KILL_POINTS = [
     ("ssenet.stages.irn_labels", "write_label_png", 3, "before"),  # relation labels, 3rd image
     ("ssenet.irn", "BoundaryObjective.forward", 2, "before"),  # boundary network, epoch 2
     ("ssenet.trainer", "save_checkpoint", 1, "half"),  # its epoch-2 checkpoint
-    ("ssenet.stages.irn_walk", "write_label_png", 3, "before"),  # IRNet's walk, 3rd image
-    ("ssenet.stages.irn_walk", "write_label_png", 2, "half"),  # an IRNet label half written
+    ("ssenet.inference", "write_label_png", 3, "before"),  # IRNet's walk, 3rd image
+    ("ssenet.inference", "write_label_png", 2, "half"),  # an IRNet label half written
 ]
 IRN_STAGES = ("irn_labels", "irn", "irn_rw", "seg")  # IRNet's and DeepLab, which learns from it
 
