@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssenet.cam import iter_cams, normalized_present_cams
+from ssenet.cam import CamInference, iter_cams, normalized_present_cams
 from ssenet.config import Config
 from ssenet.data.source import open_split
 from ssenet.data.synthetic import make_benchmark
@@ -59,7 +59,8 @@ def naive_cams(model, dataset, ids, scales, flip) -> dict[str, np.ndarray]:
 
 
 def batched_cams(model, dataset, ids, scales, flip, batch) -> dict[str, np.ndarray]:
-    return {i: cams for i, cams, _ in iter_cams(model, dataset, ids, scales, flip, batch)}
+    run = CamInference(scales, flip, batch)
+    return {i: cams for i, cams, _ in iter_cams(model, dataset, ids, run)}
 
 
 def timed(fn, *args) -> tuple[float, dict]:

@@ -249,7 +249,7 @@ def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
     assert sizes == [3, 3, 2]
 
 
-def test_cam_iterators_take_a_cam_inference_or_its_fields(bench, monkeypatch):
+def test_cam_iterators_test_as_their_cam_inference_says(bench, monkeypatch):
     from ssenet.cam import CamInference, iter_cams, iter_single_scale_cams, sum_scales
     from ssenet.data.source import open_split
 
@@ -266,7 +266,8 @@ def test_cam_iterators_take_a_cam_inference_or_its_fields(bench, monkeypatch):
     monkeypatch.setattr(cam_module, "resumable_batches", spy)
     run = CamInference((1.0, 0.5), True, batch_size=3)
     given = list(iter_cams(model, dataset, ids, run, todo=ids[3:]))
-    fields = list(iter_cams(model, dataset, ids, (1.0, 0.5), True, 3, desc="cams", todo=ids[3:]))
+    named = CamInference((1.0, 0.5), True, batch_size=3, desc="cams")
+    fields = list(iter_cams(model, dataset, ids, named, todo=ids[3:]))
     assert [i for i, _, _ in given] == [i for i, _, _ in fields] == [ids[3]]  # its batch of 1
     for (_, cams, keys), (_, again, again_keys) in zip(given, fields, strict=True):
         assert torch.equal(torch.from_numpy(cams), torch.from_numpy(again))

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -182,28 +181,17 @@ class CamInference:
             yield batch, torch.stack([image for _, image, _ in batch])
 
 
-def _settings(settings: tuple, named: dict[str, Any], desc: str) -> CamInference:
-    """A `CamInference` given as one, or as its fields by position and name (the iterators'
-    older signature, which the CAM stage still calls); an empty `desc` becomes `desc`."""
-    if len(settings) == 1 and not named and isinstance(settings[0], CamInference):
-        chosen = settings[0]
-    else:
-        chosen = CamInference(*settings, **named)
-    return chosen if chosen.desc else replace(chosen, desc=desc)
-
-
 def iter_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
     ids: Sequence[str],
-    *settings: Any,
+    run: CamInference,
     todo: Sequence[str] | None = None,
-    **named: Any,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass;
-    with `todo`, only the batches holding one of those (see `resumable_batches`). `settings`:
-    a `CamInference`, or its fields (scales, flip, batch_size, ...) by position or name."""
-    run = _settings(settings, named, "cam")
+    """Yield (id, cams (k, H, W), keys) per image, several same-size images per forward pass,
+    as `run` says; with `todo`, only the batches holding one of those (see
+    `resumable_batches`)."""
+    run = run if run.desc else replace(run, desc="cam")
     for batch, images in run.batches(dataset, ids, todo):
         summed = memory_safe_cams(model, images, run.scales, run.flip, run.amp)
         for (image_id, _, labels), maps in zip(batch, summed, strict=True):
@@ -215,14 +203,13 @@ def iter_single_scale_cams(
     model: nn.Module,
     dataset: SegmentationDataset,
     ids: Sequence[str],
-    *settings: Any,
+    run: CamInference,
     todo: Sequence[str] | None = None,
-    **named: Any,
 ) -> Iterator[tuple[str, np.ndarray, dict[float, torch.Tensor]]]:
-    """Yield (id, labels, {scale: summed CAMs (K, H, W)}), each scale tested on its own (with
-    flip), so single-scale figures and their agreement need one pass over the list. Arguments
-    as in `iter_cams`."""
-    run = _settings(settings, named, "scales")
+    """Yield (id, labels, {scale: summed CAMs (K, H, W)}), each scale of `run` tested on its own
+    (with flip), so single-scale figures and their agreement need one pass over the list.
+    Arguments as in `iter_cams`."""
+    run = run if run.desc else replace(run, desc="scales")
     for batch, images in run.batches(dataset, ids, todo):
         per_scale = per_scale_cams(model, images, run.scales, run.flip, run.amp)
         for index, (image_id, _, labels) in enumerate(batch):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ssenet.cam import iter_single_scale_cams, normalized_present_cams
+from ssenet.cam import CamInference, iter_single_scale_cams, normalized_present_cams
 from ssenet.config import Config
 from ssenet.data.datasets import SegmentationDataset
 from ssenet.errors import SsenetError
@@ -71,9 +71,8 @@ def cam_heats(
         return {}, why
     cam, amp = run.cfg.cam, run.cfg.run.amp
     heats = {}
-    for image_id, labels, per_scale in iter_single_scale_cams(
-        model, dataset, ids, CAM_SCALES, cam.infer_flip, cam.infer_batch, amp
-    ):
+    run = CamInference(CAM_SCALES, cam.infer_flip, cam.infer_batch, amp)
+    for image_id, labels, per_scale in iter_single_scale_cams(model, dataset, ids, run):
         for scale, summed in per_scale.items():
             heats[image_id, scale] = cam_max(normalized_present_cams(summed, labels)[0])
     return heats, None

@@ -11,6 +11,7 @@ import numpy as np
 from torch import nn
 
 from ssenet.cam import (
+    CamInference,
     CamObjective,
     iter_cams,
     iter_single_scale_cams,
@@ -191,6 +192,15 @@ def cam_file_stamp(cfg: Config, weights: str | Path) -> str:
     return stamp("cams", weights_stamp(weights), config_values(cfg, keys))
 
 
+def cam_inference(
+    cfg: Config, scales: Sequence[float], progress: bool = False, desc: str = ""
+) -> CamInference:
+    """How the config tests the CAM network at `scales`: cam.infer_flip and cam.infer_batch,
+    run.amp and run.num_workers."""
+    return CamInference(scales, cfg.cam.infer_flip, cfg.cam.infer_batch, cfg.run.amp,
+                        cfg.run.num_workers, progress, desc)  # fmt: skip
+
+
 def computed_cams(
     cfg: Config,
     model: nn.Module,
@@ -204,17 +214,12 @@ def computed_cams(
     `todo`; the last is empty without scales."""
     cam = cfg.cam
     if not single_scales:
-        for image_id, cams, keys in iter_cams(
-            model, dataset, ids, cam.infer_scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
-            cfg.run.num_workers, progress, desc="infer cam", todo=todo,
-        ):  # fmt: skip
+        run = cam_inference(cfg, cam.infer_scales, progress, "infer cam")
+        for image_id, cams, keys in iter_cams(model, dataset, ids, run, todo):
             yield image_id, cams, keys, {}
         return
-    scales = (*cam.infer_scales, *single_scales)
-    for image_id, labels, per_scale in iter_single_scale_cams(
-        model, dataset, ids, scales, cam.infer_flip, cam.infer_batch, cfg.run.amp,
-        cfg.run.num_workers, progress, desc="infer cam", todo=todo,
-    ):  # fmt: skip
+    run = cam_inference(cfg, (*cam.infer_scales, *single_scales), progress, "infer cam")
+    for image_id, labels, per_scale in iter_single_scale_cams(model, dataset, ids, run, todo):
         cams, keys = normalized_present_cams(sum_scales(per_scale, cam.infer_scales), labels)
         singles = {s: normalized_present_cams(per_scale[s], labels) for s in single_scales}
         yield image_id, cams, keys, singles

@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssenet.cam import classifier_scores, iter_single_scale_cams, normalized_present_cams
+from ssenet.cam import (
+    CamInference,
+    classifier_scores,
+    iter_single_scale_cams,
+    normalized_present_cams,
+)
 from ssenet.cam_labels import cams_to_label
 from ssenet.config import Config
 from ssenet.data.palette import read_label_png
@@ -108,10 +113,9 @@ def scale_sweep(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict
     model = load_cam_model(cfg, layout.weights("cam"), dataset.num_foreground)
     model = model.to(select_device(cfg.run.device))
     sweep = ScaleSweep(cfg, dataset.num_classes, scorable_ids(cfg, dataset.ids))
-    for image_id, labels, per_scale in iter_single_scale_cams(
-        model, dataset, dataset.ids, sweep.scales, cfg.cam.infer_flip, cfg.cam.infer_batch,
-        cfg.run.amp, progress=progress,
-    ):  # fmt: skip
+    run = CamInference(sweep.scales, cfg.cam.infer_flip, cfg.cam.infer_batch, cfg.run.amp,
+                       progress=progress)  # fmt: skip
+    for image_id, labels, per_scale in iter_single_scale_cams(model, dataset, dataset.ids, run):
         singles = {s: normalized_present_cams(maps, labels) for s, maps in per_scale.items()}
         sweep.update(image_id, singles)
     return sweep.write(run_dir)
