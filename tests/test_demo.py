@@ -127,5 +127,6 @@ def test_the_irn_demo_scores_both_refiners_and_trains_deeplab_on_irnets_labels(t
     assert active_stages(plain) == ["cam", "crf", "aff", "rw", "seg"]  # the default demo as before
     assert {k: v for k, v in cfg.to_dict().items() if k not in ("irn", "refine")} == {
         k: v for k, v in plain.to_dict().items() if k not in ("irn", "refine")}
-    with pytest.raises(SsenetError, match="--refiner 'bogus' is not one of"):
+    with pytest.raises(SsenetError, match=r"--refiner 'bogus' is no registered refiner; known: "
+                       r"\['affinity', 'irn'\]"):  # fmt: skip
         demo_config(tmp_path, "ssenet", 0, quick, refiner="bogus")

@@ -105,3 +105,19 @@ def test_an_outside_refiner_is_planned_run_scored_reported_and_learned_from(
     summary = report[report.index("<h2>1. Results</h2>"):report.index("<h2>2.")]
     assert "CAM + CRF, copied mIoU" in summary and "CAM + rw" not in summary
     assert '_copy.png" alt="CAM + CRF, copied">' in report  # its labels among the examples
+
+
+def test_the_demo_runs_an_outside_refiner_with_its_own_demo_settings(tmp_path):
+    from dataclasses import replace
+
+    from ssenet.demo import demo_config
+
+    register(replace(COPY, demo_settings={"quick": ("crf.iterations=3",)}), after="rw")
+    try:
+        quick = demo_config(tmp_path, "ssenet", 0, True, refiner="copy")
+        full = demo_config(tmp_path, "ssenet", 0, False, refiner="copy")
+        assert active_stages(quick) == ["cam", "crf", "aff", "rw", "copy", "seg"]
+    finally:
+        unregister("copy")
+    assert (quick.refine.method, quick.refine.compare) == ("copy", ("affinity",))
+    assert quick.crf.iterations == 3 and full.crf.iterations == Config().crf.iterations

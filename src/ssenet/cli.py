@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="benchmark and training seed")
     demo.add_argument(
-        "--refiner", choices=("affinity", "irn"), default="affinity",
-        help="irn: IRNet's refiner too, and DeepLab on its labels (default: affinity, the paper's)",
+        "--refiner", default="affinity", metavar="REFINER",
+        help="a registered refiner, e.g. irn: run it too and train DeepLab on its labels "
+        "(default: affinity, the paper's)",
     )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 

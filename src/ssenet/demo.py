@@ -21,7 +21,8 @@ from ssenet.evaluation.metrics import CAPPED_RATIO, RATIO_NOTE, ratio_text
 from ssenet.fileio import remove_stale_temporaries, write_text_atomic
 from ssenet.pipeline import run_pipeline
 from ssenet.report import write_report
-from ssenet.stages import RunLayout, scored_stages
+from ssenet.stages import STAGES, RunLayout, scored_stages
+from ssenet.stages.registry import known_refiners
 from ssenet.stages.s1_cam_figures import (
     classifier_stage,
     scale_consistency,
@@ -52,25 +53,21 @@ OVERRIDES = {
 }
 
 
-# The demo with IRNet's refiner (`ssenet demo --refiner irn`): scored beside psa's random walk,
-# DeepLab learns from IRNet's labels. Every irn value not set here is the reference's
-# (docs/refiners.md). Scaled to the demo's images as the random walk's radius is (demo.yaml):
-# - irn.crop_size the whole image (IRNet's 512 crop holds most of a ~500-px VOC image);
-# - pair radii at about IRNet's share of the stride-4 grid: its training radius 10 of the
-#   128-cell crop (8%) -> 4 of 40 cells; its walk radius 5 of about 125 cells (4%) -> 2;
-# - the boundary maps in batches of 8 images, as the demo's other inference.
-# The quick demo's boundary network learns from its 48 `train` images, 8 a batch.
-REFINER_OVERRIDES = {
-    "affinity": {"default": [], "quick": []},
-    "irn": {
-        "default": ["refine.method=irn", "refine.compare=[affinity]", "irn.crop_size=160",
-                    "irn.train_radius=4", "irn.walk_radius=2", "irn.infer_batch=8"],
-        "quick": ["refine.method=irn", "refine.compare=[affinity]", "irn.crop_size=80",
-                  "irn.train_radius=4", "irn.walk_radius=2", "irn.infer_batch=8",
-                  "irn.train_list=train", "irn.batch_size=8"],
-    },
-}  # fmt: skip
-REFINERS = tuple(REFINER_OVERRIDES)
+DEFAULT_REFINER = Config().refine.method  # psa's random walk, the paper's
+
+
+def refiner_overrides(refiner: str, size: str) -> list[str]:
+    """What `ssenet demo --refiner` adds to the demo's config: DeepLab learns from that
+    refiner's labels, the default refiner's are scored beside them, and the refiner's stages
+    scale their settings to the demo's images (their registry entries' `demo_settings`)."""
+    known = known_refiners()
+    if refiner not in known:
+        raise SsenetError(f"demo: --refiner {refiner!r} is no registered refiner; known: {known}")
+    if refiner == DEFAULT_REFINER:
+        return []
+    settings = [setting for stage in STAGES.values() if stage.refiner == refiner
+                for setting in stage.demo_settings.get(size, ())]  # fmt: skip
+    return [f"refine.method={refiner}", f"refine.compare=[{DEFAULT_REFINER}]", *settings]
 
 
 # What the quick demo is, said before its table in the terminal and in its report: on 8 x 8-cell
@@ -87,8 +84,7 @@ def demo_config(
     bench_dir: Path, method: str, seed: int, quick: bool, refiner: str = "affinity"
 ) -> Config:
     size = "quick" if quick else "default"
-    if refiner not in REFINER_OVERRIDES:
-        raise SsenetError(f"demo: --refiner {refiner!r} is not one of {list(REFINERS)}")
+    extra = refiner_overrides(refiner, size)  # an unknown refiner: before any work
     base = resources.files("ssenet") / "configs" / "demo.yaml"
     with resources.as_file(base) as path:
         return load_config(
@@ -98,7 +94,7 @@ def demo_config(
                 f"cam.method={method}",
                 f"run.seed={seed}",
                 *OVERRIDES[size],
-                *REFINER_OVERRIDES[refiner][size],
+                *extra,
             ],
         )
 

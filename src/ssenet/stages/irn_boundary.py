@@ -116,6 +116,20 @@ def train_memory(cfg: Config):
     return estimate_training_memory(model, objective, (images, labels), slots)
 
 
+# `ssenet demo --refiner irn`: every irn value not set here is the reference's
+# (docs/refiners.md). Scaled to the demo's images as the random walk's radius is (demo.yaml):
+# - irn.crop_size the whole image (IRNet's 512 crop holds most of a ~500-px VOC image);
+# - pair radii at about IRNet's share of the stride-4 grid: its training radius 10 of the
+#   128-cell crop (8%) -> 4 of 40 cells; its walk radius 5 of about 125 cells (4%) -> 2;
+# - the boundary maps in batches of 8 images, as the demo's other inference.
+# The quick demo's boundary network learns from its 48 `train` images, 8 a batch.
+DEMO_SETTINGS = {
+    "default": ("irn.crop_size=160", "irn.train_radius=4", "irn.walk_radius=2",
+                "irn.infer_batch=8"),
+    "quick": ("irn.crop_size=80", "irn.train_radius=4", "irn.walk_radius=2", "irn.infer_batch=8",
+              "irn.train_list=train", "irn.batch_size=8"),
+}  # fmt: skip
+
 STAGE = Stage(
     name="irn",
     title="IRNet boundaries",
@@ -128,4 +142,5 @@ STAGE = Stage(
     plan=plan,
     network="IRNet boundary network",
     example_figure=boundary_pictures,
+    demo_settings=DEMO_SETTINGS,
 )

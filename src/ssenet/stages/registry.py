@@ -53,7 +53,9 @@ class Stage:
     up front by the dry run. network: what it trains ("CAM network"), shown with its loss
     curve. example_figure(cfg, layout, dataset, ids) -> {id: (H, W) uint8 grayscale picture}:
     what its trained network sees in the report's example images, shown beside their labels
-    with the stage's title; {} when the network is not trained (then no cell). The config
+    with the stage's title; {} when the network is not trained (then no cell).
+    demo_settings: {"default" | "quick": config overrides} that `ssenet demo --refiner <its
+    refiner>` adds to the demo's config, its settings scaled to the demo's images. The config
     keys its outputs depend on are in its stamps and training digest (`ssenet.provenance`),
     next to the code that uses them.
     """
@@ -73,6 +75,7 @@ class Stage:
     example_figure: Callable[[Config, RunLayout, Any, list[str]], dict] | None = field(
         default=None, compare=False
     )
+    demo_settings: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
     @property
     def scored(self) -> bool:
