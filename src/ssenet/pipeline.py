@@ -14,7 +14,7 @@ from ssenet.data.source import open_split
 from ssenet.dryrun.plan import steps_per_epoch
 from ssenet.errors import SsenetError
 from ssenet.fileio import remove_stale_temporaries, run_lock, write_json, write_text_atomic
-from ssenet.runtime import is_main_rank, join_ranks, rank_shard
+from ssenet.runtime import is_main_rank, join_ranks, rank_shard, sync_ranks
 from ssenet.stages import STAGES, RunLayout, active_stages, stage_lists
 from ssenet.stages.common import (
     check_pseudo_label_scoring,
@@ -22,7 +22,6 @@ from ssenet.stages.common import (
     masks_optional,
     missing_ground_truth,
     stage_result,
-    sync_ranks,
 )
 
 

@@ -213,8 +213,10 @@ def on_main_rank(work: Callable[[], T]) -> T:
     return value
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
+def sync_ranks() -> None:
+    """Under torchrun, wait here until every rank arrives (a rank's shard is written, a trained
+    network saved) before any goes on; one process goes straight on."""
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 

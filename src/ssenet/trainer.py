@@ -31,13 +31,13 @@ from ssenet.progress import progress_bar
 from ssenet.runtime import (
     DistInfo,
     autocast,
-    barrier,
     init_distributed,
     memory_format,
     seed_everything,
     select_device,
     set_threads,
     sync_batchnorm,
+    sync_ranks,
 )
 from ssenet.tensorboard import open_writer
 
@@ -219,7 +219,7 @@ def fit(
             kept = discard_training(out_dir, stale)
             print(f"ssenet: {out_dir} was trained under other settings (moved to {kept}); "
                   f"training {name} again", file=sys.stderr)  # fmt: skip
-    barrier(info)
+    sync_ranks()
     start_epoch, step, history = _resume(state, parts, device)
 
     writer = open_writer(out_dir / "tb", enabled=info.is_main)
@@ -261,14 +261,14 @@ def fit(
                       "rng": rng_state(device)}  # fmt: skip
             state["history"] = json.dumps(history)
             save_checkpoint(ckpt_path, state)
-        barrier(info)
+        sync_ranks()
     writer.close()
     meta = {"digest": digest, "steps": step, "epochs": epochs, "history": history}
     final = out_dir / "model.pth"
     if info.is_main:
         save_checkpoint(final, model.state_dict())
         write_text_atomic(out_dir / "train.json", json.dumps(meta, indent=2))
-    barrier(info)
+    sync_ranks()
     return FitResult(final, meta)
 
 

@@ -8,8 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
@@ -18,7 +16,7 @@ from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
 from ssenet.inference import ListJob
-from ssenet.runtime import on_main_rank, rank_shard
+from ssenet.runtime import on_main_rank, rank_shard, sync_ranks
 from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
 
 if TYPE_CHECKING:
@@ -57,12 +55,6 @@ def result_line(stage: str, entry: dict) -> str:
         return f"{stage:<5} {entry.get('note', NOT_SCORED)}"
     line = f"{stage:<5} mIoU {entry['miou']:.4f}  mFN {entry['mfn']:.3f}  mFP {entry['mfp']:.3f}"
     return f"{line}  ({entry['note']})" if "note" in entry else line
-
-
-def sync_ranks() -> None:
-    """Under torchrun, wait until every rank has written its shard before anyone scores."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def label_lists(

@@ -37,8 +37,8 @@ from ssenet.provenance import (
     stamp,
     weights_stamp,
 )
-from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads
-from ssenet.stages.common import gt_dir, scorable_ids, score_labels, sync_ranks
+from ssenet.runtime import on_main_rank, rank_shard, select_device, set_threads, sync_ranks
+from ssenet.stages.common import gt_dir, scorable_ids, score_labels
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, covered_lists
 from ssenet.stages.s1_cam_figures import (

@@ -27,9 +27,9 @@ from ssenet.inference import image_work, owned_images, require_inputs, work_batc
 from ssenet.models.configured import load_seg_model
 from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, image_stamp, is_current, stamp, weights_stamp
-from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads
+from ssenet.runtime import halving_on_oom, rank_shard, select_device, set_threads, sync_ranks
 from ssenet.segmentation import SegObjective, multiscale_probs
-from ssenet.stages.common import score_labels, seg_train_list, sync_ranks
+from ssenet.stages.common import score_labels, seg_train_list
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage, pseudo_label_stage, pseudo_labels
 from ssenet.stages.training import (
