@@ -18,12 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def run(tiny_run_config, tmp_path_factory):
-    from ssenet.data.synthetic import make_benchmark
-
+def run(tiny_run_config, tiny_run_benchmark, tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    make_benchmark(root / "bench", size=48, num_train=12, num_train_eval=6, num_val=6,
-                   num_workers=1, progress=False)  # fmt: skip
+    tiny_run_benchmark(root / "bench")
     run_pipeline(tiny_run_config(root / "bench"), root / "run", progress=False)
     image = next((root / "bench" / "JPEGImages").glob("*.jpg"))
     return root / "run", image

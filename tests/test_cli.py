@@ -148,16 +148,15 @@ def test_run_checks_every_list_before_training(tmp_path, capsys, ids, message):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def test_run_report_is_written_last_and_shows_the_classifier_map(tiny_run_config, tmp_path,
-                                                                  capsys):  # fmt: skip
+def test_run_report_is_written_last_and_shows_the_classifier_map(
+    tiny_run_config, tiny_run_benchmark, tmp_path, capsys
+):
     import json
 
     from ssenet.config import dump_config
-    from ssenet.data.synthetic import make_benchmark
     from ssenet.report.markup import fmt
 
-    make_benchmark(tmp_path / "bench", size=48, num_train=12, num_train_eval=6, num_val=6,
-                   num_workers=1, progress=False)  # fmt: skip
+    tiny_run_benchmark(tmp_path / "bench")
     cfg = tiny_run_config(tmp_path / "bench")
     cfg.run.out_dir, cfg.run.threads = str(tmp_path / "run"), 1
     config = tmp_path / "run.yaml"

@@ -24,7 +24,6 @@ from PIL import Image
 from ssenet.camfile import load_cams
 from ssenet.checkpoint import load_checkpoint
 from ssenet.config import dump_config
-from ssenet.data.synthetic import make_benchmark
 from ssenet.pipeline import run_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,12 +88,9 @@ def kill_config(bench, tiny_run_config):
 
 
 def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
-    tiny_run_config, tmp_path
+    tiny_run_config, tiny_run_benchmark, tmp_path
 ):
-    bench = tmp_path / "bench"
-    make_benchmark(bench, size=48, num_train=12, num_train_eval=6, num_val=6, num_workers=1,
-                   progress=False)  # fmt: skip
-    cfg = kill_config(bench, tiny_run_config)
+    cfg = kill_config(tiny_run_benchmark(tmp_path / "bench"), tiny_run_config)
     whole = tmp_path / "whole"
     run_pipeline(cfg, whole, progress=False)
 
