@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from ssenet.config import load_config
+from ssenet.inference import ListJob
 from ssenet.stages.common import gt_dir, score_labels
 from ssenet.stages.s5_segmentation import infer_seg, train_seg
 
@@ -37,7 +38,7 @@ def main() -> None:
         cfg = load_config(path, [f"data.root={args.bench}", f"run.seed={args.seed}", *args.set])
     start = time.perf_counter()
     trained = train_seg(cfg, gt_dir(cfg), args.out, progress=False)
-    infer_seg(cfg, trained.weights, args.out, cfg.data.val_list, progress=False)
+    infer_seg(cfg, trained.weights, args.out, ListJob(cfg.data.val_list, progress=False))
     metrics = score_labels(cfg, args.out / "labels", cfg.data.val_list, args.out / "seg.json")
     print(f"DeepLab trained on ground truth of {cfg.seg.train_list}: val mIoU "
           f"{metrics['miou']:.3f} (mFN {metrics['mfn']:.2f}, mFP {metrics['mfp']:.2f}), "

@@ -23,7 +23,8 @@ from ssenet.data.affinity import AffinityTrainDataset, AffinityTrainTransform
 from ssenet.data.palette import read_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.models import build_affinity_model
+from ssenet.inference import ListJob
+from ssenet.models import AffinityNet, build_backbone
 from ssenet.randomwalk import score_stack, walk_scores
 from ssenet.stages.s3_affinity import train_affinity
 from ssenet.stages.s4_random_walk import walk_labels
@@ -392,7 +393,7 @@ def test_random_walk_stage_writes_labels(tmp_path):
     cfg = tiny_config(tmp_path, image_dir)
     cfg.rw.radius, cfg.rw.logt = 3, 4
     torch.manual_seed(0)
-    model = build_affinity_model("resnet38", width=0.125, pretrained=False)
+    model = AffinityNet(build_backbone("resnet38", width=0.125, pretrained=False))
     torch.save(model.state_dict(), tmp_path / "aff.pth")
     cam_dir = tmp_path / "cams"
     rng = np.random.default_rng(0)
@@ -402,26 +403,24 @@ def test_random_walk_stage_writes_labels(tmp_path):
     for background in ("constant", "power"):
         cfg.rw.background = background
         out = tmp_path / background
-        result = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, out, progress=False)
+        result = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, out, ListJob(progress=False))
         assert result["images"] == 2 and result["computed"] == 2
         for image_id, k in keys.items():
             label = read_label_png(out / "labels" / f"{image_id}.png")
             assert label.shape == (36, 44)
             assert set(np.unique(label)) <= {0, *k.tolist()}
-        again = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, out, progress=False)
+        again = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, out, ListJob(progress=False))
         assert again["computed"] == 0
     # Sharding splits the list.
-    half = walk_labels(
-        cfg, tmp_path / "aff.pth", cam_dir, tmp_path / "sharded", shard=(1, 2), progress=False
-    )
+    half = walk_labels(cfg, tmp_path / "aff.pth", cam_dir, tmp_path / "sharded",
+                       ListJob(shard=(1, 2), progress=False))  # fmt: skip
     assert half["images"] == 1
     assert sorted(p.name for p in (tmp_path / "sharded" / "labels").iterdir()) == ["im1.png"]
     # CAMs that do not fit their image are named.
     save_cams(tmp_path / "bad" / "im0.npz", np.zeros((1, 36, 40), np.float32), np.array([1]))
     with pytest.raises(SsenetError, match="do not match"):
-        walk_labels(
-            cfg, tmp_path / "aff.pth", tmp_path / "bad", tmp_path / "rw_bad", shard=(0, 2)
-        )
+        walk_labels(cfg, tmp_path / "aff.pth", tmp_path / "bad", tmp_path / "rw_bad",
+                    ListJob(shard=(0, 2)))  # fmt: skip
 
 
 def test_random_walk_stage_names_missing_cams(tmp_path):

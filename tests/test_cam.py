@@ -14,6 +14,7 @@ from ssenet.camfile import load_cams
 from ssenet.config import Config
 from ssenet.data.synthetic import make_benchmark
 from ssenet.errors import SsenetError
+from ssenet.inference import ListJob
 from ssenet.models import build_cam_model
 from ssenet.stages import s1_cam
 from ssenet.stages.s1_cam import infer_cams, train_cam
@@ -160,7 +161,7 @@ def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path)
     cfg = tiny_config(bench)
     weights = tmp_path / "model.pth"
     torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
-    whole = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    whole = infer_cams(cfg, weights, tmp_path / "whole", ListJob("train", progress=False))
     assert whole == {
         "images": 8, "computed": 8, "relabelled": 0, "cam_dir": str(tmp_path / "whole" / "cams")
     }
@@ -172,17 +173,18 @@ def test_inference_writes_present_classes_skips_done_and_shards(bench, tmp_path)
         assert cams.shape[1:] == (48, 48) and len(keys) >= 1 and cams.min() >= 0
         peaks.extend(cams.reshape(len(keys), -1).max(1))  # each map over its max + 1e-5
     assert max(peaks) <= 1 and max(peaks) > 0.99
-    assert infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)["computed"] == 0
+    quiet = ListJob("train", progress=False)
+    assert infer_cams(cfg, weights, tmp_path / "whole", quiet)["computed"] == 0
     # A new background score remakes the labels from the saved CAMs; new scales remake both.
     cfg.cam.alpha = 0.4
-    again = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    again = infer_cams(cfg, weights, tmp_path / "whole", ListJob("train", progress=False))
     assert (again["computed"], again["relabelled"]) == (0, 8)
     cfg.cam.infer_scales = (1.0,)
-    again = infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    again = infer_cams(cfg, weights, tmp_path / "whole", ListJob("train", progress=False))
     assert (again["computed"], again["relabelled"]) == (8, 0)
     cfg.cam.alpha, cfg.cam.infer_scales = 0.2, (1.0, 0.5)
     for k in range(2):
-        infer_cams(cfg, weights, tmp_path / "parts", "train", (k, 2), progress=False)
+        infer_cams(cfg, weights, tmp_path / "parts", ListJob("train", (k, 2), progress=False))
     for sub, suffix in (("cams", ".npz"), ("labels", ".png")):
         names = sorted(p.name for p in (tmp_path / "whole" / sub).iterdir())
         assert names == sorted(p.name for p in (tmp_path / "parts" / sub).iterdir())
@@ -197,7 +199,7 @@ def test_inference_killed_midway_resumes_to_the_same_bytes(bench, tmp_path, monk
     weights = tmp_path / "model.pth"
     torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(),
                weights)  # fmt: skip
-    infer_cams(cfg, weights, tmp_path / "whole", "train", progress=False)
+    infer_cams(cfg, weights, tmp_path / "whole", ListJob("train", progress=False))
     real, saved = s1_cam.save_cams, []
 
     def killed_after_four(path, *args, **kwargs):
@@ -208,9 +210,9 @@ def test_inference_killed_midway_resumes_to_the_same_bytes(bench, tmp_path, monk
 
     monkeypatch.setattr(s1_cam, "save_cams", killed_after_four)
     with pytest.raises(Interrupt):
-        infer_cams(cfg, weights, tmp_path / "killed", "train", progress=False)
+        infer_cams(cfg, weights, tmp_path / "killed", ListJob("train", progress=False))
     monkeypatch.setattr(s1_cam, "save_cams", real)
-    resumed = infer_cams(cfg, weights, tmp_path / "killed", "train", progress=False)
+    resumed = infer_cams(cfg, weights, tmp_path / "killed", ListJob("train", progress=False))
     assert resumed["computed"] == 4
     for path in sorted((tmp_path / "whole").rglob("*.*")):
         again = tmp_path / "killed" / path.relative_to(tmp_path / "whole")
@@ -245,7 +247,7 @@ def test_inference_uses_the_batch_setting(bench, tmp_path, monkeypatch):
         return real(model, images, *args, **kwargs)
 
     monkeypatch.setattr(cam_module, "multiscale_cams", spy)
-    infer_cams(cfg, weights, tmp_path / "out", "train", progress=False)
+    infer_cams(cfg, weights, tmp_path / "out", ListJob("train", progress=False))
     assert sizes == [3, 3, 2]
 
 
@@ -313,18 +315,11 @@ def test_sweep_folded_into_inference_changes_no_cam_and_equals_its_own_pass(benc
     weights = tmp_path / "run" / "cam" / "model.pth"
     weights.parent.mkdir(parents=True)
     torch.save(build_cam_model("resnet38", 8, width=0.125, pretrained=False).state_dict(), weights)
-    infer_cams(cfg, weights, tmp_path / "plain", "train", progress=False)
+    infer_cams(cfg, weights, tmp_path / "plain", ListJob("train", progress=False))
     sweep = folded_scale_sweep(cfg, RunLayout(tmp_path / "run"))
     assert isinstance(sweep, ScaleSweep)
-    infer_cams(
-        cfg,
-        weights,
-        tmp_path / "run" / "cam",
-        "train",
-        progress=False,
-        single_scales=sweep.scales,
-        on_single_scales=sweep.update,
-    )
+    infer_cams(cfg, weights, tmp_path / "run" / "cam", ListJob("train", progress=False),
+               single_scales=sweep.scales, on_single_scales=sweep.update)  # fmt: skip
     for path in (tmp_path / "plain").rglob("*.*"):  # bit for bit: the same sums in one pass
         assert (
             path.read_bytes()

@@ -23,6 +23,7 @@ from ssenet.crf import CrfParams, Permutohedral, dense_crf, dense_crf_stacks, re
 from ssenet.crffile import load_crf_scores
 from ssenet.data.palette import read_label_png, write_label_png
 from ssenet.errors import SsenetError
+from ssenet.inference import ListJob
 from ssenet.runtime import torch_threads
 from ssenet.stages.s2_crf import crf_label, crf_labels
 
@@ -364,7 +365,7 @@ def stage_setup(tmp_path: Path, voc_photo: dict) -> tuple[Config, Path, dict]:
 def test_crf_stage_writes_scores_and_labels(tmp_path: Path, stage_setup) -> None:
     cfg, cam_dir, cams = stage_setup
     out = tmp_path / "crf"
-    result = crf_labels(cfg, cam_dir, out, progress=False)
+    result = crf_labels(cfg, cam_dir, out, ListJob(progress=False))
     assert result == {
         "images": 3,
         "computed": 3,
@@ -386,25 +387,25 @@ def test_crf_stage_writes_scores_and_labels(tmp_path: Path, stage_setup) -> None
             np.testing.assert_allclose(la, expected, atol=1e-3)
         assert (label > 0).any() == bool(len(keys))
     # Resume: nothing left to do; a lost label is remade alone.
-    assert crf_labels(cfg, cam_dir, out, progress=False)["computed"] == 0
+    assert crf_labels(cfg, cam_dir, out, ListJob(progress=False))["computed"] == 0
     (out / "labels" / "2007_000002.png").unlink()
-    assert crf_labels(cfg, cam_dir, out, progress=False)["computed"] == 1
+    assert crf_labels(cfg, cam_dir, out, ListJob(progress=False))["computed"] == 1
     # A new CAM file remakes that image's outputs; other CRF settings remake every image.
     maps, keys = cams["2007_000002"]
     save_cams(cam_dir / "2007_000002.npz", maps * 0.5, keys, made_from="other cams")
-    assert crf_labels(cfg, cam_dir, out, progress=False)["computed"] == 1
+    assert crf_labels(cfg, cam_dir, out, ListJob(progress=False))["computed"] == 1
     cfg.crf.ha = 32.0
-    assert crf_labels(cfg, cam_dir, out, progress=False)["computed"] == 3
-    assert crf_labels(cfg, cam_dir, out, progress=False)["computed"] == 0
+    assert crf_labels(cfg, cam_dir, out, ListJob(progress=False))["computed"] == 3
+    assert crf_labels(cfg, cam_dir, out, ListJob(progress=False))["computed"] == 0
 
 
 def test_crf_stage_workers_and_shards_give_the_same_files(tmp_path: Path, stage_setup) -> None:
     cfg, cam_dir, _ = stage_setup
-    crf_labels(cfg, cam_dir, tmp_path / "one", shard=(1, 2), progress=False)
+    crf_labels(cfg, cam_dir, tmp_path / "one", ListJob(shard=(1, 2), progress=False))
     assert sorted(p.name for p in (tmp_path / "one" / "labels").iterdir()) == ["2007_000002.png"]
     cfg.run.num_workers = 2
     cfg.crf.backend = "torch"
-    crf_labels(cfg, cam_dir, tmp_path / "two", shard=(1, 2), progress=False)
+    crf_labels(cfg, cam_dir, tmp_path / "two", ListJob(shard=(1, 2), progress=False))
     a, _, _ = load_crf_scores(tmp_path / "one" / "scores" / "2007_000002.npz")
     b, _, _ = load_crf_scores(tmp_path / "two" / "scores" / "2007_000002.npz")
     np.testing.assert_allclose(a, b, atol=1e-3)
@@ -413,11 +414,11 @@ def test_crf_stage_workers_and_shards_give_the_same_files(tmp_path: Path, stage_
 def test_crf_stage_errors_name_the_culprit(tmp_path: Path, stage_setup) -> None:
     cfg, cam_dir, _ = stage_setup
     with pytest.raises(SsenetError, match=r"no CAMs for 3 of \d+ image\(s\)"):
-        crf_labels(cfg, tmp_path / "nowhere", tmp_path / "out", progress=False)
+        crf_labels(cfg, tmp_path / "nowhere", tmp_path / "out", ListJob(progress=False))
     cfg.crf.backend = "cuda"
     with pytest.raises(SsenetError, match="crf.backend: 'cuda' is not one of"):
-        crf_labels(cfg, cam_dir, tmp_path / "out", progress=False)
+        crf_labels(cfg, cam_dir, tmp_path / "out", ListJob(progress=False))
     cfg.crf.backend = "auto"
     save_cams(cam_dir / "2007_000002.npz", np.zeros((1, 10, 10), np.float32), np.array([15]))
     with pytest.raises(SsenetError, match=r"2007_000002.npz: CAMs of size \(10, 10\)"):
-        crf_labels(cfg, cam_dir, tmp_path / "out", progress=False)
+        crf_labels(cfg, cam_dir, tmp_path / "out", ListJob(progress=False))

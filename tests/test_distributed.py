@@ -30,7 +30,8 @@ from ssenet.config import CamConfig, Config
 from ssenet.data.source import open_split
 from ssenet.data.synthetic import make_benchmark
 from ssenet.errors import SsenetError
-from ssenet.models import build_affinity_model, build_cam_model
+from ssenet.inference import ListJob
+from ssenet.models import AffinityNet, build_backbone, build_cam_model
 from ssenet.runtime import (
     CpuSyncBatchNorm,
     DistInfo,
@@ -318,7 +319,7 @@ def bench(tmp_path_factory):
     classes = open_split(cfg.data, cfg.data.infer_list).num_foreground
     cam_model = build_cam_model(num_classes=classes, width=0.125, pretrained=False)
     save_checkpoint(root / "cam.pth", cam_model.state_dict())
-    aff_model = build_affinity_model(width=0.125, pretrained=False)
+    aff_model = AffinityNet(build_backbone(width=0.125, pretrained=False))
     save_checkpoint(root / "aff.pth", aff_model.state_dict())
     return cfg, root
 
@@ -329,10 +330,10 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def run_stages(cfg: Config, root: Path, out: Path, shard: tuple[int, int]) -> None:
-    infer_cams(cfg, root / "cam.pth", out / "cam", shard=shard, progress=False)
-    crf_labels(cfg, out / "cam" / "cams", out / "crf", shard=shard, progress=False)
-    walk_labels(cfg, root / "aff.pth", out / "cam" / "cams", out / "rw", shard=shard,
-                      progress=False)  # fmt: skip
+    job = ListJob(shard=shard, progress=False)
+    infer_cams(cfg, root / "cam.pth", out / "cam", job)
+    crf_labels(cfg, out / "cam" / "cams", out / "crf", job)
+    walk_labels(cfg, root / "aff.pth", out / "cam" / "cams", out / "rw", job)
 
 
 def test_sharded_inference_is_byte_identical_to_one_process(bench):

@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from ssenet.config import Config
-from ssenet.models import build_affinity_model, build_cam_model
+from ssenet.models import AffinityNet, build_backbone, build_cam_model
 from ssenet.models.configured import for_inference
 from ssenet.models.folding import fold_batchnorm
 
@@ -51,8 +51,8 @@ def test_lite0_cam_network_folds_every_norm_and_keeps_its_function():
 
 def test_affinity_network_keeps_its_function():
     torch.manual_seed(0)
-    model = build_affinity_model(backbone="efficientnet_lite0", output_stride=8,
-                                 pretrained=False, freeze_bn=False).eval()  # fmt: skip
+    model = AffinityNet(build_backbone("efficientnet_lite0", output_stride=8, pretrained=False,
+                                       freeze_bn=False)).eval()  # fmt: skip
     _randomise_norms(model)
     folded, count = _folded_copy(model)
     assert count > 0 and _norm_count(folded) == 0

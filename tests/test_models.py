@@ -10,7 +10,7 @@ import torchvision
 
 from ssenet.errors import SsenetError
 from ssenet.models import (
-    build_affinity_model,
+    AffinityNet,
     build_backbone,
     build_cam_model,
     load_mxnet_params,
@@ -30,7 +30,7 @@ def test_resnet38_matches_the_psa_networks():
     assert state["b4_5.conv_branch2b1.weight"].shape == (512, 512, 3, 3)
     assert state["b7.conv_branch2b2.weight"].shape == (4096, 2048, 1, 1)
     del cam
-    aff = build_affinity_model("resnet38", pretrained=False)
+    aff = AffinityNet(build_backbone("resnet38", pretrained=False))
     assert len(aff.state_dict()) == 232
     assert sum(p.numel() for p in aff.parameters()) == 106_484_032
 
@@ -54,7 +54,7 @@ def test_psa_style_checkpoint_without_counters_loads_strictly(tmp_path):
 def test_output_stride_and_levels():
     x = torch.randn(2, 3, 64, 48)
     assert _tiny_cam()(x).shape == (2, 20, 8, 6)
-    tiny_aff = build_affinity_model("resnet38", width=0.125, pretrained=False)
+    tiny_aff = AffinityNet(build_backbone("resnet38", width=0.125, pretrained=False))
     assert tiny_aff(x).shape == (2, 448, 8, 6)
     for stride in (8, 16):
         net = build_backbone("resnet50", output_stride=stride, pretrained=False)

@@ -21,6 +21,7 @@ from ssenet.data.pseudo_labels import PseudoLabelDataset
 from ssenet.data.source import open_split
 from ssenet.data.transforms import JointTrainTransform
 from ssenet.errors import SsenetError
+from ssenet.inference import ListJob
 from ssenet.models.deeplab import DeepLabV2Head, SegmentationNet, build_head, build_seg_model
 from ssenet.segmentation import multiscale_probs, seg_loss
 from ssenet.stages import s5_segmentation
@@ -289,7 +290,7 @@ def test_training_overfits_one_image(tmp_path):
     assert max(losses[-3:]) < 0.25 * losses[0]  # starts at about log(3) = 1.1
     # The learnt network reproduces its pseudo label on the labelled pixels.
     cfg.seg.infer_scales, cfg.seg.infer_flip = (1.0,), False
-    infer_seg(cfg, result.weights, tmp_path / "pred", progress=False)
+    infer_seg(cfg, result.weights, tmp_path / "pred", ListJob(progress=False))
     predicted = read_label_png(tmp_path / "pred" / "labels" / "im0.png")
     target = read_label_png(label_dir / "im0.png")
     labelled = target != 255
@@ -342,7 +343,7 @@ def test_inference_writes_labels_skips_done_and_shards(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, image_dir)
     weights = train_tiny(tmp_path, cfg, label_dir)
     out = tmp_path / "pred"
-    summary = infer_seg(cfg, weights, out, progress=False)
+    summary = infer_seg(cfg, weights, out, ListJob(progress=False))
     assert summary == {"images": 5, "computed": 5, "label_dir": str(out / "labels")}
     files = sorted(p.name for p in (out / "labels").iterdir())
     assert files == [f"im{i}.png" for i in range(5)]
@@ -353,13 +354,13 @@ def test_inference_writes_labels_skips_done_and_shards(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(s5_segmentation, "multiscale_probs", lambda *a, **k: calls.append(1))
-    assert infer_seg(cfg, weights, out, progress=False)["computed"] == 0
+    assert infer_seg(cfg, weights, out, ListJob(progress=False))["computed"] == 0
     assert not calls
     monkeypatch.undo()
 
     shards = tmp_path / "sharded"
-    first = infer_seg(cfg, weights, shards, shard=(0, 2), progress=False)
-    second = infer_seg(cfg, weights, shards, shard=(1, 2), progress=False)
+    first = infer_seg(cfg, weights, shards, ListJob(shard=(0, 2), progress=False))
+    second = infer_seg(cfg, weights, shards, ListJob(shard=(1, 2), progress=False))
     assert (first["computed"], second["computed"]) == (3, 2)
     assert sorted(p.name for p in (shards / "labels").iterdir()) == files
 
@@ -379,7 +380,7 @@ def test_inference_runs_the_crf_when_asked(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "ssenet.crf", types.SimpleNamespace(dense_crf=dense_crf))
     cfg.seg.crf, cfg.crf.backend = True, "torch"
-    infer_seg(cfg, weights, tmp_path / "pred", progress=False)
+    infer_seg(cfg, weights, tmp_path / "pred", ListJob(progress=False))
     # on the network's device: a CUDA run refines on its GPU
     assert seen == [(np.uint8, (40, 48, 3), (3, 40, 48), cfg.crf, "torch", torch.device("cpu"))] * 2
     assert (read_label_png(tmp_path / "pred" / "labels" / "im1.png") == 2).all()

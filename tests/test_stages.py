@@ -27,8 +27,12 @@ from ssenet.stages import (
     unregister,
 )
 from ssenet.stages.common import gt_dir, score_labels
+from ssenet.stages.irn_labels import relation_labels
+from ssenet.stages.irn_walk import irn_walk_labels
+from ssenet.stages.s1_cam import infer_cams
 from ssenet.stages.s2_crf import crf_labels
 from ssenet.stages.s4_random_walk import walk_labels
+from ssenet.stages.s5_segmentation import infer_seg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,13 +155,19 @@ def test_a_stage_reading_what_no_stage_makes_is_refused():
         unregister("reader")
 
 
-@pytest.mark.parametrize("function", [crf_labels, walk_labels])
-def test_a_list_job_unpacks_onto_the_per_image_functions_list_shard_and_progress(function):
-    # The stages' `run` hands a ListJob on as `f(cfg, ..., *job)`: its fields must be these
-    # functions' parameters in the same order, right after their folders.
-    names = list(inspect.signature(function).parameters)
-    at = names.index("list_name")
-    assert tuple(names[at:at + len(ListJob._fields)]) == ListJob._fields
+PER_LIST = [infer_cams, crf_labels, walk_labels, infer_seg, relation_labels, irn_walk_labels]
+
+
+@pytest.mark.parametrize("function", PER_LIST, ids=lambda f: f.__name__)
+def test_every_per_list_function_takes_its_list_shard_and_progress_as_one_job(function):
+    parameters = inspect.signature(function).parameters
+    assert parameters["job"].annotation == "ListJob"  # postponed annotations: the name
+    assert not {"list_name", "shard", "progress"} & set(parameters)
+
+
+def test_a_job_without_a_list_takes_the_functions_default():
+    assert ListJob(shard=(1, 2)).named("val") == ListJob("val", (1, 2), True)
+    assert ListJob("train", progress=False).named("val") == ListJob("train", (0, 1), False)
 
 
 def test_the_walk_stages_read_the_cams_and_their_network_and_are_scored_like_pseudo_labels():

@@ -78,9 +78,7 @@ def cmd_infer_cam(args: argparse.Namespace) -> int:
     cfg = _load(args)
     out = Path(args.out or _layout(cfg, args).stage("cam"))
     weights = args.weights or out / "model.pth"
-    result = infer_cams(
-        cfg, weights, out, args.list, _shard(args), progress=not args.no_progress
-    )
+    result = infer_cams(cfg, weights, out, _job(args))
     done = f"{result['computed']} of {result['images']} images computed"
     print(f"{done}; CAMs in {result['cam_dir']}")
     return 0
@@ -91,6 +89,14 @@ def _shard(args: argparse.Namespace) -> tuple[int, int]:
     from ssenet.runtime import parse_shard, rank_shard
 
     return rank_shard(parse_shard(args.shard))
+
+
+def _job(args: argparse.Namespace):
+    """This process's share of the list `--list` (`ssenet.inference.ListJob`), with a progress
+    bar unless `--no-progress`."""
+    from ssenet.inference import ListJob
+
+    return ListJob(args.list, _shard(args), not args.no_progress)
 
 
 def _run_dir(cfg, args: argparse.Namespace) -> Path:
@@ -112,7 +118,7 @@ def cmd_crf(args: argparse.Namespace) -> int:
     layout = _layout(cfg, args)
     cams = Path(args.cams or layout.cams)
     out = Path(args.out or layout.stage("crf"))
-    result = crf_labels(cfg, cams, out, args.list, _shard(args), not args.no_progress)
+    result = crf_labels(cfg, cams, out, _job(args))
     print(f"CRF scores and labels in {out}: {result}")
     return 0
 
@@ -140,9 +146,7 @@ def cmd_random_walk(args: argparse.Namespace) -> int:
         args.weights or layout.weights("aff"),
         args.cams or layout.cams,
         args.out or layout.stage("rw"),
-        args.list,
-        _shard(args),
-        not args.no_progress,
+        _job(args),
     )
     print(f"{result['computed']} of {result['images']} labels computed in {result['label_dir']}")
     return 0

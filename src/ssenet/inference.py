@@ -34,14 +34,21 @@ Batch = list[tuple[str, torch.Tensor, np.ndarray]]
 
 
 class ListJob(NamedTuple):
-    """One call's share of an image list: the list, every n-th image from the k-th
-    (`shard=(k, n)`: shards are disjoint and together cover the list), with or without a
-    progress bar. The fields stand in the order the stages' per-image functions take them, so
-    a stage's `run` hands one on as `f(cfg, ..., *job)`."""
+    """One call's share of an image list: the list (None: the list the function names as its
+    default), every n-th image from the k-th (`shard=(k, n)`: shards are disjoint and together
+    cover the list), with or without a progress bar. Every per-list function of the stages
+    (`infer_cams`, `crf_labels`, `walk_labels`, `infer_seg`, IRNet's) takes one."""
 
-    list_name: str
+    list_name: str | None = None
     shard: tuple[int, int] = (0, 1)
     progress: bool = True
+
+    def named(self, default: str) -> ListJob:
+        """This job with its list named: `default` when it names none."""
+        return self if self.list_name else self._replace(list_name=default)
+
+
+DEFAULT_JOB = ListJob()  # the function's default list, whole, with a progress bar
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ssenet.data.folder import open_images
 from ssenet.data.source import data_class_names, open_split
 from ssenet.errors import SsenetError
 from ssenet.fileio import atomic_path, write_text_atomic
+from ssenet.inference import ListJob
 from ssenet.stages.s5_segmentation import infer_seg
 
 # The VOC 2012 image sets torchvision's VOCSegmentation accepts (it refuses any other name).
@@ -84,8 +85,8 @@ def predict_seg(
     if voc_split is not None:
         check_voc_layout(voc_split, dataset)  # before any inference
         claim_voc_layout(out_dir)
-    result = infer_seg(cfg, weights, out_dir, shard=shard, progress=progress, dataset=dataset,
-                       model=model)  # fmt: skip
+    job = ListJob(None, shard, progress)  # the images of `dataset`
+    result = infer_seg(cfg, weights, out_dir, job, dataset=dataset, model=model)
     if voc_split is not None:
         paths = {image_id: dataset.image_path(image_id) for image_id in dataset.ids}
         mine = list(dataset.ids)[shard[0] :: shard[1]]

@@ -1,6 +1,6 @@
 """Per stage, the model and the batch whose GPU memory the dry run estimates.
 
-Each model is the stage's own builder (`configured_cam_model`, `build_affinity_model`,
+Each model is the stage's own builder (`configured_cam_model`, `configured_affinity_model`,
 `build_seg_model`) run on the meta device without ImageNet weights: the same layers the stage
 trains, none of their values. Training measures one batch of crops through the stage's loss;
 inference the largest test scale of the largest sampled image.
@@ -25,8 +25,7 @@ from ssenet.dryrun.memory import (
     optimizer_slots,
 )
 from ssenet.errors import SsenetError
-from ssenet.models import build_affinity_model
-from ssenet.models.configured import configured_cam_model
+from ssenet.models.configured import configured_affinity_model, configured_cam_model
 from ssenet.models.deeplab import build_seg_model
 from ssenet.segmentation import SegObjective
 
@@ -36,10 +35,7 @@ def _cam_model(cfg: Config, num_classes: int) -> nn.Module:
 
 
 def _affinity_model(cfg: Config) -> nn.Module:
-    m = cfg.model
-    return on_meta(lambda: build_affinity_model(
-        m.backbone, m.width, m.output_stride, False, m.freeze_bn
-    ))
+    return on_meta(lambda: configured_affinity_model(cfg, pretrained=False))
 
 
 def _seg_model(cfg: Config, num_classes: int) -> nn.Module:

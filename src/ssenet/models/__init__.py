@@ -9,7 +9,7 @@ from ssenet.models.heads import AffinityNet, CamNet
 from ssenet.models.weights import load_mxnet_params, load_weights, read_state_dict
 
 __all__ = [
-    "BACKBONES", "OUTPUT_STRIDES", "AffinityNet", "Backbone", "CamNet", "build_affinity_model",
+    "BACKBONES", "OUTPUT_STRIDES", "AffinityNet", "Backbone", "CamNet",
     "build_backbone", "build_cam_model", "load_mxnet_params", "load_weights", "read_state_dict",
 ]
 
@@ -55,14 +55,3 @@ def build_cam_model(
     """The CAM network; for ResNet-38 its state dict uses the psa names (`fc8` head)."""
     net = build_backbone(backbone, width, output_stride, pretrained, freeze_bn)
     return CamNet(net, num_classes, head_channels, head_norm, dropout, input_scale)
-
-
-def build_affinity_model(
-    backbone: str = "resnet38",
-    width: float = 1.0,
-    output_stride: int = 8,
-    pretrained: bool = True,
-    freeze_bn: bool = True,
-) -> AffinityNet:
-    """AffinityNet; for ResNet-38 its state dict uses the psa names (`f8_3`..`f9`)."""
-    return AffinityNet(build_backbone(backbone, width, output_stride, pretrained, freeze_bn))

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from ssenet.config import Config
-from ssenet.models import build_affinity_model, build_cam_model, load_weights
+from ssenet.models import AffinityNet, build_backbone, build_cam_model, load_weights
 from ssenet.models.deeplab import SegmentationNet, build_seg_model
 from ssenet.models.folding import fold_batchnorm
 from ssenet.runtime import memory_format
@@ -48,15 +48,17 @@ def load_cam_model(
     return for_inference(model, cfg, fold)
 
 
+def configured_affinity_model(cfg: Config, pretrained: bool) -> AffinityNet:
+    """The AffinityNet `cfg.model` describes, with the packaged ImageNet weights if
+    `pretrained`."""
+    m = cfg.model
+    return AffinityNet(build_backbone(m.backbone, m.width, m.output_stride, pretrained,
+                                      m.freeze_bn))  # fmt: skip
+
+
 def build_affinity_from_config(cfg: Config) -> nn.Module:
     """The configured AffinityNet with ImageNet (or the given) backbone weights, as psa starts."""
-    model = build_affinity_model(
-        backbone=cfg.model.backbone,
-        width=cfg.model.width,
-        output_stride=cfg.model.output_stride,
-        pretrained=cfg.model.pretrained and cfg.model.weights is None,
-        freeze_bn=cfg.model.freeze_bn,
-    )
+    model = configured_affinity_model(cfg, cfg.model.pretrained and cfg.model.weights is None)
     if cfg.model.weights:
         load_weights(model.backbone, cfg.model.weights)
     return model
@@ -64,13 +66,7 @@ def build_affinity_from_config(cfg: Config) -> nn.Module:
 
 def load_affinity_model(cfg: Config, weights: str | Path, fold: bool = True) -> nn.Module:
     """The configured AffinityNet with trained weights (strict), in eval mode."""
-    model = build_affinity_model(
-        backbone=cfg.model.backbone,
-        width=cfg.model.width,
-        output_stride=cfg.model.output_stride,
-        pretrained=False,
-        freeze_bn=cfg.model.freeze_bn,
-    )
+    model = configured_affinity_model(cfg, pretrained=False)
     load_weights(model, weights)
     return for_inference(model, cfg, fold)
 

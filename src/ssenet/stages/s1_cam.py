@@ -27,7 +27,7 @@ from ssenet.data.source import open_split
 from ssenet.data.transforms import CamTrainTransform
 from ssenet.evaluation.metrics import sweep_cam_thresholds
 from ssenet.fileio import write_json
-from ssenet.inference import owned_images
+from ssenet.inference import DEFAULT_JOB, ListJob, owned_images
 from ssenet.models.configured import build_cam_from_config, load_cam_model
 from ssenet.provenance import (
     config_values,
@@ -62,7 +62,7 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     for list_name in covered_lists(cfg, "cam"):
         folded = sweep is not None and list_name == cfg.data.infer_list
         infer_cams(
-            cfg, trained.weights, cam_dir, list_name, rank_shard(), progress=progress,
+            cfg, trained.weights, cam_dir, ListJob(list_name, rank_shard(), progress),
             single_scales=sweep.scales if folded else (),
             on_single_scales=sweep.update if folded else None,
         )  # fmt: skip
@@ -134,9 +134,7 @@ def infer_cams(
     cfg: Config,
     weights: str | Path,
     out_dir: str | Path,
-    list_name: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
+    job: ListJob = DEFAULT_JOB,
     single_scales: Sequence[float] = (),
     on_single_scales: SingleScaleSink | None = None,
 ) -> dict:
@@ -144,14 +142,14 @@ def infer_cams(
 
     Images whose two files exist with the stamp they would get now (`ssenet.provenance`) are
     skipped, so a rerun finishes an interrupted one and a changed setting remakes what it
-    changes (a new `cam.alpha` only the labels, from the saved CAMs). With
-    `shard=(k, n)` only every n-th image from the k-th is processed: shards are disjoint.
+    changes (a new `cam.alpha` only the labels, from the saved CAMs). `job`: the list
+    (default data.infer_list), the shard and the progress bar.
     With `on_single_scales`, each computed image's normalised CAMs at every one of
     `single_scales` alone, {scale: (cams, keys)}, are handed to it too, from the same forward
     passes when those scales are among `cam.infer_scales` (the multi-scale CAMs are unchanged).
     """
-    out_dir = Path(out_dir)
-    dataset, ids = owned_images(cfg, list_name or cfg.data.infer_list, shard)
+    out_dir, job = Path(out_dir), job.named(cfg.data.infer_list)
+    dataset, ids = owned_images(cfg, job.list_name, job.shard)
     cam_dir, label_dir = out_dir / "cams", out_dir / "labels"
     base = cam_file_stamp(cfg, weights)  # per image, with its classes: an edited mask counts
     cams_stamp = {i: stamp(base, dataset.labels(i).tolist(), image_stamp(dataset.image_path(i)))
@@ -171,7 +169,7 @@ def infer_cams(
     if todo:
         model = load_cam_model(cfg, weights, dataset.num_foreground).to(device)
         for image_id, cams, keys, singles in computed_cams(
-            cfg, model, dataset, ids, todo, single_scales if on_single_scales else (), progress
+            cfg, model, dataset, ids, todo, single_scales if on_single_scales else (), job.progress
         ):
             save_cams(cam_dir / f"{image_id}.npz", cams, keys, cams_stamp[image_id])
             label = cams_to_label(cams, keys, cfg.cam.alpha)

@@ -28,7 +28,7 @@ from ssenet.config import Config, CrfConfig
 from ssenet.crf import check_params, dense_crf_stacks, resolve_backend
 from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
-from ssenet.inference import CamJobs, ListJob, run_cam_jobs
+from ssenet.inference import DEFAULT_JOB, CamJobs, ListJob, run_cam_jobs
 from ssenet.provenance import config_values, stamp
 from ssenet.stages.common import label_lists, score_pseudo_labels
 from ssenet.stages.layout import RunLayout
@@ -83,21 +83,18 @@ def crf_labels(
     cfg: Config,
     cam_dir: str | Path,
     out_dir: str | Path,
-    list_name: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
+    job: ListJob = DEFAULT_JOB,
 ) -> dict:
     """Write `out_dir/scores/<id>.npz` and `out_dir/labels/<id>.png` for every image of the list.
 
-    `cam_dir` holds the CAM stage's `<id>.npz` files; `shard=(k, n)` takes every n-th image
-    from the k-th. Returns counts and the two output folders.
+    `cam_dir` holds the CAM stage's `<id>.npz` files; `job`: the list (default
+    data.infer_list), the shard and the progress bar. Returns counts and the two output folders.
     """
     check_params(cfg.crf)
     resolve_backend(cfg.crf.backend)
     out_dir = Path(out_dir)
-    job = ListJob(list_name or cfg.data.infer_list, shard, progress)
     work = run_cam_jobs(
-        cfg, job, Path(cam_dir), out_dir, _CrfJobs, crf_file_stamp,
+        cfg, job.named(cfg.data.infer_list), Path(cam_dir), out_dir, _CrfJobs, crf_file_stamp,
         lambda i: [out_dir / "scores" / f"{i}.npz", out_dir / "labels" / f"{i}.png"],
     )  # fmt: skip
     return work.counts(score_dir=str(out_dir / "scores"), label_dir=str(out_dir / "labels"))
@@ -106,7 +103,7 @@ def crf_labels(
 def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """la / ha CRF scores for AffinityNet; the la argmax is the CAM+CRF label that is scored."""
     cams, out = layout.cams, layout.stage("crf")
-    label_lists(cfg, "crf", progress, lambda job: crf_labels(cfg, cams, out, *job))
+    label_lists(cfg, "crf", progress, lambda job: crf_labels(cfg, cams, out, job))
     return score_pseudo_labels(cfg, layout, "crf")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ssenet.config import Config
-from ssenet.inference import CamNetwork, ListJob, network_labels
+from ssenet.inference import DEFAULT_JOB, CamNetwork, ListJob, network_labels
 from ssenet.models.configured import load_affinity_model
 from ssenet.provenance import config_values, stamp, weights_stamp
 from ssenet.randomwalk import affinity_features, score_stack, walk_scores
@@ -55,19 +55,18 @@ def walk_labels(
     aff_weights: str | Path,
     cam_dir: str | Path,
     out_dir: str | Path,
-    list_name: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
+    job: ListJob = DEFAULT_JOB,
 ) -> dict:
     """Write the random-walk pseudo label `out_dir/labels/<id>.png` of every image of the list.
 
     `cam_dir` holds the CAM stage's `<id>.npz` files. Images whose PNG has the stamp it would
     get now (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new
-    CAMs, weights or walk settings remake it; `shard=(k, n)` takes every n-th image from the
-    k-th. Features of several same-size images share one forward pass; the walk is sparse.
+    CAMs, weights or walk settings remake it; `job`: the list (default data.infer_list), the
+    shard and the progress bar. Features of several same-size images share one forward pass;
+    the walk is sparse.
     """
-    job = ListJob(list_name or cfg.data.infer_list, shard, progress)
     network = affinity_walk(cfg, aff_weights)
+    job = job.named(cfg.data.infer_list)
     return network_labels(cfg, job, Path(cam_dir), Path(out_dir) / "labels", network)
 
 
@@ -90,7 +89,7 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     """Random-walk pseudo labels (CAM + rw) for the scored list (and the segmentation list when
     the segmentation network learns from them)."""
     weights, cams, out = layout.weights("aff"), layout.cams, layout.stage("rw")
-    label_lists(cfg, "rw", progress, lambda job: walk_labels(cfg, weights, cams, out, *job))
+    label_lists(cfg, "rw", progress, lambda job: walk_labels(cfg, weights, cams, out, job))
     return score_pseudo_labels(cfg, layout, "rw")
 
 

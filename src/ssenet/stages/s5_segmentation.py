@@ -23,7 +23,14 @@ from ssenet.data.datasets import SegmentationDataset
 from ssenet.data.palette import write_label_png
 from ssenet.data.source import open_split
 from ssenet.errors import SsenetError
-from ssenet.inference import image_work, owned_images, require_inputs, work_batches
+from ssenet.inference import (
+    DEFAULT_JOB,
+    ListJob,
+    image_work,
+    owned_images,
+    require_inputs,
+    work_batches,
+)
 from ssenet.models.configured import load_seg_model
 from ssenet.models.deeplab import build_seg_model
 from ssenet.provenance import config_values, image_stamp, is_current, stamp, weights_stamp
@@ -129,24 +136,22 @@ def infer_seg(
     cfg: Config,
     weights: str | Path,
     out_dir: str | Path,
-    list_name: str | None = None,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
+    job: ListJob = DEFAULT_JOB,
     dataset: SegmentationDataset | None = None,
     model: nn.Module | None = None,
 ) -> dict:
     """Write the predicted label map `out_dir/labels/<id>.png` (VOC palette) for every image.
 
-    The list defaults to `cfg.data.val_list`. Multi-scale (`seg.infer_scales`) + flip softmax
-    average, then the dense CRF when `seg.crf`. Labels with the stamp they would get now
-    (`ssenet.provenance`) are skipped, so a rerun finishes an interrupted one and new weights or
-    settings remake them; `shard=(k, n)` processes every n-th image from the k-th.
-    No image-level labels are needed (VOC `test` has none); `dataset` (e.g. a folder's
-    `open_images`) replaces the list, `model` is the network of `weights` already loaded.
+    `job`: the list (default data.val_list), the shard and the progress bar. Multi-scale
+    (`seg.infer_scales`) + flip softmax average, then the dense CRF when `seg.crf`. Labels with
+    the stamp they would get now (`ssenet.provenance`) are skipped, so a rerun finishes an
+    interrupted one and new weights or settings remake them. No image-level labels are needed
+    (VOC `test` has none); `dataset` (e.g. a folder's `open_images`) replaces the list, `model`
+    is the network of `weights` already loaded.
     """
     _check_infer_config(cfg)
     label_dir = Path(out_dir) / "labels"
-    list_name = list_name or cfg.data.val_list
+    list_name, shard, progress = job.named(cfg.data.val_list)
     dataset, ids = owned_images(cfg, list_name, shard, dataset, image_labels=False)
     base = seg_label_stamp(cfg, weights)  # per image, with the image's size: another image counts
     made_from = {i: stamp(base, image_stamp(dataset.image_path(i))) for i in ids}
@@ -189,7 +194,7 @@ def run(cfg: Config, layout: RunLayout, progress: bool = True) -> dict:
     seg_dir = layout.stage("seg")
     labels = layout.labels(pseudo_label_stage(cfg))
     trained = train_seg(cfg, labels, seg_dir, progress=progress)
-    infer_seg(cfg, trained.weights, seg_dir, cfg.data.val_list, rank_shard(), progress)
+    infer_seg(cfg, trained.weights, seg_dir, ListJob(cfg.data.val_list, rank_shard(), progress))
     sync_ranks()
     return score_labels(cfg, layout.labels("seg"), cfg.data.val_list, layout.eval_json("seg"))
 
