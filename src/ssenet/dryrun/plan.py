@@ -78,25 +78,6 @@ class PlanInputs:
         return PlanRow(stage, "infer", lists, self.images(lists), batch, memory=memory,
                        note=note, device=device)
 
-    def crf_row(self, stage: str, what: str) -> PlanRow:
-        """The row of a stage of per-image CRFs, placed as `ssenet.inference.run_crf_jobs`
-        places them: pydensecrf on the CPU in crf_workers processes; the torch backend on the
-        GPU in one process when run.device gives a GPU."""
-        from ssenet.crf import resolve_backend
-
-        run = self.cfg.run
-        workers = run.num_workers if run.crf_workers is None else run.crf_workers
-        try:
-            backend = resolve_backend(self.cfg.crf.backend)
-        except SsenetError as err:
-            self.report.errors.append(str(err))
-            backend = self.cfg.crf.backend
-        on_cpu = f"on the CPU, {workers} worker process(es)"
-        if backend == "torch" and run.device not in ("cpu", "mps"):
-            note = f"{what} (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
-            return self.infer_row(stage, "1", None, note)
-        return self.infer_row(stage, "1", None, f"{what} ({backend}) {on_cpu}", device="CPU")
-
     @staticmethod
     def flip_batch(section: Any) -> str:
         """Images per forward pass of an inference section; the flipped copies double them."""

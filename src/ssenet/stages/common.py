@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ssenet.config import Config
 from ssenet.data.coco import coco_mask_dir
 from ssenet.data.source import open_split
+from ssenet.errors import SsenetError
 from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
@@ -163,3 +164,22 @@ def _score_labels(cfg: Config, label_dir: Path, list_name: str, out: Path) -> di
     write_json(out, metrics)
     return metrics
 
+
+def crf_plan_row(s: PlanInputs, stage: str, what: str) -> PlanRow:
+    """The dry run's row of a stage of per-image CRFs (the CRF stage, IRNet's relation labels),
+    placed as `ssenet.inference.run_crf_jobs` places them: pydensecrf on the CPU in crf_workers
+    processes; the torch backend on the GPU in one process when run.device gives a GPU."""
+    from ssenet.crf import resolve_backend
+
+    run = s.cfg.run
+    workers = run.num_workers if run.crf_workers is None else run.crf_workers
+    try:
+        backend = resolve_backend(s.cfg.crf.backend)
+    except SsenetError as err:
+        s.report.errors.append(str(err))
+        backend = s.cfg.crf.backend
+    on_cpu = f"on the CPU, {workers} worker process(es)"
+    if backend == "torch" and run.device not in ("cpu", "mps"):
+        note = f"{what} (torch) on the GPU, one process a rank; without a GPU {on_cpu}"
+        return s.infer_row(stage, "1", None, note)
+    return s.infer_row(stage, "1", None, f"{what} ({backend}) {on_cpu}", device="CPU")

@@ -19,7 +19,7 @@ from ssenet.data.palette import write_label_png
 from ssenet.inference import CamJobs, ListJob, run_cam_jobs
 from ssenet.irn import crf_params, relation_label
 from ssenet.provenance import config_values, stamp
-from ssenet.stages.common import label_lists
+from ssenet.stages.common import crf_plan_row, label_lists
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
 
@@ -76,5 +76,5 @@ STAGE = Stage(
     produces=("irn relation labels",),
     consumes=lambda cfg: {"cams": None},
     refiner=REFINER,
-    plan=lambda s: [s.crf_row("irn_labels", "2 dense CRFs an image")],  # placed as the CRF stage's
+    plan=lambda s: [crf_plan_row(s, "irn_labels", "2 dense CRFs an image")],
 )

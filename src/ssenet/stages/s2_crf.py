@@ -30,7 +30,7 @@ from ssenet.crffile import save_scores
 from ssenet.data.palette import write_label_png
 from ssenet.inference import DEFAULT_JOB, CamJobs, ListJob, run_cam_jobs
 from ssenet.provenance import config_values, stamp
-from ssenet.stages.common import label_lists, score_pseudo_labels
+from ssenet.stages.common import crf_plan_row, label_lists, score_pseudo_labels
 from ssenet.stages.layout import RunLayout
 from ssenet.stages.registry import Stage
 
@@ -114,5 +114,5 @@ STAGE = Stage(
     produces=("crf scores", "crf labels"),
     consumes=lambda cfg: {"cams": None},
     scores=lambda cfg: [cfg.data.infer_list],
-    plan=lambda s: [s.crf_row("crf", "dense CRF")],  # the CPU or the GPU, as run_crf_jobs decides
+    plan=lambda s: [crf_plan_row(s, "crf", "dense CRF")],  # the CPU or the GPU
 )
