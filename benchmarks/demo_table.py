@@ -134,6 +134,23 @@ def headline_table(results: list[dict]) -> str:
 
 
 REFINERS = ("<!-- refiner_table: begin -->", "<!-- refiner_table: end -->")
+REFINER_HEADLINE = ("<!-- refiner_headline: begin -->", "<!-- refiner_headline: end -->")
+
+
+def refiner_headline(results: list[dict]) -> str:
+    """The README's short refiner table: the CAMs, each refiner the runs scored and DeepLab on
+    the labels it learned from, mean ± std."""
+    stages = stage_columns(results)
+    refined = [(s, t) for s, t in stages if s not in ("cam", "crf", "seg")]
+    learned = dict(stages).get(seg_labels(results[0]), seg_labels(results[0]))
+    head = [f"{len(results)} seeds", "CAM mIoU", *(f"{t} mIoU" for _, t in refined),
+            f"DeepLab on {learned} (val)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, name in zip(METHODS, ("baseline", "SSENet"), strict=True):
+        runs = [r[method] for r in results]
+        cells = [mean_std([r[s]["miou"] for r in runs]) for s in ("cam", *dict(refined), "seg")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def refiner_tables(results: list[dict]) -> str:
@@ -193,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refiners", type=Path, metavar="PAGE",
                         help="write the refiner comparison into PAGE between its refiner_table "
                              "lines (runs of ssenet demo --refiner irn)")  # fmt: skip
+    parser.add_argument("--refiner-headline", type=Path, metavar="README",
+                        help="write the short refiner table into README between its "
+                             "refiner_headline lines (runs of ssenet demo --refiner irn)")
     args = parser.parse_args(argv)
     results = [json.loads((run / "results.json").read_text()) for run in args.runs]
     if args.markdown:
@@ -204,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.refiners:
         write_markdown(args.refiners, refiner_tables(results), REFINERS)
         print(f"refiner tables written to {args.refiners}")
+    if args.refiner_headline:
+        write_markdown(args.refiner_headline, refiner_headline(results), REFINER_HEADLINE)
+        print(f"refiner headline written to {args.refiner_headline}")
     stages = stage_columns(results)
     table = {m: [figures(r[m], stages) for r in results] for m in METHODS}
     for run, result in zip(args.runs, results, strict=True):

@@ -132,9 +132,19 @@ def test_refiner_tables_compare_every_scored_refiner(demo_table, tmp_path):
         results["meta"]["refiner"] = "irn"
         (folder / "results.json").write_text(json.dumps(results))
         runs.append(folder)
-    page = tmp_path / "refiners.md"
+    page, readme = tmp_path / "refiners.md", tmp_path / "README.md"
     page.write_text(f"x\n{demo_table.REFINERS[0]}\n{demo_table.REFINERS[1]}\ny\n")
-    demo_table.main([*map(str, runs), "--refiners", str(page)])
+    begin, end = demo_table.REFINER_HEADLINE
+    readme.write_text(f"a\n{begin}\nold\n{end}\nb\n")
+    demo_table.main([*map(str, runs), "--refiners", str(page), "--refiner-headline", str(readme)])
+    assert readme.read_text() == (
+        f"a\n{begin}\n"
+        "| 2 seeds | CAM mIoU | CAM + rw mIoU | CAM + IRN mIoU | DeepLab on CAM + IRN (val) |\n"
+        "|---|---|---|---|---|\n"
+        "| baseline | 0.410 ± 0.014 | 0.510 ± 0.014 | 0.610 ± 0.014 | 0.460 ± 0.014 |\n"
+        "| SSENet | 0.470 ± 0.014 | 0.570 ± 0.014 | 0.670 ± 0.014 | 0.520 ± 0.014 |\n"
+        f"{end}\nb\n"
+    )
     text = page.read_text()
     assert "| method | CAM | CAM + rw | CAM + IRN | CAM + rw - CAM | CAM + IRN - CAM " in text
     assert "DeepLab (val) on CAM + IRN |" in text
