@@ -170,6 +170,9 @@ def test_run_report_is_written_last_and_shows_the_classifier_map(
     assert fmt(classifier["map"]) in summary and fmt(classifier["prior_map"]) in summary
 
 
+STAGE_DIRS = ("cam", "crf", "rw")
+
+
 def test_stage_verbs_in_shards_remake_the_runs_own_outputs(
     tiny_run_config, tiny_run_benchmark, tmp_path, capsys
 ):
@@ -194,7 +197,9 @@ def test_stage_verbs_in_shards_remake_the_runs_own_outputs(
                      "--out", str(own / "crf")]) == 0  # fmt: skip
         assert main(["random-walk", *common, "--cams", str(own / "cam" / "cams"),
                      "--out", str(own / "rw")]) == 0  # fmt: skip
-    for stage in ("cam", "crf", "rw"):
+        if shard == "1/2":  # one shard: half of each list
+            assert [len(list((own / s / "labels").glob("*.png"))) for s in STAGE_DIRS] == [3] * 3
+    for stage in STAGE_DIRS:
         theirs = sorted((run / stage / "labels").glob("*.png"))
         assert len(theirs) == 6  # the train list
         ours = sorted((own / stage / "labels").glob("*.png"))
