@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import yaml
 
 from ssenet.config import TRAINING_SECTIONS, Config, dump_config, load_config, parse_overrides
 from ssenet.errors import SsenetError
@@ -124,6 +125,19 @@ def test_every_training_section_bounds_its_optimiser_and_crop(section):
 
 def test_the_training_sections_are_the_ones_that_train():
     assert TRAINING_SECTIONS == ("cam", "aff", "irn", "seg")
+
+
+def test_a_section_reads_its_own_keys_first_and_the_shared_schedule_after():
+    import dataclasses
+
+    dumped = yaml.safe_load(dump_config(Config()))
+    for name in TRAINING_SECTIONS:
+        keys = list(dumped[name])
+        assert sorted(keys) == sorted(f.name for f in dataclasses.fields(getattr(Config(), name)))
+        assert keys.index("lr_multipliers") > keys.index("epochs")  # inherited unchanged: after
+    assert list(dumped["cam"])[:4] == ["method", "transform", "branch_rate", "eta"]
+    with pytest.raises(SsenetError, match=r"unknown config key cam.mehtod \(known: method, "):
+        load_config(overrides=["cam.mehtod=ssenet"])
 
 
 # A finished stage is reused only while its digest is the one it was trained with: a change to

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import operator
 import os
@@ -369,7 +370,13 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section's values, each section's keys in reading order (`section_keys`)."""
+        sections = {}
+        for section in fields(self):
+            values = getattr(self, section.name)
+            flat = dataclasses.asdict(values)
+            sections[section.name] = {key: flat[key] for key in section_keys(type(values))}
+        return sections
 
     def digest(self, *sections: str) -> str:
         """A short hash of the given sections and the seed and precision, to tell whether a
@@ -392,6 +399,14 @@ class Config:
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def section_keys(cls: type) -> list[str]:
+    """A config section's keys in reading order: those its own class declares, in its order,
+    then those it inherits unchanged (a training section's optimiser keys), so that `cam`
+    begins with `method`, not with the schedule it shares with every training section."""
+    own = list(inspect.get_annotations(cls))
+    return own + [f.name for f in fields(cls) if f.name not in own]
+
+
 def _apply(config: Config, data: dict[str, Any], source: str) -> None:
     if not isinstance(data, dict):
         raise SsenetError(f"{source}: the config must be a mapping of sections")
@@ -407,8 +422,9 @@ def _apply(config: Config, data: dict[str, Any], source: str) -> None:
         hints = get_type_hints(type(section))
         for key, value in values.items():
             if key not in hints:
+                known = ", ".join(section_keys(type(section)))
                 raise SsenetError(
-                    f"{source}: unknown config key {section_name}.{key} (known: {', '.join(hints)})"
+                    f"{source}: unknown config key {section_name}.{key} (known: {known})"
                 )
             setattr(section, key, coerce(value, hints[key], f"{section_name}.{key}"))
 

@@ -104,18 +104,17 @@ def value_text(value: Any) -> str:
 
 
 def config_keys() -> list[KeyDoc]:
-    """Every key of every config section, in the order of the dataclasses."""
-    from ssenet.config import Config
+    """Every key of every config section, in reading order (`ssenet.config.section_keys`)."""
+    from ssenet.config import Config, section_keys
 
     keys = []
     for section in dataclasses.fields(Config):
         cls = type(getattr(Config(), section.name))
         hints, docs, defaults = get_type_hints(cls), field_docstrings(cls), cls()
-        for field in dataclasses.fields(cls):
+        for key in section_keys(cls):
             keys.append(KeyDoc(
-                section.name, field.name, type_text(hints[field.name]),
-                value_text(getattr(defaults, field.name)), allowed_text(section.name, field.name),
-                docs.get(field.name, ""),
+                section.name, key, type_text(hints[key]), value_text(getattr(defaults, key)),
+                allowed_text(section.name, key), docs.get(key, ""),
             ))  # fmt: skip
     return keys
 
