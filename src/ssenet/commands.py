@@ -7,8 +7,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ssenet.errors import SsenetError
+
+if TYPE_CHECKING:  # the verbs import the stages lazily, so `ssenet --help` needs no torch
+    from ssenet.inference import ListJob
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -91,9 +95,8 @@ def _shard(args: argparse.Namespace) -> tuple[int, int]:
     return rank_shard(parse_shard(args.shard))
 
 
-def _job(args: argparse.Namespace):
-    """This process's share of the list `--list` (`ssenet.inference.ListJob`), with a progress
-    bar unless `--no-progress`."""
+def _job(args: argparse.Namespace) -> ListJob:
+    """This process's share of the list `--list`, with a progress bar unless `--no-progress`."""
     from ssenet.inference import ListJob
 
     return ListJob(args.list, _shard(args), not args.no_progress)
