@@ -81,6 +81,27 @@ run_pipeline(load_config(config), run_dir, progress=False)
 """
 
 
+def kill_chain(cfg, run_dir, points, tmp_path) -> None:
+    """Run the pipeline into `run_dir` once per kill point, each child killed at its point and
+    resuming what the last one left; a "half" point leaves its temporary file behind."""
+    config = tmp_path / "kill.yaml"
+    config.write_text(dump_config(cfg))
+    for module, attribute, n, how in points:
+        argv = [str(config), str(run_dir), module, attribute, str(n), how]
+        child = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True)
+        assert child.returncode == -signal.SIGKILL, (attribute, child.stderr[-2000:])
+        if how == "half":  # the dead writer's temporary file is there, until the next run
+            assert list(run_dir.rglob(".*.tmp*")), attribute
+
+
+def assert_same_networks(killed, whole, stages) -> None:
+    for stage in stages:
+        ours = torch.load(killed / stage / "model.pth", weights_only=True)
+        theirs = torch.load(whole / stage / "model.pth", weights_only=True)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+
+
 def kill_config(bench, tiny_run_config):
     cfg = tiny_run_config(bench)
     cfg.cam.epochs = cfg.aff.epochs = cfg.seg.epochs = 2
@@ -94,17 +115,8 @@ def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
     whole = tmp_path / "whole"
     run_pipeline(cfg, whole, progress=False)
 
-    config = tmp_path / "kill.yaml"
-    config.write_text(dump_config(cfg))
     killed = tmp_path / "killed"
-    for module, attribute, n, how in KILL_POINTS:
-        child = subprocess.run(
-            [sys.executable, "-c", CHILD, str(config), str(killed), module, attribute, str(n), how],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert child.returncode == -signal.SIGKILL, (attribute, child.stderr[-2000:])
-        if how == "half":  # the dead writer's temporary file is there, until the next run
-            assert list(killed.rglob(".*.tmp*")), attribute
+    kill_chain(cfg, killed, KILL_POINTS, tmp_path)
     run_pipeline(cfg, killed, progress=False)  # the same command, once more: it completes
 
     assert not list(killed.rglob(".*.tmp*"))  # a dead writer's temporaries are gone
@@ -129,11 +141,7 @@ def test_killed_at_every_stage_and_resumed_equals_an_uninterrupted_run(
     for name in figures:
         ours = json.loads((killed / "eval" / name).read_text())
         assert ours == json.loads((whole / "eval" / name).read_text()), name
-    for stage in ("cam", "aff", "seg"):
-        ours = torch.load(killed / stage / "model.pth", weights_only=True)
-        theirs = torch.load(whole / stage / "model.pth", weights_only=True)
-        assert ours.keys() == theirs.keys()
-        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    assert_same_networks(killed, whole, ("cam", "aff", "seg"))
     labels = sorted(whole.glob("*/labels/*.png"))
     assert len(labels) == 4 * 6  # cam, crf and rw labels of train, DeepLab's of val
     for path in labels:
@@ -182,25 +190,14 @@ def test_irnets_stages_killed_and_resumed_equal_an_uninterrupted_run(
         shutil.rmtree(killed / stage)
     (killed / "eval" / "results.json").unlink()
 
-    config = tmp_path / "kill.yaml"
-    config.write_text(dump_config(cfg))
-    for module, attribute, n, how in IRN_KILL_POINTS:
-        child = subprocess.run(
-            [sys.executable, "-c", CHILD, str(config), str(killed), module, attribute, str(n), how],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert child.returncode == -signal.SIGKILL, (attribute, child.stderr[-2000:])
+    kill_chain(cfg, killed, IRN_KILL_POINTS, tmp_path)
     run_pipeline(cfg, killed, progress=False)
 
     assert not list(killed.rglob(".*.tmp*"))
     results = json.loads((killed / "eval" / "results.json").read_text())
     assert list(results) == ["cam", "crf", "irn_rw", "seg"]
     assert results == json.loads((whole / "eval" / "results.json").read_text())
-    for stage in ("irn", "seg"):
-        ours = torch.load(killed / stage / "model.pth", weights_only=True)
-        theirs = torch.load(whole / stage / "model.pth", weights_only=True)
-        assert ours.keys() == theirs.keys()
-        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), stage
+    assert_same_networks(killed, whole, ("irn", "seg"))
     labels = sorted(p for s in IRN_STAGES for p in whole.glob(f"{s}/labels/*.png"))
     assert len(labels) == 6 + 6 + 6  # relation and IRNet labels of train, DeepLab's of val
     for path in labels:
