@@ -31,8 +31,8 @@ def test_the_estimate_scales_with_the_step_and_the_demo_size():
     assert estimate_seconds(0.5, quick=False) == 0.5 * DEMO_LENGTH_IN_STEPS["default"]
     assert estimate_seconds(1.0, quick=False) == 2 * estimate_seconds(0.5, quick=False)
     assert estimate_seconds(0.1, quick=True) < estimate_seconds(0.1, quick=False)
-    # The default demo's measurement: 782 s in the run whose calibrated step took 0.208 s.
-    assert round(estimate_seconds(0.208, quick=False)) == 782
+    # The default demo's measurement: 574.6 s in the run whose calibrated step took 0.203 s.
+    assert round(estimate_seconds(0.203, quick=False)) == 575
 
 
 def test_irnets_stages_lengthen_the_estimate_by_their_measured_share():
@@ -46,9 +46,9 @@ def test_irnets_stages_lengthen_the_estimate_by_their_measured_share():
     assert estimate_seconds(0.2, False, "irn") / estimate_seconds(0.2, False) == pytest.approx(
         748.7 / (748.7 - 140.9)
     )
-    message = estimate_message(0.208, quick=False, refiner="irn")  # 782 s / (1 - 0.188)
-    assert message.startswith("ssenet demo: about 16 minutes on this machine with IRNet's stages")
-    assert "IRNet" not in estimate_message(0.208, quick=False)
+    message = estimate_message(0.203, quick=False, refiner="irn")  # 575 s / (1 - 0.188)
+    assert message.startswith("ssenet demo: about 12 minutes on this machine with IRNet's stages")
+    assert "IRNet" not in estimate_message(0.203, quick=False)
 
 
 def test_durations_read_as_a_person_would_say_them():
@@ -60,9 +60,9 @@ def test_durations_read_as_a_person_would_say_them():
 
 
 def test_the_messages_name_the_measured_step_and_the_other_demo():
-    full = estimate_message(1.1, quick=False)  # 1.1 x 3760 s
-    assert full.startswith("ssenet demo: about 1 h 09 min on this machine")
-    assert "1.100 s" in full and "ssenet demo --quick" in full
+    full = estimate_message(1.5, quick=False)  # 1.5 x 2831 s
+    assert full.startswith("ssenet demo: about 1 h 11 min on this machine")
+    assert "1.500 s" in full and "ssenet demo --quick" in full
     quick = estimate_message(0.05, quick=True)
     assert quick.startswith("ssenet demo --quick: about ") and "smoke test" in quick
 

@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable
 
 # A whole demo's wall time divided by its own calibration step (`time_cam_step`: compute only,
-# no data loading), both measured in one run, so that the two stand for the same machine:
-# default: seed 0 took 782 s by the demo's clock after a calibrated step of 0.208 s (AMD EPYC,
-#   2 cores, shared with one other job): 3760. (A step of the real training, data loading
-#   included, is about twice the calibrated one: 976 s over a 0.422-s real step gave 2313, which
-#   predicted 8 minutes for the 13-minute run.)
-# quick: 64.2 s by its clock after a calibrated step of 0.096 s (the same machine): 669.
-DEMO_LENGTH_IN_STEPS = {"default": 782 / 0.208, "quick": 64.2 / 0.096}
+# no data loading), both measured in one run, so that the two stand for the same machine; from
+# a fresh install (`pip install .`) on a quiet machine (AMD EPYC, 2 cores, nothing else running):
+# default: seed 0 took 574.6 s by the demo's clock after a calibrated step of 0.203 s: 2831.
+# quick: 23.2 s by its clock after a calibrated step of 0.084 s: 276.
+# (Earlier factors, 782 / 0.208 = 3760 and 64.2 / 0.096 = 669, were measured with other jobs
+# sharing the cores and overestimated a quiet machine's demo by 1.3x and 2.4x. A step of the
+# real training, data loading included, is about twice the calibrated one.)
+DEMO_LENGTH_IN_STEPS = {"default": 574.6 / 0.203, "quick": 23.2 / 0.084}
 # The share of a `--refiner irn` demo's time its three IRNet stages take (irn_labels, irn,
 # irn_rw, both methods), from the stage times of one run (results.json meta.stage_seconds):
 # default, seed 2: 140.9 of 748.7 s; quick, seed 0: 4.7 of 50.5 s. The rest of that demo is
