@@ -254,6 +254,14 @@ def worker_error_message(text: str) -> str:
     return last.split(": ", 1)[-1]
 
 
+def say_error(message: str) -> None:
+    """One `ssenet: error:` line on stderr, written and flushed in one piece: torchrun's ranks
+    share one stderr, and print's separate write of the newline let two ranks' messages run
+    into one line."""
+    sys.stderr.write(f"ssenet: error: {message}\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if int(os.environ.get("RANK", 0)) != 0:
@@ -261,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SsenetError as err:
-        print(f"ssenet: error: {worker_error_message(str(err))}", file=sys.stderr)
+        say_error(worker_error_message(str(err)))
         return 2
     except OSError as err:  # the file system's faults: read-only, full disk, a file for a folder
-        print(f"ssenet: error: {worker_error_message(os_error_message(err))}", file=sys.stderr)
+        say_error(worker_error_message(os_error_message(err)))
         return 2
     except KeyboardInterrupt:
         print("ssenet: interrupted; rerun the same command to resume", file=sys.stderr)
