@@ -144,3 +144,20 @@ def test_preflight_refuses_a_batch_some_process_cannot_fill(
     with pytest.raises(SsenetError, match=r"aff training: list 'train' has 8 .* lower aff\."):
         preflight(cfg, stages)
     preflight(cfg, ["cam", "crf"])  # only the stages that run count
+
+
+def test_preflight_passes_over_a_training_stage_without_a_config_section(
+    bench, tiny_run_config, monkeypatch
+):
+    from ssenet.pipeline import preflight
+    from ssenet.stages import Stage, register, unregister
+
+    cfg = tiny_run_config(bench / "data")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cfg.cam.batch_size = 4  # 16 train_aug images: 4 a process
+    register(Stage(name="own", title="own", run=lambda cfg, layout, progress: {},
+                   trains_on=lambda cfg: ["train"]), after="cam")  # fmt: skip
+    try:
+        preflight(cfg, ["cam", "own"])  # no section, no batch_size to read: not a traceback
+    finally:
+        unregister("own")
