@@ -216,13 +216,18 @@ def work_batches(
     )
 
 
+def crf_worker_count(cfg: Config) -> int:
+    """The processes per-image CRF jobs are spread over: run.crf_workers, else run.num_workers."""
+    return cfg.run.num_workers if cfg.run.crf_workers is None else cfg.run.crf_workers
+
+
 def run_crf_jobs(cfg: Config, jobs: Dataset, desc: str, progress: bool) -> None:
     """Run per-image CRF jobs: `jobs` is a Dataset whose item does one image's work, with the
     resolved CRF `backend` and a `device` attribute. They are spread over `run.crf_workers`
     (default `run.num_workers`) DataLoader processes with one torch thread each (pydensecrf uses
     one core per CRF whatever the thread setting); a CUDA torch backend runs in this process,
     on `jobs.device`, instead (CUDA does not survive fork)."""
-    workers = cfg.run.num_workers if cfg.run.crf_workers is None else cfg.run.crf_workers
+    workers = crf_worker_count(cfg)
     if jobs.backend == "torch":
         device = select_device(cfg.run.device)
         if device.type == "cuda":

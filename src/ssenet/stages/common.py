@@ -16,7 +16,7 @@ from ssenet.evaluation.guard import check_pseudo_label_eval
 from ssenet.evaluation.label_free import label_shares
 from ssenet.evaluation.metrics import VOID_ONLY, evaluate_label_dirs, scored_pixels
 from ssenet.fileio import write_json
-from ssenet.inference import ListJob
+from ssenet.inference import ListJob, crf_worker_count
 from ssenet.runtime import on_main_rank, rank_shard, sync_ranks
 from ssenet.stages.registry import Stage, covered_lists, pseudo_labels
 
@@ -171,8 +171,7 @@ def crf_plan_row(s: PlanInputs, stage: str, what: str) -> PlanRow:
     processes; the torch backend on the GPU in one process when run.device gives a GPU."""
     from ssenet.crf import resolve_backend
 
-    run = s.cfg.run
-    workers = run.num_workers if run.crf_workers is None else run.crf_workers
+    run, workers = s.cfg.run, crf_worker_count(s.cfg)
     try:
         backend = resolve_backend(s.cfg.crf.backend)
     except SsenetError as err:
