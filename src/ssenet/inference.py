@@ -216,6 +216,16 @@ def work_batches(
     )
 
 
+def image_cams(
+    cam_dir: Path, image_id: str, image: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CAMs and class keys of `cam_dir/<image_id>.npz`, checked to be `image`'s size."""
+    path = cam_dir / f"{image_id}.npz"
+    cams, keys = load_cams(path)
+    check_same_size(path, cams, image)
+    return cams, keys
+
+
 def crf_worker_count(cfg: Config) -> int:
     """The processes per-image CRF jobs are spread over: run.crf_workers, else run.num_workers."""
     return cfg.run.num_workers if cfg.run.crf_workers is None else cfg.run.crf_workers
@@ -265,10 +275,8 @@ class CamJobs(Dataset):
         if self.dataset is None:
             self.dataset = open_split(self.cfg.data, self.list_name)
         image_id = self.ids[index]
-        cam_path = self.cam_dir / f"{image_id}.npz"
-        cams, keys = load_cams(cam_path)
         image = self.dataset.read_image(image_id)
-        check_same_size(cam_path, cams, image)
+        cams, keys = image_cams(self.cam_dir, image_id, image)
         self.write(image_id, image, cams, keys, self.stamps[image_id])
         return image_id
 
@@ -317,8 +325,7 @@ def batched_cams(
         images = torch.stack([image for _, image, _ in batch])
         outputs = halving_on_oom(forward, images, what)
         for (image_id, image, _), output in zip(batch, outputs, strict=True):
-            cams, keys = load_cams(cam_dir / f"{image_id}.npz")
-            check_same_size(cam_dir / f"{image_id}.npz", cams, image)
+            cams, keys = image_cams(cam_dir, image_id, image)
             yield image_id, cams, keys, output
 
 

@@ -126,7 +126,7 @@ def network_plan_rows(
     """The dry run's rows of a stage that trains a network and then infers with it at several
     scales (`section`: its config section, with infer_scales, infer_batch and infer_flip):
     training and inference, each with its GPU memory."""
-    rows = training_plan_rows(s, stage, section, train_memory)  # estimated first, as before
+    rows = training_plan_rows(s, stage, section, train_memory)  # the training's estimate first
     infer = s.estimate(f"{stage} inference", infer_memory)
     return [*rows, s.infer_row(stage, s.flip_batch(section), infer,
                                f"{len(section.infer_scales)} scales")]  # fmt: skip
