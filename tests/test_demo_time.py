@@ -4,15 +4,16 @@ No test asserts a wall-clock time: the clock and the step are stand-ins where ti
 import pytest
 import torch
 
+from ssenet.demo import refiner_share
 from ssenet.demo_time import (
     DEMO_LENGTH_IN_STEPS,
-    IRN_STAGE_SHARE,
     duration_text,
     estimate_message,
     estimate_seconds,
     median_step_seconds,
     time_cam_step,
 )
+from ssenet.stages import STAGES
 
 
 def test_the_median_of_the_timed_steps_after_an_untimed_warm_up():
@@ -37,18 +38,22 @@ def test_the_estimate_scales_with_the_step_and_the_demo_size():
 
 def test_irnets_stages_lengthen_the_estimate_by_their_measured_share():
     for quick, size in ((False, "default"), (True, "quick")):
+        share = refiner_share("irn", size)  # from the irn stages' registry entries
         plain = estimate_seconds(0.2, quick)
-        with_irn = estimate_seconds(0.2, quick, refiner="irn")
+        with_irn = estimate_seconds(0.2, quick, share)
         # the rest of an IRNet demo is the plain demo: IRNet's share of the whole is its share
         assert with_irn > plain
-        assert (with_irn - plain) / with_irn == pytest.approx(IRN_STAGE_SHARE[size])
+        assert (with_irn - plain) / with_irn == pytest.approx(STAGES["irn"].demo_share[size])
+    assert refiner_share("affinity", "default") == 0.0  # the default demo's own stages
     # seed 2's IRNet demo: 748.7 s, of which the IRNet stages 140.9 s
-    assert estimate_seconds(0.2, False, "irn") / estimate_seconds(0.2, False) == pytest.approx(
-        748.7 / (748.7 - 140.9)
+    with_irn = estimate_seconds(0.2, False, refiner_share("irn", "default"))
+    assert with_irn / estimate_seconds(0.2, False) == pytest.approx(748.7 / (748.7 - 140.9))
+    share = refiner_share("irn", "default")
+    message = estimate_message(0.203, False, "irn", share)  # 575 s / (1 - 0.188)
+    assert message.startswith(
+        "ssenet demo: about 12 minutes on this machine with the irn refiner's stages"
     )
-    message = estimate_message(0.203, quick=False, refiner="irn")  # 575 s / (1 - 0.188)
-    assert message.startswith("ssenet demo: about 12 minutes on this machine with IRNet's stages")
-    assert "IRNet" not in estimate_message(0.203, quick=False)
+    assert "refiner" not in estimate_message(0.203, quick=False)
 
 
 def test_durations_read_as_a_person_would_say_them():

@@ -70,6 +70,13 @@ def refiner_overrides(refiner: str, size: str) -> list[str]:
     return [f"refine.method={refiner}", f"refine.compare=[{DEFAULT_REFINER}]", *settings]
 
 
+def refiner_share(refiner: str, size: str) -> float:
+    """The measured share of a `--refiner` demo's time its refiner's stages take (their
+    registry entries' `demo_share`; 0 for the default refiner, the default demo's own)."""
+    return sum(stage.demo_share.get(size, 0.0) for stage in STAGES.values()
+               if stage.refiner == refiner and refiner != DEFAULT_REFINER)  # fmt: skip
+
+
 # What the quick demo is, said before its table in the terminal and in its report: on 8 x 8-cell
 # CAMs trained for a few steps its figures can go either way (SSENet may lose to the baseline).
 QUICK_NOTICE = (
@@ -160,7 +167,8 @@ def announce(out_dir: Path, bench_dir: Path, seed: int, quick: bool, refiner: st
     print("ssenet demo: timing a few training steps to estimate how long it will take here",
           flush=True)  # fmt: skip
     step = time_cam_step(cfg, num_classes=len(CLASS_NAMES))
-    print(estimate_message(step, quick, refiner), flush=True)
+    share = refiner_share(refiner, "quick" if quick else "default")
+    print(estimate_message(step, quick, refiner, share), flush=True)
 
 
 def format_results(results: dict) -> str:

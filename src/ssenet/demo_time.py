@@ -23,11 +23,6 @@ from collections.abc import Callable
 # sharing the cores and overestimated a quiet machine's demo by 1.3x and 2.4x. A step of the
 # real training, data loading included, is about twice the calibrated one.)
 DEMO_LENGTH_IN_STEPS = {"default": 574.6 / 0.203, "quick": 23.2 / 0.084}
-# The share of a `--refiner irn` demo's time its three IRNet stages take (irn_labels, irn,
-# irn_rw, both methods), from the stage times of one run (results.json meta.stage_seconds):
-# default, seed 2: 140.9 of 748.7 s; quick, seed 0: 4.7 of 50.5 s. The rest of that demo is
-# the default demo, so its length is the default's over (1 - share).
-IRN_STAGE_SHARE = {"default": 140.9 / 748.7, "quick": 4.7 / 50.5}
 CALIBRATION_STEPS = 5  # timed, after one untimed warm-up step (allocation, lazy init)
 
 
@@ -46,12 +41,13 @@ def median_step_seconds(
     return statistics.median(times)
 
 
-def estimate_seconds(step_seconds: float, quick: bool, refiner: str = "affinity") -> float:
-    """The demo's expected wall time on a machine where one training step takes `step_seconds`;
-    `refiner` "irn" adds IRNet's stages."""
-    size = "quick" if quick else "default"
-    seconds = step_seconds * DEMO_LENGTH_IN_STEPS[size]
-    return seconds / (1 - IRN_STAGE_SHARE[size]) if refiner == "irn" else seconds
+def estimate_seconds(step_seconds: float, quick: bool, refiner_share: float = 0.0) -> float:
+    """The demo's expected wall time on a machine where one training step takes `step_seconds`.
+    `refiner_share`: the measured share of a `--refiner` demo's time its refiner's stages take
+    (`Stage.demo_share`); the rest of that demo is the default demo, so its length is the
+    default's over (1 - share)."""
+    seconds = step_seconds * DEMO_LENGTH_IN_STEPS["quick" if quick else "default"]
+    return seconds / (1 - refiner_share)
 
 
 def duration_text(seconds: float) -> str:
@@ -64,11 +60,15 @@ def duration_text(seconds: float) -> str:
     return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
-def estimate_message(step_seconds: float, quick: bool, refiner: str = "affinity") -> str:
-    """What the demo prints before its work: its expected time here, and the other size."""
-    took = f"{duration_text(estimate_seconds(step_seconds, quick, refiner))} on this machine"
-    if refiner == "irn":
-        took += " with IRNet's stages"
+def estimate_message(
+    step_seconds: float, quick: bool, refiner: str = "affinity", refiner_share: float = 0.0
+) -> str:
+    """What the demo prints before its work: its expected time here (with the stages of
+    `refiner` when they have a measured share), and the other size."""
+    seconds = estimate_seconds(step_seconds, quick, refiner_share)
+    took = f"{duration_text(seconds)} on this machine"
+    if refiner_share:
+        took += f" with the {refiner} refiner's stages"
     measured = f"(a CAM training step takes {step_seconds:.3f} s here)"
     if quick:
         return (f"ssenet demo --quick: {took} {measured}. A smoke test of every stage; "

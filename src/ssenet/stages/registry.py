@@ -55,7 +55,9 @@ class Stage:
     what its trained network sees in the report's example images, shown beside their labels
     with the stage's title; {} when the network is not trained (then no cell).
     demo_settings: {"default" | "quick": config overrides} that `ssenet demo --refiner <its
-    refiner>` adds to the demo's config, its settings scaled to the demo's images. The config
+    refiner>` adds to the demo's config, its settings scaled to the demo's images.
+    demo_share: {"default" | "quick": the measured share of that demo's time (with `--refiner
+    <its refiner>`) the stage takes}, which the demo's opening time estimate adds. The config
     keys its outputs depend on are in its stamps and training digest (`ssenet.provenance`),
     next to the code that uses them.
     """
@@ -76,6 +78,7 @@ class Stage:
         default=None, compare=False
     )
     demo_settings: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    demo_share: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def scored(self) -> bool:
