@@ -84,17 +84,23 @@ def boundary_backbone(cfg: Config, pretrained: bool) -> Backbone:
     return build_backbone(m.backbone, m.width, stride, pretrained, freeze_bn=True)
 
 
+def configured_boundary_model(cfg: Config, pretrained: bool) -> BoundaryNet:
+    """The boundary network `cfg.model` describes, with the packaged ImageNet backbone weights
+    if `pretrained`."""
+    return BoundaryNet(boundary_backbone(cfg, pretrained))
+
+
 def build_boundary_from_config(cfg: Config) -> BoundaryNet:
     """The boundary network with ImageNet (or the given) backbone weights, as IRNet starts."""
-    backbone = boundary_backbone(cfg, cfg.model.pretrained and cfg.model.weights is None)
+    model = configured_boundary_model(cfg, cfg.model.pretrained and cfg.model.weights is None)
     if cfg.model.weights:
-        load_weights(backbone, cfg.model.weights)
-    return BoundaryNet(backbone)
+        load_weights(model.backbone, cfg.model.weights)
+    return model
 
 
 def load_boundary_model(cfg: Config, weights: str | Path, fold: bool = True) -> BoundaryNet:
     """The boundary network with trained weights (strict), in eval mode."""
-    model = BoundaryNet(boundary_backbone(cfg, pretrained=False))
+    model = configured_boundary_model(cfg, pretrained=False)
     load_weights(model, weights)
     return for_inference(model, cfg, fold)
 

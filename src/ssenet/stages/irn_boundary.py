@@ -20,10 +20,9 @@ from ssenet.data.source import open_split
 from ssenet.irn import BoundaryObjective
 from ssenet.models.boundary import (
     BOUNDARY_STRIDE,
-    BoundaryNet,
-    boundary_backbone,
     boundary_maps,
     build_boundary_from_config,
+    configured_boundary_model,
     load_boundary_model,
 )
 from ssenet.runtime import select_device
@@ -107,7 +106,7 @@ def train_memory(cfg: Config):
     """The dry run's estimate of one training batch, on the meta device."""
     from ssenet.dryrun.memory import estimate_training_memory, on_meta, optimizer_slots
 
-    model = on_meta(lambda: BoundaryNet(boundary_backbone(cfg, pretrained=False)))
+    model = on_meta(lambda: configured_boundary_model(cfg, pretrained=False))
     batch, crop = cfg.irn.batch_size, cfg.irn.crop_size
     images = torch.empty(batch, 3, crop, crop, device="meta")
     labels = torch.zeros(batch, crop, crop, dtype=torch.long, device="meta")

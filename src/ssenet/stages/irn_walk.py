@@ -81,9 +81,9 @@ def plan(s: PlanInputs) -> list[PlanRow]:
 def infer_memory(cfg: Config, size: tuple[int, int]):
     """The dry run's estimate of one batch of boundary maps, on the meta device."""
     from ssenet.dryrun.memory import estimate_inference_memory, on_meta
-    from ssenet.models.boundary import BoundaryNet, boundary_backbone, padded_side
+    from ssenet.models.boundary import configured_boundary_model, padded_side
 
-    model = on_meta(lambda: BoundaryNet(boundary_backbone(cfg, pretrained=False)))
+    model = on_meta(lambda: configured_boundary_model(cfg, pretrained=False))
     sides = [padded_side(side, cfg.irn.crop_size) for side in size]
     images = torch.empty(2 * cfg.irn.infer_batch, 3, *sides, device="meta")
     return estimate_inference_memory(model, images)
