@@ -1,18 +1,36 @@
 """Fixtures shared by several test files."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
 from ssenet.config import Config
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread for the test, so tests on two cores never fight over them."""
+@contextmanager
+def single_torch_thread():
+    """One torch thread inside, the previous number restored after: tests on two cores never
+    fight over them."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test."""
+    with single_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def single_thread():
+    """`single_torch_thread()`, for module fixtures (set up before a test's `one_thread`)."""
+    return single_torch_thread
 
 
 def tiny_config(root) -> Config:

@@ -277,14 +277,10 @@ def snapshot(run_dir):
 
 
 @pytest.fixture(scope="module")
-def irn_run(bench, tiny_run_config, tmp_path_factory):
+def irn_run(bench, tiny_run_config, single_thread, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("irn") / "run"
-    previous = torch.get_num_threads()  # a module fixture is set up before `one_thread`
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         results = run_pipeline(irn_config(tiny_run_config, bench), run_dir, progress=False)
-    finally:
-        torch.set_num_threads(previous)
     return run_dir, results
 
 

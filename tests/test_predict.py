@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from torchvision.datasets import VOCSegmentation
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_run_config, tmp_path_factory):
+def trained(tiny_run_config, single_thread, tmp_path_factory):
     """A tiny benchmark, a segmentation network trained a few steps on its masks, its config."""
     root = tmp_path_factory.mktemp("predict")
     bench = root / "bench"
@@ -37,12 +36,8 @@ def trained(tiny_run_config, tmp_path_factory):
                    progress=False)  # fmt: skip
     cfg = tiny_run_config(bench)
     cfg.seg.infer_batch, cfg.run.out_dir = 1, str(root / "run")  # one image a pass, as the API
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         weights = train_seg(cfg, bench / "SegmentationClass", root / "run" / "seg", False).weights
-    finally:
-        torch.set_num_threads(previous)
     config = root / "run" / "config.yaml"
     config.write_text(dump_config(cfg))
     names = open_voc(bench, "val").class_names

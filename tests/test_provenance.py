@@ -69,14 +69,10 @@ def test_a_changed_setting_remakes_its_stage_and_everything_downstream_only(
 
 
 @pytest.fixture(scope="module")
-def finished_run(bench, tiny_run_config, tmp_path_factory):
+def finished_run(bench, tiny_run_config, single_thread, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    previous = torch.get_num_threads()  # a module fixture is set up before `one_thread`
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         first = run_pipeline(tiny_run_config(bench), run_dir, progress=False)
-    finally:
-        torch.set_num_threads(previous)
     assert set(first) == {"cam", "crf", "rw", "seg"}
     return run_dir
 
@@ -193,7 +189,6 @@ def test_an_edited_mask_is_other_training_data(bench, finished_run, tiny_run_con
 def test_a_second_run_with_workers_gives_the_same_outputs(
     bench, finished_run, tiny_run_config, tmp_path
 ):
-    import torch
 
     from ssenet.camfile import load_cams
 
