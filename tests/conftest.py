@@ -1,6 +1,8 @@
 """Fixtures shared by several test files."""
 
+import importlib.util
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +70,18 @@ def tiny_run_benchmark():
 def tiny_run_config():
     """`tiny_config(root)`: a five-stage config that runs in seconds on a 48-px benchmark."""
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """`benchmark_script(name)`: the module of `benchmarks/<name>.py`, loaded from its file
+    (the benchmarks are scripts, not a package)."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,20 +1,14 @@
 """benchmarks/demo_table.py writes the results page's tables from demo runs (--markdown)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "demo_table.py"
-
 
 @pytest.fixture(scope="module")
-def demo_table():
-    spec = importlib.util.spec_from_file_location("demo_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo_table(benchmark_script):
+    return benchmark_script("demo_table")
 
 
 def method(cam: float, shift: float) -> dict:

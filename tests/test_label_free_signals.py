@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_free_signals.py"
-
 
 @pytest.fixture(scope="module")
-def signals():
-    spec = importlib.util.spec_from_file_location("label_free_signals", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def signals(benchmark_script):
+    return benchmark_script("label_free_signals")
 
 
 def test_rank_correlation_by_hand(signals):
